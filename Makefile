@@ -1,0 +1,50 @@
+# Every target does its own set-up and can be run again at any time.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+INSPECTOR := .cache/inspector/node_modules/.bin/mcp-inspector
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+# torch first, CPU build where we can: the wheel this kind of machine keeps on disk, else the
+# PyTorch CPU index, else whatever pip finds. Then the project and its dev tools.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null \
+	  || $(PY) -m pip install -q torch==2.13.0 \
+	  || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
+	  || $(PY) -m pip install -q "torch>=2.2"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# The MCP Inspector (an independent client) for the end-to-end smoke test; skipped without npm.
+$(INSPECTOR):
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p .cache/inspector && cd .cache/inspector && \
+	  (test -f package.json || echo '{"private": true}' > package.json) && \
+	  npm install --silent --no-audit --no-fund @modelcontextprotocol/inspector@2.12.0 >/dev/null 2>&1 \
+	  || echo "inspector install failed: its test will be skipped" >&2; \
+	else echo "npm not found: the Inspector test will be skipped" >&2; fi
+
+test: $(STAMP) $(INSPECTOR)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+demo: $(STAMP)
+	$(PY) examples/agents/demo.py
+
+bench: $(STAMP)
+	$(PY) bench/storage_bench.py
+	$(PY) bench/analysis_bench.py
+	$(PY) bench/trainer_overhead.py
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""The database: an async SQLAlchemy engine from a URL, the schema created idempotently at start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from storage.schema import metadata
+
+__all__ = ["DB_FILENAME", "Database", "default_database_url", "open_database"]
+
+DB_FILENAME = "training-mcp.db"
+
+
+def default_database_url(data_dir: Path) -> str:
+    """A SQLite file in the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / DB_FILENAME).resolve()}"
+
+
+@dataclass(eq=False)
+class Database:
+    """An open database. Writes go through `write()`, which serialises writers in this process
+    (SQLite takes one writer at a time; queuing here is cheaper than lock retries)."""
+
+    engine: AsyncEngine
+    url: str
+    _write_lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+async def open_database(url: str) -> Database:
+    """Open (and create if needed) the database at `url`; the caller closes it.
+
+    SQLite URLs get their parent directory created, WAL mode and foreign keys.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = await anyio.Path(parsed.database).expanduser()
+        await path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    return Database(engine=engine, url=url)
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[Database]:
+    """`open_database` as a context manager."""
+    db = await open_database(url)
+    try:
+        yield db
+    finally:
+        await db.close()

@@ -1,0 +1,384 @@
+"""Metric points: idempotent batch append, cursor / last-N / downsampled reads, latest values."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.database import Database
+from storage.errors import InvalidPointError, OperationFinishedError, OperationNotFoundError
+from storage.models import (
+    TERMINAL_STATUSES,
+    MetricPointIn,
+    MetricsRead,
+    OperationStatus,
+    SeriesData,
+    SeriesLatest,
+    special_of,
+)
+from storage.schema import operations, points, series
+
+__all__ = ["AppendResult", "append_points", "latest_values", "read_metrics", "validate_points"]
+
+Row = tuple[int, float | None, int]  # (step, stored value, special code)
+
+
+_BATCH = TypeAdapter(list[MetricPointIn])
+
+
+def validate_points(raw: Sequence[MetricPointIn | Mapping[str, Any]]) -> list[MetricPointIn]:
+    """Validate a whole batch; the first bad point raises `InvalidPointError` with its index."""
+    if all(isinstance(item, MetricPointIn) for item in raw):
+        return list(raw)  # type: ignore[arg-type]  # checked just above
+    try:
+        return _BATCH.validate_python(list(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        index = loc[0] if loc and isinstance(loc[0], int) else 0
+        field = ".".join(str(p) for p in loc[1:]) or "point"
+        raise InvalidPointError(index, field, first["msg"]) from exc
+
+
+class AppendResult:
+    """How many points a batch added (duplicates of stored points are not added again)."""
+
+    __slots__ = ("received", "stored")
+
+    def __init__(self, received: int, stored: int) -> None:
+        self.received = received
+        self.stored = stored
+
+    def __repr__(self) -> str:
+        return f"AppendResult(received={self.received}, stored={self.stored})"
+
+
+def _insert(db: Database) -> Any:
+    return sqlite_insert if db.is_sqlite else pg_insert
+
+
+async def _series_ids(
+    db: Database, conn: AsyncConnection, operation_id: str, names: Iterable[str]
+) -> dict[str, int]:
+    wanted = set(names)
+    query = select(series.c.name, series.c.id).where(
+        series.c.operation_id == operation_id, series.c.name.in_(wanted)
+    )
+    ids: dict[str, int] = {name: sid for name, sid in (await conn.execute(query)).all()}
+    missing = wanted - ids.keys()
+    if missing:
+        stmt = _insert(db)(series).on_conflict_do_nothing()
+        await conn.execute(
+            stmt,
+            [{"operation_id": operation_id, "name": n, "n_points": 0} for n in sorted(missing)],
+        )
+        ids.update({name: sid for name, sid in (await conn.execute(query)).all()})
+    return ids
+
+
+async def append_points(
+    db: Database,
+    operation_id: str,
+    raw_points: Sequence[MetricPointIn | Mapping[str, Any]],
+    *,
+    allow_finished: bool = False,
+) -> AppendResult:
+    """Store a batch atomically: all points or none. A point whose (name, step) is already stored
+    is skipped, so retries are harmless. A finished operation takes no more points unless
+    `allow_finished` (used for the final flush of a run being closed)."""
+    batch = validate_points(raw_points)
+    now_ms = int(time.time() * 1000)
+    groups: dict[str, list[MetricPointIn]] = defaultdict(list)
+    for point in batch:
+        groups[point.name].append(point)
+    async with db.write() as conn:
+        status = (
+            await conn.execute(select(operations.c.status).where(operations.c.id == operation_id))
+        ).scalar_one_or_none()
+        if status is None:
+            raise OperationNotFoundError(operation_id)
+        if not allow_finished and OperationStatus(status) in TERMINAL_STATUSES:
+            raise OperationFinishedError(operation_id, status)
+        if not batch:
+            return AppendResult(0, 0)
+        ids = await _series_ids(db, conn, operation_id, groups)
+        insert_points = _insert(db)(points).on_conflict_do_nothing()
+        stored = 0
+        for name, group in groups.items():
+            sid = ids[name]
+            rows = [
+                {
+                    "series_id": sid,
+                    "step": p.step,
+                    "epoch": p.epoch,
+                    "value": p.value if special_of(p.value) == 0 else None,
+                    "special": special_of(p.value),
+                    "wall_ms": now_ms if p.wall_time is None else int(p.wall_time * 1000),
+                }
+                for p in group
+            ]
+            added = (await conn.execute(insert_points, rows)).rowcount
+            if added <= 0:
+                continue
+            stored += added
+            await _update_series_summary(conn, sid, rows, added)
+    return AppendResult(len(batch), stored)
+
+
+async def _update_series_summary(
+    conn: AsyncConnection, sid: int, rows: list[dict[str, Any]], added: int
+) -> None:
+    """Keep count, first step and the latest point of a series current."""
+    newest = max(rows, key=lambda r: r["step"])
+    oldest_step = min(r["step"] for r in rows)
+    nonfinite = sum(1 for r in rows if r["special"])
+    current = (
+        await conn.execute(
+            select(series.c.first_step, series.c.last_step).where(series.c.id == sid)
+        )
+    ).one()
+    values: dict[str, Any] = {"n_points": series.c.n_points + added}
+    if nonfinite:
+        if added == len(rows):
+            values["nonfinite"] = series.c.nonfinite + nonfinite
+        else:  # some rows were duplicates: count exactly (rare)
+            values["nonfinite"] = (
+                select(func.count())
+                .select_from(points)
+                .where(points.c.series_id == sid, points.c.special != 0)
+                .scalar_subquery()
+            )
+    if current.first_step is None or oldest_step < current.first_step:
+        values["first_step"] = oldest_step
+    if current.last_step is None or newest["step"] > current.last_step:
+        values.update(
+            last_step=newest["step"],
+            last_value=newest["value"],
+            last_special=newest["special"],
+            last_wall_ms=newest["wall_ms"],
+        )
+    await conn.execute(update(series).where(series.c.id == sid).values(values))
+
+
+async def latest_values(db: Database, operation_id: str) -> list[SeriesLatest]:
+    """The latest value of every metric of an operation, from the series summaries."""
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(series).where(series.c.operation_id == operation_id).order_by(series.c.name)
+            )
+        ).all()
+    return [SeriesLatest.from_row(r) for r in rows]
+
+
+async def read_metrics(
+    db: Database,
+    operation_id: str,
+    *,
+    names: Sequence[str] | None = None,
+    after_step: int | Mapping[str, int] | None = None,
+    last: int | None = None,
+    max_points: int | None = None,
+) -> MetricsRead:
+    """Read metrics. Per series: the points after `after_step` (one number for all series, or
+    per name), then the `last` N of those, then at most `max_points`, downsampled in
+    deterministic step buckets that keep each bucket's min, max and last point, the first point,
+    and any non-finite point. Every series reports total, matching and returned counts."""
+    if max_points is not None and max_points < 4:
+        raise ValueError("max_points: must be at least 4")
+    async with db.read() as conn:
+        query = select(series).where(series.c.operation_id == operation_id)
+        if names is not None:
+            query = query.where(series.c.name.in_(list(names)))
+        found = {r.name: r for r in (await conn.execute(query.order_by(series.c.name))).all()}
+        if not found:
+            exists = (
+                await conn.execute(select(operations.c.id).where(operations.c.id == operation_id))
+            ).scalar_one_or_none()
+            if exists is None:
+                raise OperationNotFoundError(operation_id)
+        order = [n for n in (names if names is not None else sorted(found)) if n in found]
+        small = [
+            n
+            for n in order
+            if last is None and (max_points is None or found[n].n_points <= max_points)
+        ]
+        fetched = await _read_whole(conn, [found[n] for n in small], after_step)
+        result: list[SeriesData] = []
+        for name in order:
+            row = found[name]
+            if name in fetched:
+                rows = fetched[name]
+                result.append(
+                    SeriesData.build(name, row.n_points, len(rows), rows, downsampled=False)
+                )
+                continue
+            after = after_step.get(name) if isinstance(after_step, Mapping) else after_step
+            result.append(await _read_series(db, conn, row, after, last, max_points))
+    missing = [n for n in (names or []) if n not in found]
+    return MetricsRead(operation_id=operation_id, series=result, missing=missing)
+
+
+async def _read_whole(
+    conn: AsyncConnection, rows: list[Any], after_step: int | Mapping[str, int] | None
+) -> dict[str, list[Row]]:
+    """Every point after the cursor of several series, in one query (the common, small case)."""
+    if not rows:
+        return {}
+    by_id = {r.id: r.name for r in rows}
+    query = select(points.c.series_id, points.c.step, points.c.value, points.c.special).where(
+        points.c.series_id.in_(list(by_id))
+    )
+    if isinstance(after_step, int):
+        query = query.where(points.c.step > after_step)
+    out: dict[str, list[Row]] = {name: [] for name in by_id.values()}
+    cursors = after_step if isinstance(after_step, Mapping) else {}
+    for sid, step, value, special in await conn.execute(
+        query.order_by(points.c.series_id, points.c.step)
+    ):
+        name = by_id[sid]
+        if step > cursors.get(name, -1):
+            out[name].append((step, value, special))
+    return out
+
+
+async def _read_series(
+    db: Database,
+    conn: AsyncConnection,
+    row: Any,
+    after: int | None,
+    last: int | None,
+    max_points: int | None,
+) -> SeriesData:
+    sid, total = row.id, row.n_points
+    cols = select(points.c.step, points.c.value, points.c.special).where(points.c.series_id == sid)
+    if after is not None:
+        cols = cols.where(points.c.step > after)
+    if after is None or total == 0:
+        matching = total
+    else:
+        matching = (
+            await conn.execute(
+                select(func.count())
+                .select_from(points)
+                .where(points.c.series_id == sid, points.c.step > after)
+            )
+        ).scalar_one()
+    if last is not None and last < matching:
+        rows = (await conn.execute(cols.order_by(points.c.step.desc()).limit(last))).all()
+        selected: list[Row] = [(r[0], r[1], r[2]) for r in reversed(rows)]
+        matching_in = last
+    else:
+        selected = []
+        matching_in = matching
+    if max_points is None or matching_in <= max_points:
+        if not selected:
+            rows = (await conn.execute(cols.order_by(points.c.step))).all()
+            selected = [(r[0], r[1], r[2]) for r in rows]
+        return SeriesData.build(row.name, total, matching, selected, downsampled=False)
+    if selected:  # last N, then downsampled in memory (N is already bounded by the caller)
+        kept = downsample_rows(selected, max_points, nonfinite=row.nonfinite > 0)
+    else:
+        kept = await _downsample_in_db(db, conn, sid, after, row, max_points)
+    return SeriesData.build(row.name, total, matching, kept, downsampled=True)
+
+
+def _bucket_count(max_points: int, nonfinite: bool) -> int:
+    per_bucket = 4 if nonfinite else 3  # min, max, last (+ first non-finite)
+    return max(1, (max_points - 1) // per_bucket)
+
+
+def downsample_rows(rows: Sequence[Row], max_points: int, *, nonfinite: bool) -> list[Row]:
+    """In-memory twin of `_downsample_in_db` with the same buckets (rows sorted by step)."""
+    nb = _bucket_count(max_points, nonfinite)
+    lo, hi = rows[0][0], rows[-1][0]
+    span = hi - lo + 1
+    keep: dict[int, Row] = {rows[0][0]: rows[0]}
+    buckets: dict[int, list[Row]] = defaultdict(list)
+    for r in rows:
+        buckets[((r[0] - lo) * nb) // span].append(r)
+    for members in buckets.values():
+        finite = [r for r in members if r[2] == 0]
+        if finite:
+            lowest = min(finite, key=lambda r: (r[1], r[0]))
+            highest = max(finite, key=lambda r: (r[1], -r[0]))
+            keep[lowest[0]] = lowest
+            keep[highest[0]] = highest
+        specials = [r for r in members if r[2] != 0]
+        if specials:
+            keep[specials[0][0]] = specials[0]
+        keep[members[-1][0]] = members[-1]
+    return [keep[s] for s in sorted(keep)]
+
+
+_BUCKETS_SQL = """
+WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < :nb),
+r AS (SELECT :lo + (i * :span + :nb - 1) / :nb AS a,
+             :lo + ((i + 1) * :span + :nb - 1) / :nb - 1 AS z
+      FROM b)
+SELECT {pick_min}, {pick_max},
+       (SELECT max(step) FROM points WHERE series_id = :sid AND step BETWEEN a AND z){pick_special}
+FROM r
+"""
+# SQLite returns the row of a lone min()/max() for bare columns: one pass, no sort.
+_SQLITE_MIN = (
+    "(SELECT step FROM (SELECT min(value), step FROM points "
+    "WHERE series_id = :sid AND step BETWEEN a AND z))"
+)
+_PORTABLE_MIN = (
+    "(SELECT step FROM points WHERE series_id = :sid AND step BETWEEN a AND z "
+    "AND special = 0 ORDER BY value ASC, step ASC LIMIT 1)"
+)
+_SPECIAL = (
+    ", (SELECT min(step) FROM points WHERE series_id = :sid AND step BETWEEN a AND z "
+    "AND special != 0)"
+)
+
+
+async def _downsample_in_db(
+    db: Database,
+    conn: AsyncConnection,
+    sid: int,
+    after: int | None,
+    row: Any,
+    max_points: int,
+) -> list[Row]:
+    nonfinite = row.nonfinite > 0
+    nb = _bucket_count(max_points, nonfinite)
+    lo = row.first_step if after is None else after + 1
+    hi = row.last_step
+    first_step = (
+        await conn.execute(
+            select(func.min(points.c.step)).where(points.c.series_id == sid, points.c.step >= lo)
+        )
+    ).scalar_one()
+    lo = first_step
+    span = hi - lo + 1
+    if db.is_sqlite:
+        pick_min = _SQLITE_MIN
+        pick_max = _SQLITE_MIN.replace("min(value)", "max(value)")
+    else:
+        pick_min = _PORTABLE_MIN
+        pick_max = _PORTABLE_MIN.replace("value ASC", "value DESC")
+    sql = _BUCKETS_SQL.format(
+        pick_min=pick_min, pick_max=pick_max, pick_special=_SPECIAL if nonfinite else ""
+    )
+    params = {"nb": nb, "lo": lo, "span": span, "sid": sid}
+    steps = {first_step}
+    for picked in (await conn.execute(text(sql), params)).all():
+        steps.update(s for s in picked if s is not None)
+    fetch = (
+        select(points.c.step, points.c.value, points.c.special)
+        .where(points.c.series_id == sid, points.c.step.in_(bindparam("steps", expanding=True)))
+        .order_by(points.c.step)
+    )
+    rows = (await conn.execute(fetch, {"steps": sorted(steps)})).all()
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,240 @@
+"""What storage takes and returns; the same models are MCP structured output and REST JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "METRIC_NAME_PATTERN",
+    "TERMINAL_STATUSES",
+    "TRANSITIONS",
+    "Backend",
+    "MetricPointIn",
+    "MetricsRead",
+    "NonFinite",
+    "Operation",
+    "OperationStatus",
+    "SeriesData",
+    "SeriesLatest",
+    "special_of",
+    "value_of",
+]
+
+# Metric names: letters, digits and `_ . / -`, starting with a letter, at most 128 characters.
+METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_./-]{0,127}$"
+_METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
+
+
+class OperationStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class Backend(StrEnum):
+    LOCAL = "local"
+    BRIDGE = "bridge"
+    EXTERNAL = "external"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        OperationStatus.COMPLETED,
+        OperationStatus.FAILED,
+        OperationStatus.CANCELLED,
+        OperationStatus.INTERRUPTED,
+    }
+)
+
+# A finished run never goes back. Re-reporting the current status is accepted as a no-op.
+TRANSITIONS: dict[OperationStatus, tuple[OperationStatus, ...]] = {
+    OperationStatus.QUEUED: (
+        OperationStatus.RUNNING,
+        OperationStatus.CANCELLED,
+        OperationStatus.FAILED,
+        OperationStatus.INTERRUPTED,
+    ),
+    OperationStatus.RUNNING: (
+        OperationStatus.COMPLETED,
+        OperationStatus.FAILED,
+        OperationStatus.CANCELLED,
+        OperationStatus.INTERRUPTED,
+    ),
+    OperationStatus.COMPLETED: (),
+    OperationStatus.FAILED: (),
+    OperationStatus.CANCELLED: (),
+    OperationStatus.INTERRUPTED: (),
+}
+
+NonFinite = Literal["nan", "inf", "-inf"]
+_SPECIAL_CODES: dict[int, NonFinite] = {1: "nan", 2: "inf", 3: "-inf"}
+
+
+def special_of(value: float) -> int:
+    """Storage code of a value: 0 finite, 1 NaN, 2 +inf, 3 -inf."""
+    if math.isfinite(value):
+        return 0
+    if math.isnan(value):
+        return 1
+    return 2 if value > 0 else 3
+
+
+def value_of(stored: float | None, special: int) -> float:
+    """The float a stored (value, special) pair stands for."""
+    if special == 0:
+        assert stored is not None
+        return stored
+    return {1: math.nan, 2: math.inf, 3: -math.inf}[special]
+
+
+def _iso(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _iso_or_none(ts: float | None) -> datetime | None:
+    return None if ts is None else _iso(ts)
+
+
+class Operation(BaseModel):
+    """A training run, wherever it trains."""
+
+    model_config = ConfigDict(frozen=True)
+
+    operation_id: str
+    name: str
+    status: OperationStatus
+    backend: Backend
+    spec: dict[str, Any]
+    device: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    epochs_done: int = 0
+    epochs_total: int | None = None
+    error: str | None = Field(default=None, description="Why the run failed, when it did.")
+    reason: str | None = Field(
+        default=None, description="Why it ended as it did (early stop, cancel, interruption)."
+    )
+    bridge_url: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_row(cls, row: Any) -> Operation:
+        return cls(
+            operation_id=row.id,
+            name=row.name,
+            status=OperationStatus(row.status),
+            backend=Backend(row.backend),
+            spec=row.spec,
+            device=row.device,
+            tags=row.tags or {},
+            created_at=_iso(row.created_at),
+            started_at=_iso_or_none(row.started_at),
+            finished_at=_iso_or_none(row.finished_at),
+            epochs_done=row.epochs_done,
+            epochs_total=row.epochs_total,
+            error=row.error,
+            reason=row.reason,
+            bridge_url=row.bridge_url,
+        )
+
+
+class MetricPointIn(BaseModel):
+    """One metric value to store. `step` is the epoch for epoch-level metrics."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=True)
+
+    name: str = Field(description="Metric name, " + METRIC_NAME_PATTERN)
+    step: int = Field(ge=0, le=2**62, description="Epoch for epoch metrics, global batch for steps")
+    value: float = Field(description="May be NaN or +/-inf: stored faithfully and flagged.")
+    epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    wall_time: float | None = Field(default=None, ge=0, description="Unix seconds; now if absent")
+
+    @field_validator("name")
+    @classmethod
+    def _name_matches(cls, name: str) -> str:
+        if not _METRIC_NAME.match(name):
+            raise ValueError(
+                "must start with a letter and hold only letters, digits and _ . / - "
+                "(at most 128 characters)"
+            )
+        return name
+
+
+class SeriesData(BaseModel):
+    """One metric's points, columnar. `values[i]` is None where the value is not finite; then
+    `non_finite` maps str(step) to "nan", "inf" or "-inf"."""
+
+    name: str
+    total_points: int = Field(description="Points stored for this metric in all")
+    matching_points: int = Field(description="Points inside the requested range (cursor / last N)")
+    returned_points: int
+    downsampled: bool
+    steps: list[int]
+    values: list[float | None]
+    non_finite: dict[str, NonFinite] = Field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        total: int,
+        matching: int,
+        rows: list[tuple[int, float | None, int]],
+        downsampled: bool,
+    ) -> SeriesData:
+        steps = [r[0] for r in rows]
+        values = [r[1] if r[2] == 0 else None for r in rows]
+        non_finite = {str(r[0]): _SPECIAL_CODES[r[2]] for r in rows if r[2] != 0}
+        return cls(
+            name=name,
+            total_points=total,
+            matching_points=matching,
+            returned_points=len(rows),
+            downsampled=downsampled,
+            steps=steps,
+            values=values,
+            non_finite=non_finite,
+        )
+
+
+class MetricsRead(BaseModel):
+    """The result of a metrics read: every series asked for, and those that do not exist."""
+
+    operation_id: str
+    series: list[SeriesData]
+    missing: list[str] = Field(default_factory=list, description="Requested names never stored")
+
+
+class SeriesLatest(BaseModel):
+    """The latest point of one metric, read without scanning its history."""
+
+    name: str
+    count: int
+    step: int | None
+    value: float | None
+    non_finite: NonFinite | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> SeriesLatest:
+        special = row.last_special or 0
+        return cls(
+            name=row.name,
+            count=row.n_points,
+            step=row.last_step,
+            value=row.last_value if special == 0 else None,
+            non_finite=_SPECIAL_CODES.get(special),
+        )

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anyio
+import pytest
+
+from storage import (
+    Backend,
+    Database,
+    InvalidPointError,
+    OperationFinishedError,
+    OperationNotFoundError,
+    OperationStatus,
+    append_points,
+    connect,
+    create_operation,
+    latest_values,
+    read_metrics,
+    set_status,
+)
+from storage.metrics import downsample_rows
+
+pytestmark = pytest.mark.anyio
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}"
+
+
+async def _op(db: Database) -> str:
+    op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
+    return op.operation_id
+
+
+def _epochs(n: int, start: int = 1) -> list[dict[str, object]]:
+    return [
+        {"name": name, "step": e, "epoch": e, "value": base / e}
+        for e in range(start, start + n)
+        for name, base in (("train_loss", 1.0), ("val_loss", 2.0))
+    ]
+
+
+async def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+
+        async def writer(w: int) -> None:
+            for batch in range(10):
+                pts = [
+                    {"name": f"w{w}", "step": batch * 50 + i, "value": float(i)} for i in range(50)
+                ]
+                await append_points(db, op, pts)
+
+        async with anyio.create_task_group() as tg:
+            for w in range(8):
+                tg.start_soon(writer, w)
+        read = await read_metrics(db, op)
+    assert [s.name for s in read.series] == [f"w{w}" for w in range(8)]
+    assert all(s.total_points == 500 and s.returned_points == 500 for s in read.series)
+    assert all(s.steps == list(range(500)) for s in read.series)
+
+
+async def test_points_survive_closing_and_reopening_the_engine(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, _epochs(10))
+    async with connect(_url(tmp_path)) as db:
+        read = await read_metrics(db, op, names=["val_loss"])
+    assert read.series[0].values == [2.0 / e for e in range(1, 11)]
+
+
+async def test_nan_and_infinities_round_trip_and_are_flagged(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        pts = [
+            {"name": "loss", "step": 1, "value": 0.5},
+            {"name": "loss", "step": 2, "value": math.nan},
+            {"name": "loss", "step": 3, "value": math.inf},
+            {"name": "loss", "step": 4, "value": -math.inf},
+        ]
+        await append_points(db, op, pts)
+        series = (await read_metrics(db, op)).series[0]
+        latest = await latest_values(db, op)
+    assert series.values == [0.5, None, None, None]
+    assert series.non_finite == {"2": "nan", "3": "inf", "4": "-inf"}
+    assert latest[0].step == 4 and latest[0].non_finite == "-inf" and latest[0].value is None
+    assert "NaN" not in series.model_dump_json()
+
+
+async def test_the_same_batch_twice_is_stored_once(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        first = await append_points(db, op, _epochs(5))
+        second = await append_points(db, op, _epochs(5))
+        read = await read_metrics(db, op)
+    assert (first.stored, second.stored) == (10, 0)
+    assert [s.total_points for s in read.series] == [5, 5]
+
+
+async def test_a_bad_point_rejects_the_whole_batch_naming_index_and_field(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, _epochs(2))
+        bad = [*_epochs(1, start=3), {"name": "val loss!", "step": 3, "value": 1.0}]
+        with pytest.raises(InvalidPointError) as info:
+            await append_points(db, op, bad)
+        negative = [{"name": "x", "step": -1, "value": 1.0}]
+        with pytest.raises(InvalidPointError, match=r"points\[0\]\.step"):
+            await append_points(db, op, negative)
+        read = await read_metrics(db, op)
+    assert (info.value.index, info.value.field) == (2, "name")
+    assert [s.total_points for s in read.series] == [2, 2]
+
+
+async def test_finished_or_unknown_operations_take_no_points(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await set_status(db, op, OperationStatus.CANCELLED)
+        with pytest.raises(OperationFinishedError, match="cancelled"):
+            await append_points(db, op, _epochs(1))
+        with pytest.raises(OperationNotFoundError):
+            await append_points(db, "op-missing", _epochs(1))
+        with pytest.raises(OperationNotFoundError):
+            await read_metrics(db, "op-missing")
+
+
+async def test_cursor_and_last_n_report_totals_against_what_they_return(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, _epochs(30))
+        after = await read_metrics(db, op, names=["val_loss", "nope"], after_step=25)
+        last = await read_metrics(db, op, names=["train_loss"], last=3)
+    s = after.series[0]
+    assert (s.total_points, s.matching_points, s.returned_points) == (30, 5, 5)
+    assert s.steps == [26, 27, 28, 29, 30]
+    assert after.missing == ["nope"]
+    assert last.series[0].steps == [28, 29, 30]
+
+
+async def test_latest_values_follow_the_highest_step_not_arrival(tmp_path: Path) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, [{"name": "a", "step": 10, "value": 1.0}])
+        await append_points(db, op, [{"name": "a", "step": 3, "value": 9.0}])
+        latest = await latest_values(db, op)
+    assert (latest[0].step, latest[0].value, latest[0].count) == (10, 1.0, 2)
+
+
+def _spiky(n: int) -> list[dict[str, object]]:
+    pts: list[dict[str, object]] = [
+        {"name": "loss", "step": i, "value": 1.0 + 0.001 * math.sin(i)} for i in range(n)
+    ]
+    pts[1234] = {"name": "loss", "step": 1234, "value": 50.0}
+    pts[4321] = {"name": "loss", "step": 4321, "value": -3.0}
+    return pts
+
+
+async def test_downsampling_keeps_spikes_first_and_last_and_is_deterministic(
+    tmp_path: Path,
+) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, _spiky(10_000))
+        one = (await read_metrics(db, op, max_points=100)).series[0]
+        two = (await read_metrics(db, op, max_points=100)).series[0]
+    assert one == two
+    assert one.downsampled and one.total_points == 10_000 and one.returned_points <= 100
+    assert one.steps[0] == 0 and one.steps[-1] == 9_999
+    assert 1234 in one.steps and one.values[one.steps.index(1234)] == 50.0
+    assert 4321 in one.steps and one.values[one.steps.index(4321)] == -3.0
+
+
+async def test_database_and_memory_downsampling_pick_the_same_points(tmp_path: Path) -> None:
+    raw = _spiky(5_000)
+    raw[777] = {"name": "loss", "step": 777, "value": math.nan}
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, raw)
+        in_db = (await read_metrics(db, op, max_points=200)).series[0]
+        all_rows = (await read_metrics(db, op)).series[0]
+    rows = [
+        (s, v, 0 if v is not None else 1)
+        for s, v in zip(all_rows.steps, all_rows.values, strict=True)
+    ]
+    in_memory = downsample_rows(rows, 200, nonfinite=True)
+    assert in_db.steps == [r[0] for r in in_memory]
+    assert in_db.non_finite == {"777": "nan"}
