@@ -12,12 +12,21 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from statistics import fmean, median
+from statistics import median
 from typing import Literal
 
 from trainer._analysis_models import AnalysisParams, Mode
 
-__all__ = ["MIN_POINTS", "Criterion", "Engine", "Plan", "Series", "Trend", "plan_roles"]
+__all__ = [
+    "MIN_POINTS",
+    "Criterion",
+    "Divergence",
+    "Engine",
+    "Plan",
+    "Series",
+    "Trend",
+    "plan_roles",
+]
 
 # Fewer finite values of the monitored metric than this and the verdict is `too_early`.
 MIN_POINTS = 3
@@ -33,6 +42,11 @@ _NEIGHBOUR_SCALE = math.sqrt(1.5)
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _mean(values: Sequence[float]) -> float:
+    # Plain float sums overflow to inf instead of raising as math.fsum does.
+    return sum(values) / len(values)
 
 
 def _theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -54,7 +68,7 @@ def _noise(xs: Sequence[float], ys: Sequence[float]) -> float | None:
         frac = (xs[i] - xs[i - 1]) / (xs[i + 1] - xs[i - 1])
         residuals.append(ys[i] - (ys[i - 1] + (ys[i + 1] - ys[i - 1]) * frac))
     centre = median(residuals)
-    return fmean(abs(r - centre) for r in residuals) * _MEAN_ABS_TO_SIGMA / _NEIGHBOUR_SCALE
+    return _mean([abs(r - centre) for r in residuals]) * _MEAN_ABS_TO_SIGMA / _NEIGHBOUR_SCALE
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +122,17 @@ def relative_excess(value: float, best: float, sign: int) -> float:
     if best == 0:
         return 0.0 if excess <= 0 else math.inf
     return excess / abs(best)
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """Why a run counts as diverging: `metric` is not finite (rise None) or has risen by `rise`
+    (a fraction) above `reference` = (epoch, value), its best or the start of its window."""
+
+    metric: str
+    rise: float | None
+    reference: tuple[int, float] | None
+    reference_kind: Literal["best", "window start"] | None
 
 
 class Series:
@@ -190,12 +215,17 @@ class Series:
             return False
         return self.sign * trend.slope < 0 and self.best[0] >= trend.from_epoch
 
-    def rise(self) -> float | None:
-        """Latest finite value relative to the best, as a multiple minus one (losses only)."""
+    def rise(self, *, over_window: bool) -> Divergence | None:
+        """How far the latest value is above the best (or above the window's first value), as a
+        fraction of it; None when too few values or the latest is not finite."""
         value = self.latest_finite
         if value is None or self.opt is None or self.finite_count < MIN_POINTS:
             return None
-        return relative_excess(value, self.opt[1], self.sign)
+        epoch, reference = self.window[0][:2] if over_window else self.opt
+        rise = relative_excess(value, reference, self.sign)
+        return Divergence(
+            self.name, rise, (epoch, reference), "window start" if over_window else "best"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +299,7 @@ class Engine:
         self.overfit_gl = False
         self.overfit_gap = False
         self.gap_widening = False
-        self.diverging: tuple[str, float | None] | None = None  # metric, rise (None: non-finite)
+        self.diverging: Divergence | None = None
 
     def step(self, epoch: int, values: Mapping[str, float]) -> None:
         self.epochs += 1
@@ -315,7 +345,7 @@ class Engine:
             self.pq_now = False
             return
         best = min(strip) if self.sign > 0 else max(strip)
-        progress = 1000.0 * relative_excess(fmean(strip), best, self.sign)
+        progress = 1000.0 * relative_excess(_mean(strip), best, self.sign)
         # No progress at all makes any generalisation loss an infinite quotient.
         pq = gl / progress if progress > 0 else math.inf if gl > 0 else 0.0
         self.pq.measure(epoch, pq)
@@ -333,18 +363,22 @@ class Engine:
         self.diverging = None
         for series in (mon, self.series.get("train_loss"), self.train):
             if series is not None and series.latest is not None and series.latest_finite is None:
-                self.diverging = (series.name, None)
+                self.diverging = Divergence(series.name, None, None, None)
                 break
         if self.diverging is None:
+            # A training loss has no business leaving its best far behind. A validation loss
+            # may rise slowly when the model overfits, so only a jump within the window while
+            # training is not improving counts as divergence there.
+            limit = p.divergence_factor - 1
             loss = self.series.get("train_loss")
-            rise = loss.rise() if loss is not None else None
-            if rise is not None and rise > p.divergence_factor - 1:
-                self.diverging = ("train_loss", rise)
+            found = loss.rise(over_window=False) if loss is not None else None
+            if found is not None and found.rise is not None and found.rise > limit:
+                self.diverging = found
             elif self.plan.mode == "min" and mon is not loss:
-                rise = mon.rise()
+                found = mon.rise(over_window=True)
                 train_ok = self.train is not None and self.train.improving()
-                if rise is not None and rise > p.divergence_factor - 1 and not train_ok:
-                    self.diverging = (mon.name, rise)
+                if found is not None and found.rise is not None and found.rise > limit:
+                    self.diverging = None if train_ok else found
 
         self.overfit_gl = self.overfit_gap = self.gap_widening = False
         if self.gap is not None and enough and self.train is not None:
@@ -376,7 +410,9 @@ class Engine:
                 and trend.noise > abs(trend.change)
             )
 
-        self._episode("non_finite", non_finite is not None, non_finite or epoch)
+        self._episode(
+            "non_finite", non_finite is not None, epoch if non_finite is None else non_finite
+        )
         self._episode("divergence", self.diverging is not None, epoch)
         self._episode("overfitting", self.overfit_gl or self.overfit_gap, epoch)
         self._episode("plateau", plateau, epoch)

@@ -187,7 +187,7 @@ class Report:
             return 1.0  # a fact about the data, not a guess
         if verdict == "diverging":
             assert e.diverging is not None
-            rise = e.diverging[1]
+            rise = e.diverging.rise
             if rise is None:
                 return 1.0
             return 0.6 + 0.4 * min(1.0, (1 + rise) / p.divergence_factor - 1)
@@ -242,16 +242,19 @@ class Report:
                     )
             return "; ".join(parts)
         if name == "divergence":
-            assert e.diverging is not None
-            metric, rise = e.diverging
-            series = e.series[metric]
-            assert series.latest is not None
-            if rise is None:
-                return f"{metric} is {series.latest[1]} at epoch {series.latest[0]}"
-            assert series.opt is not None
+            found = e.diverging
+            assert found is not None
+            latest = e.series[found.metric].latest
+            assert latest is not None
+            if found.rise is None or found.reference is None:
+                return f"{found.metric} is {latest[1]} at epoch {latest[0]}"
+            times = (
+                f"{1 + found.rise:.2f}x" if math.isfinite(found.rise) else "infinitely far above"
+            )
+            ref_epoch, ref_value = found.reference
             return (
-                f"{metric} is {1 + rise:.2f}x its best ({_fmt(series.opt[1])} at epoch "
-                f"{series.opt[0]}) at epoch {series.latest[0]}, above the divergence factor "
+                f"{found.metric} is {times} its {found.reference_kind} ({_fmt(ref_value)} at "
+                f"epoch {ref_epoch}) at epoch {latest[0]}, beyond the divergence factor "
                 f"{p.divergence_factor:g}"
             )
         if name == "overfitting":
@@ -307,10 +310,10 @@ class Report:
             return reasons
         if verdict == "diverging":
             assert e.diverging is not None
-            metric, rise = e.diverging
+            metric = e.diverging.metric
             series = e.series[metric]
             assert series.latest is not None
-            if rise is None:
+            if e.diverging.rise is None:
                 reasons = [f"{metric} is {series.latest[1]} at epoch {series.latest[0]}."]
                 last_finite = series.window[-1] if series.window else None
                 if last_finite is not None:
@@ -347,13 +350,18 @@ class Report:
             return reasons
         if verdict in ("converged", "plateaued"):
             learned = self._learned()
-            change = f"{_pct(learned)} better" if learned is not None else "no better"
-            assert mon.first is not None
-            reasons.append(
-                f"{name} has not improved for {self.stall} epochs (patience {p.patience}); "
-                f"its best {_fmt(best[1])} at epoch {best[0]} is {change} than at epoch "
-                f"{mon.first[0]}."
-            )
+            first = mon.first
+            assert first is not None
+            stalled = f"{name} has not improved for {self.stall} epochs (patience {p.patience})"
+            if best[0] == first[0] or learned is None:
+                reasons.append(
+                    f"{stalled} since its first value {_fmt(best[1])} at epoch {best[0]}."
+                )
+            else:
+                reasons.append(
+                    f"{stalled}; its best {_fmt(best[1])} at epoch {best[0]} is {_pct(learned)} "
+                    f"better than {_fmt(first[1])} at epoch {first[0]}."
+                )
             if e.pq_now:
                 reasons.append(f"Prechelt's PQ: {self._evidence('plateau').split('; ')[-1]}.")
             if e.train is not None and e.train is not mon:

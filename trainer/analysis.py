@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from statistics import fmean
 
 from trainer._analysis_engine import Engine, plan_roles
 from trainer._analysis_models import (
@@ -179,6 +178,6 @@ def summarize_run(history: Sequence[EpochMetrics]) -> RunSummary:
         best_value=output_float(best[1]) if best is not None else None,
         best_epoch=best[0] if best is not None else None,
         final_values=dict(sorted(final.items())),
-        mean_epoch_duration_s=output_float(fmean(durations)) if durations else None,
-        total_duration_s=output_float(math.fsum(durations)) if durations else None,
+        mean_epoch_duration_s=output_float(sum(durations) / len(durations)) if durations else None,
+        total_duration_s=output_float(sum(durations)) if durations else None,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -405,6 +407,16 @@ def test_an_epoch_record_converts_to_metrics() -> None:
 
     assert point.epoch == 3
     assert point.values["val_loss"] == 0.6 and "val_accuracy" not in point.values
+
+
+def test_the_analysis_imports_neither_torch_nor_numpy() -> None:
+    code = (
+        "import sys, trainer.analysis; print([m for m in ('torch', 'numpy') if m in sys.modules])"
+    )
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert out.stdout.strip() == "[]"
 
 
 # --- parameters -------------------------------------------------------------------------------
