@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 INSPECTOR := .cache/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean claude-config
 
 setup: $(STAMP)
 
@@ -38,13 +38,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# A real ~10-epoch run on the overfitting set, watched epoch by epoch through an MCP client over
+# stdio, then judged by a second client.
 demo: $(STAMP)
-	$(PY) examples/agents/demo.py
+	$(PY) examples/agents/training_monitor.py --dataset noisy_spirals --epochs 10 --data-dir data/demo
+	$(PY) examples/agents/loss_analyzer.py --data-dir data/demo
 
 bench: $(STAMP)
 	$(PY) bench/storage_bench.py
 	$(PY) bench/analysis_bench.py
 	$(PY) bench/trainer_overhead.py
+
+# claude_desktop_config.example.json with this checkout's absolute paths filled in.
+claude-config: $(STAMP)
+	@sed "s#/ABSOLUTE/PATH/TO/training-mcp#$(CURDIR)#g" claude_desktop_config.example.json
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache

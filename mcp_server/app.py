@@ -1,0 +1,91 @@
+"""One Starlette app for HTTP: MCP (streamable HTTP) at /mcp and the REST mirror under /api/v1,
+behind one optional bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mcp_server.config import Secret
+from mcp_server.rest import OPEN_PATHS, rest_routes
+from mcp_server.server import build_mcp_server
+from mcp_server.service import TrainingService
+
+__all__ = ["BearerAuth", "build_app", "is_loopback"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+class BearerAuth:
+    """Every route but the open ones needs `Authorization: Bearer <token>` when a token is set.
+    Compared in constant time; the token is never logged."""
+
+    def __init__(self, app: ASGIApp, token: Secret | None, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self._token = token.reveal().encode() if token else None
+        self._open = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._token is None or scope["type"] != "http" or scope["path"] in self._open:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+            response = JSONResponse(
+                {
+                    "error": {
+                        "code": "unauthorized",
+                        "message": "Authorization: a valid 'Bearer <token>' header is required",
+                        "field": "Authorization",
+                    }
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def build_app(
+    service: TrainingService,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: Secret | None = None,
+) -> Starlette:
+    """The HTTP app. DNS-rebinding protection stays on: loopback names always, plus `host`."""
+    mcp = build_mcp_server(service)
+    hosts = [f"{h}:*" for h in ("127.0.0.1", "localhost", "[::1]")]
+    origins = [f"http://{h}:*" for h in ("127.0.0.1", "localhost", "[::1]")]
+    if not is_loopback(host) and host not in ("0.0.0.0", "::"):
+        hosts.append(f"{host}:*")
+        origins.append(f"http://{host}:*")
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            yield
+
+    app = Starlette(
+        routes=[*rest_routes(service), Mount("/", app=mcp_app)],
+        lifespan=lifespan,
+    )
+    app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS)
+    return app

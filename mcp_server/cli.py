@@ -1,0 +1,184 @@
+"""`training-mcp`: the command line. The only place that reads the environment.
+
+training-mcp serve                      MCP over stdio (what Claude Desktop launches)
+training-mcp serve --http --port 8765   MCP at /mcp and the REST mirror at /api/v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anyio
+
+from mcp_server.config import BridgeTarget, Secret, ServerConfig
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+log = logging.getLogger("training_mcp")
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _bridge(value: str) -> BridgeTarget:
+    """`URL` or `URL#TOKEN`."""
+    url, _, token = value.partition("#")
+    return BridgeTarget(url=url.rstrip("/"), token=Secret(token) if token else None)
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="training-mcp",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the MCP server (stdio, or HTTP with --http)")
+    serve.add_argument("--http", action="store_true", help="serve HTTP instead of stdio")
+    serve.add_argument("--host", default=env.get("TRAINING_MCP_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(env.get("TRAINING_MCP_PORT", "8765")))
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env.get("TRAINING_MCP_DATA_DIR", str(Path.home() / ".training-mcp"))),
+        help="database, checkpoints (env TRAINING_MCP_DATA_DIR)",
+    )
+    serve.add_argument(
+        "--db",
+        default=env.get("TRAINING_MCP_DB"),
+        help="SQLAlchemy URL, default a SQLite file in the data dir (env TRAINING_MCP_DB)",
+    )
+    serve.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        default=int(env.get("TRAINING_MCP_MAX_RUNS", "2")),
+        help="local runs training at once; more are queued (default 2)",
+    )
+    serve.add_argument(
+        "--allow-factory",
+        action="store_true",
+        default=_env_flag(env, "TRAINING_MCP_ALLOW_FACTORY"),
+        help="allow 'package.module:function' datasets (runs arbitrary code)",
+    )
+    serve.add_argument(
+        "--data-root",
+        type=Path,
+        action="append",
+        default=None,
+        help="folder CSV datasets may be read from (repeatable; default the "
+        "working and data directories)",
+    )
+    serve.add_argument(
+        "--token",
+        default=env.get("TRAINING_MCP_TOKEN"),
+        help="bearer token for HTTP (env TRAINING_MCP_TOKEN); required off loopback",
+    )
+    serve.add_argument(
+        "--bridge",
+        action="append",
+        type=_bridge,
+        default=None,
+        help="GPU host bridge as URL or URL#TOKEN (repeatable)",
+    )
+    serve.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=60.0,
+        help="seconds without a bridge heartbeat before a run is 'bridge lost'",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=env.get("TRAINING_MCP_PUBLIC_URL"),
+        help="this server's URL as bridges reach it (default http://HOST:PORT)",
+    )
+    serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
+    bridges = tuple(args.bridge or ())
+    if not bridges and env.get("TRAINING_MCP_BRIDGES"):
+        bridges = tuple(_bridge(b) for b in env["TRAINING_MCP_BRIDGES"].split(",") if b)
+    return ServerConfig(
+        data_dir=args.data_dir.expanduser(),
+        db_url=args.db,
+        max_concurrent_runs=args.max_concurrent_runs,
+        allow_factory=args.allow_factory,
+        data_roots=tuple(p.expanduser().resolve() for p in args.data_root or ()),
+        bridges=bridges,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        public_url=args.public_url or f"http://{args.host}:{args.port}",
+        token=Secret(args.token) if args.token else None,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    # stdout belongs to the MCP stdio transport: every log line goes to stderr.
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+async def _serve_stdio(config: ServerConfig) -> None:
+    from mcp_server.server import build_mcp_server
+    from mcp_server.service import open_service
+
+    async with open_service(config) as service:
+        await build_mcp_server(service).run_stdio_async()
+
+
+async def _serve_http(config: ServerConfig, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    from mcp_server.app import build_app
+    from mcp_server.service import open_service
+
+    async with open_service(config) as service:
+        app = build_app(service, host=host, port=port, token=config.token)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level=log_level.lower(),
+                lifespan="on",
+                timeout_graceful_shutdown=3,
+            )
+        )
+        log.info("training-mcp on http://%s:%d (MCP at /mcp, REST at /api/v1)", host, port)
+        await server.serve()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = os.environ
+    args = build_parser(env).parse_args(argv)
+    _configure_logging(args.log_level)
+    if args.command == "serve":
+        from mcp_server.app import is_loopback
+
+        config = config_from_args(args, env)
+        if args.http and not is_loopback(args.host) and not config.token:
+            print(
+                f"training-mcp: refusing to listen on {args.host} without a token; "
+                "pass --token or TRAINING_MCP_TOKEN, or use 127.0.0.1",
+                file=sys.stderr,
+            )
+            return 2
+        if args.http:
+            anyio.run(_serve_http, config, args.host, args.port, args.log_level)
+        else:
+            anyio.run(_serve_stdio, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Server settings, built once by the CLI (the only place that reads the environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage import default_database_url
+
+__all__ = ["BridgeTarget", "Secret", "ServerConfig"]
+
+
+class Secret:
+    """A string that never shows itself in a repr or a log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class BridgeTarget:
+    """A GPU host bridge this server may dispatch runs to."""
+
+    url: str
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".training-mcp")
+    db_url: str | None = None
+    max_concurrent_runs: int = 2
+    allow_factory: bool = False
+    data_roots: tuple[Path, ...] = ()
+    bridges: tuple[BridgeTarget, ...] = ()
+    heartbeat_timeout_s: float = 60.0
+    public_url: str | None = None  # how bridges reach this server's ingest route
+    token: Secret | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or default_database_url(self.data_dir)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def allowed_data_roots(self) -> tuple[Path, ...]:
+        """CSV files must lie under one of these: by default the working and data directories."""
+        return self.data_roots or (Path.cwd(), self.data_dir)

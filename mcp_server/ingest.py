@@ -1,0 +1,104 @@
+"""The one ingestion path: local runs, bridge runs and pushed metrics all store through here,
+which then updates the analysis and notifies every listener."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mcp_server.history import AnalysisCache, is_step_metric
+from mcp_server.notify import Change, Notifier
+from storage import (
+    AppendResult,
+    Database,
+    MetricPointIn,
+    Operation,
+    OperationStatus,
+    append_points,
+    set_progress,
+    set_status,
+    validate_points,
+)
+from trainer.analysis import EpochMetrics
+from trainer.records import STEP_LOSS_METRIC, EpochRecord, StepRecord
+
+__all__ = ["Ingestor", "epoch_points", "step_points"]
+
+
+def epoch_points(record: EpochRecord) -> list[MetricPointIn]:
+    """An epoch's metrics as points: step = epoch, wall time = when the epoch ended."""
+    return [
+        MetricPointIn(
+            name=name,
+            step=record.epoch,
+            epoch=record.epoch,
+            value=value,
+            wall_time=record.timestamp,
+        )
+        for name, value in record.metrics().items()
+    ]
+
+
+def step_points(records: Sequence[StepRecord]) -> list[MetricPointIn]:
+    return [
+        MetricPointIn(
+            name=STEP_LOSS_METRIC,
+            step=r.step,
+            epoch=r.epoch,
+            value=r.train_loss,
+            wall_time=r.timestamp,
+        )
+        for r in records
+    ]
+
+
+class Ingestor:
+    def __init__(self, db: Database, notifier: Notifier, analyses: AnalysisCache) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.analyses = analyses
+
+    async def record_epoch(
+        self, operation_id: str, record: EpochRecord, steps: Sequence[StepRecord] = ()
+    ) -> None:
+        """A local run's epoch (with the per-step losses logged during it)."""
+        await append_points(self.db, operation_id, [*step_points(steps), *epoch_points(record)])
+        await set_progress(self.db, operation_id, record.epoch)
+        self.analyses.add(operation_id, EpochMetrics(epoch=record.epoch, values=record.metrics()))
+        await self.notifier.publish(Change(operation_id, "epoch", epoch=record.epoch))
+
+    async def record_steps(self, operation_id: str, steps: Sequence[StepRecord]) -> None:
+        await append_points(self.db, operation_id, step_points(steps), allow_finished=True)
+
+    async def record_points(
+        self, operation_id: str, raw: Sequence[MetricPointIn | Mapping[str, Any]]
+    ) -> AppendResult:
+        """Points pushed over HTTP (host bridge or an external run), validated as a whole."""
+        batch = validate_points(raw)
+        result = await append_points(self.db, operation_id, batch)
+        epochs = [p.step for p in batch if not is_step_metric(p.name)]
+        if result.stored and epochs:
+            await set_progress(self.db, operation_id, max(epochs))
+            self.analyses.invalidate(operation_id)
+            await self.notifier.publish(Change(operation_id, "epoch", epoch=max(epochs)))
+        elif result.stored:
+            await self.notifier.publish(Change(operation_id, "metrics"))
+        return result
+
+    async def record_status(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+        device: str | None = None,
+    ) -> Operation:
+        op = await set_status(
+            self.db, operation_id, status, error=error, reason=reason, device=device
+        )
+        await self.notifier.publish(Change(operation_id, "status", status=op.status.value))
+        return op
+
+    async def announce(self, operation: Operation) -> None:
+        await self.notifier.publish(Change(operation.operation_id, "created"))

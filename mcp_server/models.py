@@ -1,0 +1,164 @@
+"""The shared contract: these models are the MCP tools' structured output, the REST JSON and the
+OpenAPI schema. Built once here, never re-shaped by hand at an edge."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage import Operation, OperationStatus, SeriesData, SeriesLatest
+from trainer.analysis import RunSummary
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "ComparedRun",
+    "Comparison",
+    "Indicators",
+    "OperationInfo",
+    "OperationList",
+    "OperationMetrics",
+    "ResourceLinks",
+    "SpecDifference",
+    "StartTrainingArgs",
+    "StartTrainingResult",
+    "WaitResult",
+]
+
+# What get_operation_metrics returns when no names are given: compact, enough to judge a run.
+DEFAULT_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "learning_rate")
+
+
+class StartTrainingArgs(BaseModel):
+    """Flat, defaulted arguments for a run: every one optional, so `{}` starts the default demo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200, description="A label for the run")
+    dataset: str | None = Field(
+        None,
+        description="Built-in set 'blobs' (easy classification), 'noisy_spirals' (small, noisy: "
+        "big models overfit), 'sine' (regression); or 'csv' (with csv_path and target_column) "
+        "or 'factory' (with factory)",
+    )
+    csv_path: str | None = Field(None, description="CSV file under the server's data roots")
+    target_column: str | None = Field(None, description="CSV column to predict")
+    feature_columns: list[str] | None = Field(None, description="CSV feature columns (default all)")
+    task: Literal["auto", "classification", "regression"] | None = None
+    factory: str | None = Field(
+        None,
+        description="'package.module:function' returning model and datasets (server must "
+        "allow factories)",
+    )
+    hidden_sizes: list[int] | None = Field(
+        None, description="MLP hidden layer widths, e.g. [64, 64]"
+    )
+    activation: Literal["relu", "gelu", "tanh", "silu"] | None = None
+    dropout: float | None = Field(None, description="Dropout probability, 0 <= p < 1")
+    epochs: int | None = Field(None, description="Number of epochs, 1..100000")
+    batch_size: int | None = None
+    optimizer: Literal["sgd", "adam", "adamw"] | None = None
+    learning_rate: float | None = None
+    momentum: float | None = Field(None, description="SGD momentum")
+    weight_decay: float | None = None
+    schedule: Literal["constant", "step", "cosine", "reduce_on_plateau"] | None = None
+    grad_clip: float | None = Field(None, description="Clip the global gradient norm to this")
+    val_fraction: float | None = Field(None, description="Share of data held out for validation")
+    seed: int | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] | None = Field(
+        None, description="'cuda' sends the run to a GPU host bridge when one is configured"
+    )
+    log_every_n_steps: int | None = Field(None, description="Per-step loss every N batches; 0 off")
+    early_stopping: bool | None = Field(None, description="Stop when val_loss stops improving")
+    patience: int | None = Field(None, description="Early-stopping patience in epochs")
+    tags: dict[str, str] | None = None
+    backend: Literal["auto", "local", "bridge", "external"] = Field(
+        "auto",
+        description="'auto': a bridge for device='cuda', else local; 'external': register a run "
+        "trained elsewhere that pushes its own metrics",
+    )
+    spec: dict[str, Any] | None = Field(
+        None, description="A full TrainingSpec; the flat arguments above override its fields"
+    )
+
+
+class ResourceLinks(BaseModel):
+    operation: str
+    metrics: str
+    analysis: str
+
+
+class StartTrainingResult(BaseModel):
+    operation_id: str
+    name: str
+    status: OperationStatus
+    backend: str
+    epochs_total: int | None
+    resources: ResourceLinks = Field(description="MCP resources to read or subscribe to")
+    next_step: str = Field(description="What to call next")
+
+
+class OperationInfo(Operation):
+    """An operation with the latest value of each of its metrics and its resource URIs."""
+
+    latest: list[SeriesLatest] = Field(default_factory=list)
+    resources: ResourceLinks
+
+
+class OperationList(BaseModel):
+    operations: list[Operation]
+    returned: int
+    status_filter: OperationStatus | None = None
+
+
+class Indicators(BaseModel):
+    """Trend indicators from the default analysis (call analyze_loss for the full picture)."""
+
+    monitor: str
+    best_epoch: int | None
+    best_value: float | None
+    epochs_since_improvement: int | None
+    overfitting: bool
+    plateau: bool
+    diverging: bool
+    verdict: str
+    recommendation: str
+
+
+class OperationMetrics(BaseModel):
+    operation_id: str
+    status: OperationStatus
+    epochs_done: int
+    epochs_total: int | None
+    series: list[SeriesData]
+    missing: list[str] = Field(default_factory=list, description="Asked for but never stored")
+    available: list[str] = Field(description="Every metric name this run has stored")
+    next_cursor: str = Field(description="Pass as `cursor` to get only what is new")
+    indicators: Indicators | None = None
+
+
+class WaitResult(BaseModel):
+    operation_id: str
+    reached: bool = Field(description="False when the timeout came first")
+    waited_s: float
+    status: OperationStatus
+    metrics: OperationMetrics = Field(description="Everything new since the call began")
+
+
+class SpecDifference(BaseModel):
+    path: str = Field(description="Dotted path in the spec, e.g. model.hidden_sizes")
+    values: dict[str, Any] = Field(description="operation_id -> value (null where absent)")
+
+
+class ComparedRun(BaseModel):
+    operation_id: str
+    name: str
+    status: OperationStatus
+    summary: RunSummary
+
+
+class Comparison(BaseModel):
+    runs: list[ComparedRun]
+    differences: list[SpecDifference] = Field(description="Spec fields that differ")
+    identical_fields: int
+    best_operation_id: str | None = Field(description="Lowest best val_loss (else train_loss)")

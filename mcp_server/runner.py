@@ -1,0 +1,190 @@
+"""Local runs: each trains in a worker thread of this process, at most N at a time, in order.
+
+The training thread hands its records to the event loop without waiting (`call_soon_threadsafe`
+into a memory stream), so storage never slows training down; a consumer task on the loop stores
+them through the one ingestion path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from mcp_server.ingest import Ingestor
+from storage import OperationStatus
+from trainer.preflight import TrainerOptions
+from trainer.records import EpochRecord, RunResult, StepRecord
+from trainer.spec import TrainingSpec
+
+__all__ = ["SHUTDOWN_REASON", "LocalRunner"]
+
+log = logging.getLogger(__name__)
+
+Record = EpochRecord | StepRecord
+SHUTDOWN_REASON = "the server shut down during the run; its stored epochs are kept"
+_STEP_FLUSH = 512  # store per-step losses at least this often, even inside a long epoch
+
+
+class _ThreadSink:
+    """The MetricSink the training thread writes to: a non-blocking hand-off to the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: MemoryObjectSendStream[Record]):
+        self._loop = loop
+        self._send = send
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        self._loop.call_soon_threadsafe(self._send.send_nowait, record)
+
+    def on_step(self, record: StepRecord) -> None:
+        self._loop.call_soon_threadsafe(self._send.send_nowait, record)
+
+
+@dataclass
+class _Run:
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None
+    started: bool = False
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        options: TrainerOptions,
+        task_group: TaskGroup,
+        *,
+        artifacts_root: Path | None = None,
+        max_concurrent: int = 2,
+    ) -> None:
+        self._ingestor = ingestor
+        self._options = options
+        self._artifacts_root = artifacts_root
+        self._tg = task_group
+        self._limiter = anyio.CapacityLimiter(max_concurrent)  # FIFO: queued runs start in order
+        self._threads = anyio.CapacityLimiter(max_concurrent)
+        self._runs: dict[str, _Run] = {}
+
+    @property
+    def active(self) -> int:
+        return sum(1 for r in self._runs.values() if r.started)
+
+    def is_local(self, operation_id: str) -> bool:
+        return operation_id in self._runs
+
+    def start(self, operation_id: str, spec: TrainingSpec) -> None:
+        self._runs[operation_id] = _Run()
+        self._tg.start_soon(self._run, operation_id, spec, name=f"run {operation_id}")
+
+    def cancel(self, operation_id: str, reason: str) -> bool:
+        """Ask a run to stop (within one batch). False when it is not running here."""
+        run = self._runs.get(operation_id)
+        if run is None:
+            return False
+        run.reason = reason
+        run.cancel.set()
+        return True
+
+    def cancel_all(self, reason: str) -> None:
+        for operation_id in list(self._runs):
+            self.cancel(operation_id, reason)
+
+    async def _run(self, operation_id: str, spec: TrainingSpec) -> None:
+        run = self._runs[operation_id]
+        try:
+            async with self._limiter:
+                if run.cancel.is_set():  # stopped while queued
+                    await self._ingestor.record_status(
+                        operation_id, _cancelled_status(run), reason=run.reason
+                    )
+                    return
+                run.started = True
+                await self._ingestor.record_status(operation_id, OperationStatus.RUNNING)
+                await self._train(operation_id, spec, run)
+        except Exception as exc:  # the top of a run: record any failure on the operation
+            log.exception("run %s failed", operation_id)
+            await self._ingestor.record_status(
+                operation_id, OperationStatus.FAILED, error=f"internal error: {exc!r}"
+            )
+        finally:
+            self._runs.pop(operation_id, None)
+
+    async def _train(self, operation_id: str, spec: TrainingSpec, run: _Run) -> None:
+        send, receive = anyio.create_memory_object_stream[Record](math.inf)
+        sink = _ThreadSink(asyncio.get_running_loop(), send)
+        options = self._options
+        if self._artifacts_root is not None:
+            options = replace(options, artifact_dir=self._artifacts_root / operation_id)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consume, operation_id, receive)
+            try:
+                result = await anyio.to_thread.run_sync(
+                    _train_in_thread, spec, sink, run.cancel, options, limiter=self._threads
+                )
+            except Exception as exc:
+                result = None
+                error = str(exc) if _is_spec_problem(exc) else f"internal error: {exc!r}"
+                if not _is_spec_problem(exc):
+                    log.exception("training %s raised", operation_id)
+            finally:
+                send.close()
+        if result is None:
+            await self._ingestor.record_status(operation_id, OperationStatus.FAILED, error=error)
+            return
+        await self._finish(operation_id, result, run)
+
+    async def _finish(self, operation_id: str, result: RunResult, run: _Run) -> None:
+        status, error, reason = {
+            "completed": (OperationStatus.COMPLETED, None, result.reason),
+            "early_stopped": (OperationStatus.COMPLETED, None, f"early stop: {result.reason}"),
+            "cancelled": (OperationStatus.CANCELLED, None, run.reason or result.reason),
+            "failed": (OperationStatus.FAILED, result.reason, None),
+        }[result.outcome]
+        if result.outcome == "cancelled":
+            status = _cancelled_status(run)
+        await self._ingestor.record_status(
+            operation_id, status, error=error, reason=reason, device=result.device
+        )
+
+    async def _consume(self, operation_id: str, receive: MemoryObjectReceiveStream[Record]) -> None:
+        steps: list[StepRecord] = []
+        async with receive:
+            async for record in receive:
+                if isinstance(record, StepRecord):
+                    steps.append(record)
+                    if len(steps) >= _STEP_FLUSH:
+                        await self._ingestor.record_steps(operation_id, steps)
+                        steps = []
+                    continue
+                await self._ingestor.record_epoch(operation_id, record, steps)
+                steps = []
+        if steps:
+            await self._ingestor.record_steps(operation_id, steps)
+
+
+def _cancelled_status(run: _Run) -> OperationStatus:
+    """A run stopped by the server shutting down was interrupted, not cancelled by anyone."""
+    if run.reason == SHUTDOWN_REASON:
+        return OperationStatus.INTERRUPTED
+    return OperationStatus.CANCELLED
+
+
+def _is_spec_problem(exc: Exception) -> bool:
+    from trainer.errors import TrainerError
+
+    return isinstance(exc, TrainerError)
+
+
+def _train_in_thread(
+    spec: TrainingSpec, sink: _ThreadSink, cancel: threading.Event, options: TrainerOptions
+) -> RunResult:
+    from trainer.loop import run_training  # imports torch: only when a run starts
+
+    return run_training(spec, sink, cancel=cancel, options=options)

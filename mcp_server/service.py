@@ -1,0 +1,566 @@
+"""The service functions every door calls: MCP tools, MCP resources and the REST mirror.
+
+Each takes plain values, does one thing through storage / the runner / the analysis, and returns a
+shared model from `mcp_server.models`. Errors are `mcp_server.errors.ServiceError`s.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+from pydantic import ValidationError
+
+from mcp_server.config import ServerConfig
+from mcp_server.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+    from_validation_error,
+    translate,
+)
+from mcp_server.history import AnalysisCache, is_step_metric, load_history
+from mcp_server.ingest import Ingestor
+from mcp_server.models import (
+    DEFAULT_METRICS,
+    ComparedRun,
+    Comparison,
+    Indicators,
+    OperationInfo,
+    OperationList,
+    OperationMetrics,
+    ResourceLinks,
+    SpecDifference,
+    StartTrainingArgs,
+    StartTrainingResult,
+    WaitResult,
+)
+from mcp_server.notify import Notifier
+from mcp_server.runner import SHUTDOWN_REASON, LocalRunner
+from storage import (
+    AppendResult,
+    Backend,
+    Database,
+    MetricPointIn,
+    Operation,
+    OperationStatus,
+    SeriesData,
+    create_operation,
+    get_operation,
+    latest_values,
+    list_operations,
+    open_database,
+    read_metrics,
+)
+from trainer.analysis import AnalysisParams, LossAnalysis, summarize_run
+from trainer.preflight import TrainerOptions, check_spec
+from trainer.spec import TrainingSpec
+
+__all__ = ["ProgressCallback", "TrainingService", "open_service", "resource_links"]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
+WaitUntil = Literal["next_epoch", "epochs", "end"]
+_CURSOR = re.compile(r"^e(\d+)(?:\.s(\d+))?$")
+MAX_WAIT_S = 55.0
+
+
+def resource_links(operation_id: str) -> ResourceLinks:
+    base = f"training://operations/{operation_id}"
+    return ResourceLinks(operation=base, metrics=f"{base}/metrics", analysis=f"{base}/analysis")
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int]:
+    if cursor is None or cursor == "":
+        return 0, 0
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise InvalidInputError(
+            "cursor: expected a value returned as next_cursor, such as 'e12' or 'e12.s480'",
+            field="cursor",
+        )
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+class TrainingService:
+    def __init__(
+        self,
+        config: ServerConfig,
+        db: Database,
+        notifier: Notifier,
+        analyses: AnalysisCache,
+        ingestor: Ingestor,
+        runner: LocalRunner,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.notifier = notifier
+        self.analyses = analyses
+        self.ingestor = ingestor
+        self.runner = runner
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def start_training(self, args: StartTrainingArgs) -> StartTrainingResult:
+        if args.backend == "external":
+            return await self._register_external(args)
+        spec = self._build_spec(args)
+        backend = args.backend
+        if backend == "auto":
+            backend = "bridge" if spec.device == "cuda" and self.config.bridges else "local"
+        if backend == "bridge" or (spec.device == "cuda" and args.backend == "auto"):
+            raise UnavailableError(
+                "device: no GPU host bridge is configured; start the server with "
+                "--bridge URL, or pass backend='local' if this machine has a GPU",
+                field="device",
+            )
+        try:
+            check_spec(spec, self._trainer_options())
+        except Exception as exc:
+            raise translate(exc) from exc
+        op = await create_operation(
+            self.db,
+            name=args.name or _default_name(spec),
+            backend=Backend.LOCAL,
+            spec=spec.model_dump(mode="json"),
+            epochs_total=spec.epochs,
+            tags=args.tags,
+        )
+        await self.ingestor.announce(op)
+        self.runner.start(op.operation_id, spec)
+        return self._started(op)
+
+    async def _register_external(self, args: StartTrainingArgs) -> StartTrainingResult:
+        op = await create_operation(
+            self.db,
+            name=args.name or "external run",
+            backend=Backend.EXTERNAL,
+            spec=args.spec or {},
+            epochs_total=args.epochs,
+            tags=args.tags,
+            status=OperationStatus.RUNNING,
+        )
+        await self.ingestor.announce(op)
+        return self._started(op)
+
+    def _started(self, op: Operation) -> StartTrainingResult:
+        hint = (
+            "Push metrics to POST /api/v1/operations/{id}/metrics, then report the status."
+            if op.backend is Backend.EXTERNAL
+            else "Call wait_for_operation to follow it, or subscribe to resources.metrics."
+        )
+        return StartTrainingResult(
+            operation_id=op.operation_id,
+            name=op.name,
+            status=op.status,
+            backend=op.backend.value,
+            epochs_total=op.epochs_total,
+            resources=resource_links(op.operation_id),
+            next_step=hint.replace("{id}", op.operation_id),
+        )
+
+    def _build_spec(self, args: StartTrainingArgs) -> TrainingSpec:
+        base: dict[str, Any] = dict(args.spec or {})
+        flat = args.model_dump(exclude_none=True, exclude={"name", "tags", "backend", "spec"})
+        dataset = dict(base.get("dataset") or {})
+        name = flat.pop("dataset", None)
+        if name == "csv":
+            dataset = {"kind": "csv"}
+        elif name == "factory":
+            dataset = {"kind": "factory"}
+        elif name is not None:
+            dataset = {"kind": "synthetic", "name": name}
+        for arg, key in (
+            ("csv_path", "path"),
+            ("target_column", "target"),
+            ("feature_columns", "features"),
+            ("task", "task"),
+        ):
+            if arg in flat:
+                dataset.setdefault("kind", "csv")
+                dataset[key] = flat.pop(arg)
+        if "factory" in flat:
+            dataset = {"kind": "factory", "factory": flat.pop("factory")}
+        if dataset:
+            base["dataset"] = dataset
+        model = dict(base.get("model") or {})
+        for key in ("hidden_sizes", "activation", "dropout"):
+            if key in flat:
+                model[key] = flat.pop(key)
+        if model:
+            base["model"] = model
+        if "schedule" in flat:
+            base["schedule"] = {**dict(base.get("schedule") or {}), "kind": flat.pop("schedule")}
+        early = flat.pop("early_stopping", None)
+        patience = flat.pop("patience", None)
+        if early is False:
+            base["early_stopping"] = None
+        elif early or patience is not None:
+            stopping = dict(base.get("early_stopping") or {})
+            if patience is not None:
+                stopping["patience"] = patience
+            base["early_stopping"] = stopping
+        base.update(flat)
+        try:
+            return TrainingSpec.model_validate(base)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from exc
+
+    def _trainer_options(self) -> TrainerOptions:
+        return TrainerOptions(
+            data_roots=self.config.allowed_data_roots, allow_factory=self.config.allow_factory
+        )
+
+    async def stop_training(self, operation_id: str, reason: str | None = None) -> Operation:
+        op = await self._get(operation_id)
+        why = reason or "stopped by request"
+        if op.finished:
+            raise ConflictError(
+                f"operation_id: operation {operation_id!r} is already {op.status.value}; "
+                "nothing to stop",
+                field="operation_id",
+            )
+        if self.runner.cancel(operation_id, why):
+            if op.status is OperationStatus.QUEUED:
+                return await self.ingestor.record_status(
+                    operation_id, OperationStatus.CANCELLED, reason=why
+                )
+            return await self._await_end(operation_id, timeout_s=10.0)
+        return await self.ingestor.record_status(
+            operation_id, OperationStatus.CANCELLED, reason=why
+        )
+
+    async def _await_end(self, operation_id: str, timeout_s: float) -> Operation:
+        with anyio.move_on_after(timeout_s):
+            while True:
+                changed = self.notifier.changed(operation_id)
+                op = await self._get(operation_id)
+                if op.finished:
+                    return op
+                await changed.wait()
+        return await self._get(operation_id)
+
+    async def report_status(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> Operation:
+        """An external run reports that it finished (or failed)."""
+        await self._get(operation_id)
+        try:
+            return await self.ingestor.record_status(
+                operation_id, status, error=error, reason=reason
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def push_metrics(
+        self, operation_id: str, points: Sequence[MetricPointIn | Mapping[str, Any]]
+    ) -> AppendResult:
+        try:
+            return await self.ingestor.record_points(operation_id, points)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def _get(self, operation_id: str) -> Operation:
+        try:
+            return await get_operation(self.db, operation_id)
+        except Exception as exc:
+            raise translate(exc) from exc
+
+    async def get_operation(self, operation_id: str) -> OperationInfo:
+        op = await self._get(operation_id)
+        latest = [s for s in await latest_values(self.db, operation_id) if s.count]
+        return OperationInfo(
+            **op.model_dump(), latest=latest, resources=resource_links(operation_id)
+        )
+
+    async def list_operations(
+        self, status: OperationStatus | None = None, limit: int = 20
+    ) -> OperationList:
+        if not 1 <= limit <= 500:
+            raise InvalidInputError("limit: must be between 1 and 500", field="limit")
+        ops = await list_operations(self.db, status=status, limit=limit)
+        return OperationList(operations=ops, returned=len(ops), status_filter=status)
+
+    async def get_metrics(
+        self,
+        operation_id: str,
+        *,
+        metrics: Sequence[str] | None = None,
+        cursor: str | None = None,
+        last_epochs: int | None = None,
+        max_points: int = 100,
+        include_steps: bool = False,
+    ) -> OperationMetrics:
+        after_epoch, after_step = _parse_cursor(cursor)
+        if not 4 <= max_points <= 10_000:
+            raise InvalidInputError("max_points: must be between 4 and 10000", field="max_points")
+        if last_epochs is not None and not 1 <= last_epochs <= 100_000:
+            raise InvalidInputError(
+                "last_epochs: must be between 1 and 100000", field="last_epochs"
+            )
+        op = await self._get(operation_id)
+        stored = [s.name for s in await latest_values(self.db, operation_id)]
+        if metrics is None or list(metrics) == []:
+            wanted = [m for m in DEFAULT_METRICS if m in stored]
+        elif list(metrics) == ["all"]:
+            wanted = [m for m in stored if not is_step_metric(m)]
+        else:
+            wanted = list(metrics)
+        if include_steps:
+            wanted += [m for m in stored if is_step_metric(m) and m not in wanted]
+        epoch_names = [m for m in wanted if not is_step_metric(m)]
+        step_names = [m for m in wanted if is_step_metric(m)]
+        series: list[SeriesData] = []
+        missing: list[str] = []
+        for names, after, last in (
+            (epoch_names, after_epoch, last_epochs),
+            (step_names, after_step, None),
+        ):
+            if not names:
+                continue
+            read = await read_metrics(
+                self.db,
+                operation_id,
+                names=names,
+                after_step=after,
+                last=last,
+                max_points=max_points,
+            )
+            series += read.series
+            missing += read.missing
+        next_epoch = max(
+            [after_epoch, *(s.steps[-1] for s in series if s.steps and not is_step_metric(s.name))]
+        )
+        next_step = max(
+            [after_step, *(s.steps[-1] for s in series if s.steps and is_step_metric(s.name))]
+        )
+        return OperationMetrics(
+            operation_id=operation_id,
+            status=op.status,
+            epochs_done=op.epochs_done,
+            epochs_total=op.epochs_total,
+            series=series,
+            missing=missing,
+            available=stored,
+            next_cursor=f"e{next_epoch}" + (f".s{next_step}" if next_step else ""),
+            indicators=await self.indicators(operation_id),
+        )
+
+    async def indicators(self, operation_id: str) -> Indicators | None:
+        analysis = await self.analyses.current(operation_id)
+        if analysis.epochs_analyzed == 0:
+            return None
+        flags = {f.name for f in analysis.flags}
+        return Indicators(
+            monitor=analysis.monitor,
+            best_epoch=analysis.best_epoch,
+            best_value=analysis.best_value,
+            epochs_since_improvement=analysis.epochs_since_improvement,
+            overfitting="overfitting" in flags,
+            plateau="plateau" in flags,
+            diverging="divergence" in flags or "non_finite" in flags,
+            verdict=analysis.verdict,
+            recommendation=analysis.recommendation,
+        )
+
+    async def analyze(
+        self, operation_id: str, params: AnalysisParams | None = None
+    ) -> LossAnalysis:
+        await self._get(operation_id)
+        return await self.analyses.with_params(operation_id, params or AnalysisParams())
+
+    async def wait_for_operation(
+        self,
+        operation_id: str,
+        *,
+        until: WaitUntil = "next_epoch",
+        epochs: int = 1,
+        timeout_s: float = 30.0,
+        progress: ProgressCallback | None = None,
+    ) -> WaitResult:
+        if not 0 < timeout_s <= MAX_WAIT_S:
+            raise InvalidInputError(
+                f"timeout_s: must be more than 0 and at most {MAX_WAIT_S:g} seconds",
+                field="timeout_s",
+            )
+        if epochs < 1:
+            raise InvalidInputError("epochs: must be at least 1", field="epochs")
+        op = await self._get(operation_id)
+        start_epoch = op.epochs_done
+        target = start_epoch + (1 if until == "next_epoch" else epochs)
+        started = time.monotonic()
+        reached = False
+
+        def done(current: Operation) -> bool:
+            return current.finished or (until != "end" and current.epochs_done >= target)
+
+        with anyio.move_on_after(timeout_s):
+            while True:
+                changed = self.notifier.changed(operation_id)
+                op = await self._get(operation_id)
+                if progress is not None:
+                    total = float(op.epochs_total) if op.epochs_total else None
+                    await progress(
+                        float(op.epochs_done),
+                        total,
+                        f"{op.status.value}: epoch {op.epochs_done}/{op.epochs_total or '?'}",
+                    )
+                if done(op):
+                    reached = True
+                    break
+                with anyio.move_on_after(5.0):  # a progress beat at least every 5 s
+                    await changed.wait()
+        metrics = await self.get_metrics(operation_id, cursor=f"e{start_epoch}")
+        return WaitResult(
+            operation_id=operation_id,
+            reached=reached,
+            waited_s=round(time.monotonic() - started, 3),
+            status=metrics.status,
+            metrics=metrics,
+        )
+
+    async def compare_operations(self, operation_ids: Sequence[str]) -> Comparison:
+        if not 2 <= len(operation_ids) <= 10:
+            raise InvalidInputError("operation_ids: give 2 to 10 ids", field="operation_ids")
+        runs: list[ComparedRun] = []
+        specs: dict[str, dict[str, Any]] = {}
+        for oid in operation_ids:
+            op = await self._get(oid)
+            summary = summarize_run(await load_history(self.db, oid))
+            runs.append(
+                ComparedRun(operation_id=oid, name=op.name, status=op.status, summary=summary)
+            )
+            specs[oid] = _flatten(op.spec)
+        paths = sorted(set().union(*(s.keys() for s in specs.values())))
+        differences = [
+            SpecDifference(path=p, values={oid: specs[oid].get(p) for oid in operation_ids})
+            for p in paths
+            if len({repr(specs[oid].get(p)) for oid in operation_ids}) > 1
+        ]
+        scored = [
+            (r.summary.best_value, r.operation_id) for r in runs if r.summary.best_value is not None
+        ]
+        return Comparison(
+            runs=runs,
+            differences=differences,
+            identical_fields=len(paths) - len(differences),
+            best_operation_id=min(scored)[1] if scored else None,
+        )
+
+    async def plot(
+        self, operation_ids: Sequence[str], metrics: Sequence[str] = ("train_loss", "val_loss")
+    ) -> tuple[bytes, str]:
+        """A PNG of the runs' curves (best epoch marked) and a one-line caption."""
+        from mcp_server.plot import Curve, render_png
+
+        if not 1 <= len(operation_ids) <= 10:
+            raise InvalidInputError("operation_ids: give 1 to 10 ids", field="operation_ids")
+        curves: list[Curve] = []
+        notes: list[str] = []
+        for oid in operation_ids:
+            op = await self._get(oid)
+            read = await read_metrics(self.db, oid, names=list(metrics), max_points=2000)
+            analysis = await self.analyses.current(oid)
+            for s in read.series:
+                curves.append(
+                    Curve(
+                        label=f"{op.name} ({oid}) {s.name}",
+                        steps=s.steps,
+                        values=s.values,
+                        metric=s.name,
+                    )
+                )
+            if analysis.best_epoch is not None:
+                notes.append(
+                    f"{oid}: best {analysis.monitor} {analysis.best_value:.4g} at epoch "
+                    f"{analysis.best_epoch}, {analysis.verdict}"
+                )
+            else:
+                notes.append(f"{oid}: no epochs yet")
+            for c in curves:
+                if c.label.startswith(f"{op.name} ({oid})") and analysis.best_epoch is not None:
+                    c.best_step = analysis.best_epoch
+        if not any(c.steps for c in curves):
+            raise NotFoundError(
+                "metrics: nothing stored yet for " + ", ".join(metrics), field="metrics"
+            )
+        png = await anyio.to_thread.run_sync(render_png, curves, "epoch")
+        return png, "; ".join(notes)
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    async def mark_orphans(self) -> int:
+        """Local runs a previous process left queued or running cannot resume: mark them."""
+        count = 0
+        for status in (OperationStatus.RUNNING, OperationStatus.QUEUED):
+            for op in await list_operations(
+                self.db, status=status, backend=Backend.LOCAL, limit=10_000
+            ):
+                await self.ingestor.record_status(
+                    op.operation_id,
+                    OperationStatus.INTERRUPTED,
+                    reason=f"the server stopped while this run was {status.value}; "
+                    f"its {op.epochs_done} stored epochs are kept",
+                )
+                count += 1
+        return count
+
+
+def _default_name(spec: TrainingSpec) -> str:
+    dataset = spec.dataset
+    label = getattr(dataset, "name", None) or getattr(dataset, "kind", "run")
+    sizes = "x".join(str(h) for h in spec.model.hidden_sizes)
+    return f"{label} mlp[{sizes}] {spec.epochs}ep"
+
+
+@asynccontextmanager
+async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
+    """Everything a server needs, for as long as it runs: the database, the runs' task group."""
+    db = await open_database(config.database_url)
+    notifier = Notifier()
+    analyses = AnalysisCache(db)
+    ingestor = Ingestor(db, notifier, analyses)
+    try:
+        async with anyio.create_task_group() as tg:
+            runner = LocalRunner(
+                ingestor,
+                TrainerOptions(
+                    data_roots=config.allowed_data_roots, allow_factory=config.allow_factory
+                ),
+                tg,
+                artifacts_root=config.artifacts_dir,
+                max_concurrent=config.max_concurrent_runs,
+            )
+            service = TrainingService(config, db, notifier, analyses, ingestor, runner)
+            orphans = await service.mark_orphans()
+            if orphans:
+                log.warning("marked %d runs of an earlier server process interrupted", orphans)
+            try:
+                yield service
+            finally:
+                runner.cancel_all(SHUTDOWN_REASON)
+    finally:
+        await db.close()

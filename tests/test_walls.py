@@ -1,0 +1,50 @@
+"""The package walls in ARCHITECTURE.md, kept standing by reading every import."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("trainer", {"storage", "mcp_server", "host_bridge", "sqlalchemy", "httpx", "starlette"}),
+        ("storage", {"mcp_server", "host_bridge", "torch"}),
+        ("host_bridge", {"storage", "mcp_server", "sqlalchemy"}),
+        ("mcp_server", {"torch"}),
+    ],
+)
+def test_a_package_imports_nothing_across_its_wall(package: str, forbidden: set[str]) -> None:
+    crossings = {f: sorted(names & forbidden) for f, names in _imports(package).items()}
+    assert {f: n for f, n in crossings.items() if n} == {}
+
+
+def test_the_server_starts_without_importing_torch() -> None:
+    code = (
+        "import sys, mcp_server.server, mcp_server.app, mcp_server.cli; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
