@@ -34,6 +34,10 @@ MIN_POINTS = 3
 _OSCILLATION_MIN_NOISE_PCT = 5.0
 # An excess counts as real when it is larger than this many noise levels.
 _SIGNIFICANCE = 2.0
+# Relative tests behind the flags divide by at least this fraction of the run's starting level (the
+# first monitored or training value): a loss that fell to near zero makes ratios meaningless
+# (0.0002 -> 0.002 is +900% on a solved problem). Prechelt's criteria themselves stay exact.
+_FLOOR_FRACTION = 0.25
 # Mean absolute deviation -> standard deviation for Gaussian noise, and the variance of a value's
 # deviation from the line through its two neighbours (1 + 1/4 + 1/4 for equal spacing).
 _MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2)
@@ -81,6 +85,7 @@ class Trend:
     relative_change_pct: float | None
     noise: float | None
     noise_pct: float | None
+    level: float  # |median| of the raw values
 
     def worse(self, sign: int) -> float:
         """The change in the "worse" direction (positive when worsening)."""
@@ -113,26 +118,31 @@ def trend_of(points: Sequence[tuple[int, float, float]]) -> Trend | None:
         relative_change_pct=100.0 * change / abs(start) if start != 0 else None,
         noise=noise,
         noise_pct=100.0 * noise / level if noise is not None and level > 0 else None,
+        level=level,
     )
 
 
-def relative_excess(value: float, best: float, sign: int) -> float:
-    """How much worse than `best` `value` is, as a fraction of |best| (inf when best is 0)."""
+def relative_excess(value: float, best: float, sign: int, floor: float = 0.0) -> float:
+    """How much worse than `best` `value` is, as a fraction of max(|best|, floor) (inf when that
+    is 0)."""
     excess = sign * (value - best)
-    if best == 0:
+    scale = max(abs(best), floor)
+    if scale == 0:
         return 0.0 if excess <= 0 else math.inf
-    return excess / abs(best)
+    return excess / scale
 
 
 @dataclass(frozen=True, slots=True)
 class Divergence:
-    """Why a run counts as diverging: `metric` is not finite (rise None) or has risen by `rise`
-    (a fraction) above `reference` = (epoch, value), its best or the start of its window."""
+    """Why a run counts as diverging: `metric`'s latest value is not finite (`rise` None), or it
+    has risen above `reference` = (epoch, value), its best or its window's first value, by `rise`
+    times `scale` = max(|reference|, the floor)."""
 
     metric: str
-    rise: float | None
-    reference: tuple[int, float] | None
-    reference_kind: Literal["best", "window start"] | None
+    rise: float | None = None
+    reference: tuple[int, float] | None = None
+    reference_kind: Literal["best", "window start"] | None = None
+    scale: float | None = None
 
 
 class Series:
@@ -215,17 +225,20 @@ class Series:
             return False
         return self.sign * trend.slope < 0 and self.best[0] >= trend.from_epoch
 
-    def rise(self, *, over_window: bool) -> Divergence | None:
+    def floor(self) -> float:
+        """The smallest denominator of the flags' relative tests (see `_FLOOR_FRACTION`)."""
+        return _FLOOR_FRACTION * abs(self.first[1]) if self.first is not None else 0.0
+
+    def rise(self, *, over_window: bool, floor: float) -> Divergence | None:
         """How far the latest value is above the best (or above the window's first value), as a
-        fraction of it; None when too few values or the latest is not finite."""
+        fraction of it (at least `floor`); None with too few values or a non-finite latest."""
         value = self.latest_finite
         if value is None or self.opt is None or self.finite_count < MIN_POINTS:
             return None
         epoch, reference = self.window[0][:2] if over_window else self.opt
-        rise = relative_excess(value, reference, self.sign)
-        return Divergence(
-            self.name, rise, (epoch, reference), "window start" if over_window else "best"
-        )
+        rise = relative_excess(value, reference, self.sign, floor)
+        kind: Literal["best", "window start"] = "window start" if over_window else "best"
+        return Divergence(self.name, rise, (epoch, reference), kind, max(abs(reference), floor))
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,13 +370,14 @@ class Engine:
         p, mon = self.params, self.mon
         trend = mon.trend
         enough = mon.finite_count >= MIN_POINTS
+        floor = max(mon.floor(), self.train.floor() if self.train is not None else 0.0)
         checked = [s for s in self.series.values() if s.nonfinite_count]
         non_finite = min((s.nonfinite_epochs[0] for s in checked), default=None)
 
         self.diverging = None
         for series in (mon, self.series.get("train_loss"), self.train):
             if series is not None and series.latest is not None and series.latest_finite is None:
-                self.diverging = Divergence(series.name, None, None, None)
+                self.diverging = Divergence(series.name)
                 break
         if self.diverging is None:
             # A training loss has no business leaving its best far behind. A validation loss
@@ -371,11 +385,11 @@ class Engine:
             # training is not improving counts as divergence there.
             limit = p.divergence_factor - 1
             loss = self.series.get("train_loss")
-            found = loss.rise(over_window=False) if loss is not None else None
+            found = loss.rise(over_window=False, floor=loss.floor()) if loss is not None else None
             if found is not None and found.rise is not None and found.rise > limit:
                 self.diverging = found
             elif self.plan.mode == "min" and mon is not loss:
-                found = mon.rise(over_window=True)
+                found = mon.rise(over_window=True, floor=floor)
                 train_ok = self.train is not None and self.train.improving()
                 if found is not None and found.rise is not None and found.rise > limit:
                     self.diverging = None if train_ok else found
@@ -387,13 +401,15 @@ class Engine:
             if gl is not None and value is not None and opt is not None:
                 excess = self.sign * (value - opt[1])
                 noise = trend.noise if trend is not None and trend.noise is not None else 0.0
+                floored_gl = 100.0 * relative_excess(value, opt[1], self.sign, floor)
                 self.overfit_gl = (
-                    gl > p.gl_alpha and excess > _SIGNIFICANCE * noise and train_improving
+                    floored_gl > p.gl_alpha and excess > _SIGNIFICANCE * noise and train_improving
                 )
             gap_trend = self.gap.trend
             if gap_trend is not None and gap_trend.points >= MIN_POINTS and opt is not None:
                 limit = max(
-                    p.gl_alpha / 100.0 * abs(opt[1]), _SIGNIFICANCE * (gap_trend.noise or 0)
+                    p.gl_alpha / 100.0 * max(abs(opt[1]), floor),
+                    _SIGNIFICANCE * (gap_trend.noise or 0),
                 )
                 self.gap_widening = gap_trend.worse(self.sign) > limit
             worsening = trend is not None and trend.worse(self.sign) > 0
@@ -404,9 +420,10 @@ class Engine:
 
         oscillation = False
         if trend is not None and trend.points >= min(p.window, 5) and trend.noise is not None:
+            level = max(trend.level, floor)
             oscillation = (
-                trend.noise_pct is not None
-                and trend.noise_pct >= _OSCILLATION_MIN_NOISE_PCT
+                level > 0
+                and 100.0 * trend.noise / level >= _OSCILLATION_MIN_NOISE_PCT
                 and trend.noise > abs(trend.change)
             )
 

@@ -84,13 +84,19 @@ class AnalysisParams(BaseModel):
       The trend costs O(window^2) per epoch, hence the upper bound.
     - `gl_alpha=5.0`: Prechelt studied GL_1 to GL_5; 5% is the top of that range and the 5%
       degradation threshold of ktrdr and W&B's diagnose. Because GL feeds a flag an agent acts on,
-      we prefer the least trigger-happy of the studied values.
+      we prefer the least trigger-happy of the studied values. The overfitting flag also wants the
+      excess above twice the noise and measured against at least a quarter of the run's first
+      value (0.0002 -> 0.002 is GL 900% on a solved problem); `criteria.gl` stays Prechelt's.
     - `pq_alpha=0.75`, `pq_strip_k=5`: Prechelt's strip length and the PQ threshold that
       EarlyStopping.jl ships as its default.
     - `up_strips=3`: UP_3 = validation worse at three successive strip ends (15 epochs with k=5),
       slower than GL_5 so it confirms rather than races it, and robust to a single noisy strip.
     - `divergence_factor=2.0`: a loss more than twice its best (Lightning SpikeDetection's
-      rtol=2). ktrdr's +20% over 5 epochs confuses ordinary oscillation with divergence.
+      rtol=2). ktrdr's +20% over 5 epochs confuses ordinary oscillation with divergence. Like
+      every relative test behind the flags, the rise is measured against at least a quarter of
+      the run's first value, so a loss near zero (a solved problem) does not trip it on noise.
+      A validation loss diverges only when it doubles within the window while training stalls;
+      a slow climb with improving training is overfitting.
     - `ema_weight=0.6`: TensorBoard's default smoothing, with its debiasing.
     """
 
@@ -137,7 +143,8 @@ class AnalysisParams(BaseModel):
     )
     divergence_factor: float = Field(
         default=2.0,
-        description="A loss above this multiple of its best is diverging.",
+        description="A loss risen above its best by more than (factor - 1) times the best "
+        "(or a quarter of its first value, if larger) is diverging.",
         json_schema_extra=_bounds("divergence_factor"),
     )
     ema_weight: float = Field(

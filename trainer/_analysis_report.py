@@ -248,14 +248,12 @@ class Report:
             assert latest is not None
             if found.rise is None or found.reference is None:
                 return f"{found.metric} is {latest[1]} at epoch {latest[0]}"
-            times = (
-                f"{1 + found.rise:.2f}x" if math.isfinite(found.rise) else "infinitely far above"
-            )
             ref_epoch, ref_value = found.reference
             return (
-                f"{found.metric} is {times} its {found.reference_kind} ({_fmt(ref_value)} at "
-                f"epoch {ref_epoch}) at epoch {latest[0]}, beyond the divergence factor "
-                f"{p.divergence_factor:g}"
+                f"{found.metric} rose from {_fmt(ref_value)} (its {found.reference_kind}, epoch "
+                f"{ref_epoch}) to {_fmt(latest[1])} at epoch {latest[0]}: {found.rise:.2f} times "
+                f"{_fmt(found.scale or 0.0)}, more than divergence_factor {p.divergence_factor:g}"
+                " - 1 (the scale is the larger of that value and a quarter of the first one)"
             )
         if name == "overfitting":
             parts = []

@@ -206,15 +206,25 @@ def test_a_descent_that_levels_off_has_converged() -> None:
     assert analysis.best_epoch == 25
 
 
-def test_an_exploding_loss_is_diverging_from_the_epoch_it_doubles() -> None:
-    # best 0.1353 at epoch 20, then x1.5 per epoch: 2.25x its best at epoch 22.
-    train = curve(lambda t: math.exp(-t / 10) if t <= 20 else math.exp(-2) * 1.5 ** (t - 20), 30)
+def test_an_exploding_loss_is_diverging_from_the_epoch_it_has_doubled() -> None:
+    # best 0.6 at epoch 5, then x1.5 per epoch: 0.9 (+50%), 1.35 (+125% > factor 2 - 1) at epoch 7.
+    train = [1.0, 0.9, 0.8, 0.7, 0.6, 0.9, 1.35, 2.025, 3.0375]
 
     analysis = analyze_loss(history(train))
 
     assert (analysis.verdict, analysis.recommendation) == ("diverging", "investigate_divergence")
-    assert flag_names(analysis)["divergence"] == 22
-    assert "divergence factor 2" in analysis.reasons[0]
+    assert flag_names(analysis)["divergence"] == 7
+    assert "more than divergence_factor 2" in analysis.reasons[0]
+
+
+def test_a_loss_near_zero_that_wobbles_is_not_diverging() -> None:
+    # 0.0004 is 4x the best 0.0001, but a speck against the first value 1.0: a solved problem.
+    train = [1.0, 0.1, 0.01, 0.001, 0.0001, 0.0004, 0.0002, 0.0004]
+
+    analysis = analyze_loss(history(train))
+
+    assert "divergence" not in flag_names(analysis)
+    assert analysis.verdict != "diverging"
 
 
 def test_a_nan_loss_is_diverging_and_the_result_stays_valid_json() -> None:
