@@ -1,0 +1,530 @@
+"""Push metrics from any training loop to training-mcp's REST mirror, one line per epoch.
+
+    with MetricsReporter.start_run("http://127.0.0.1:8765", name="my run") as run:
+        for epoch in range(1, 11):
+            ...
+            run.log(epoch, train_loss=loss, val_loss=val_loss)
+
+`log()` only queues the points. A background thread sends whatever is queued as soon as it can
+(so points that pile up while a request is in flight go out together, up to `max_batch` per
+request), retries transient failures with exponential backoff and full jitter, and removes points
+from the queue only once the server has answered. The server stores a point once per
+(name, step), so a retried batch is harmless. Training never waits on the network; `flush()`,
+`report_status()` and `close()` do, and they raise `ReportError` if something was refused.
+
+The queue is a small interface (`PointQueue`): the in-memory `MemoryQueue` by default, a durable
+spool where points must survive a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+import httpx
+
+from trainer.records import STEP_LOSS_METRIC, EpochRecord, StepRecord
+
+__all__ = [
+    "MAX_BATCH_POINTS",
+    "MemoryQueue",
+    "MetricPoint",
+    "MetricsReporter",
+    "PointQueue",
+    "ReportError",
+    "ReporterStats",
+    "RetryPolicy",
+]
+
+log = logging.getLogger(__name__)
+
+# The server's limits per request (POST /api/v1/operations/{id}/metrics).
+MAX_BATCH_POINTS = 10_000
+# The server's metric name rule (storage.METRIC_NAME_PATTERN; a test keeps the two equal). Checked
+# here too because one bad point makes the server refuse its whole batch.
+METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_./-]{0,127}$"
+_METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
+_MAX_STEP = 2**62
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+FinalStatus = Literal["completed", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One value of one metric at one step (the epoch, for epoch-level metrics)."""
+
+    name: str
+    step: int
+    value: float
+    epoch: int | None = None
+    wall_time: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name, "step": self.step, "value": self.value}
+        if self.epoch is not None:
+            body["epoch"] = self.epoch
+        if self.wall_time is not None:
+            body["wall_time"] = self.wall_time
+        return body
+
+
+class PointQueue(Protocol):
+    """Where points wait until the server has stored them, oldest first.
+
+    The reporter calls it under its own lock (from the caller's thread and its sender thread), so
+    an implementation needs no locking of its own. `ack(n)` removes the first n points, after the
+    server answered for them; anything not acknowledged is sent again later.
+    """
+
+    def put(self, points: Sequence[MetricPoint]) -> None: ...
+
+    def peek(self, limit: int) -> list[MetricPoint]: ...
+
+    def ack(self, count: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemoryQueue:
+    """The default queue: in memory, lost with the process."""
+
+    def __init__(self) -> None:
+        self._points: deque[MetricPoint] = deque()
+
+    def put(self, points: Sequence[MetricPoint]) -> None:
+        self._points.extend(points)
+
+    def peek(self, limit: int) -> list[MetricPoint]:
+        return [self._points[i] for i in range(min(limit, len(self._points)))]
+
+    def ack(self, count: int) -> None:
+        for _ in range(min(count, len(self._points))):
+            self._points.popleft()
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """`attempts` tries per request; before try n+1 wait a random time in
+    [0, min(max_delay_s, base_delay_s * 2**n)] ("full jitter"), or what Retry-After asks."""
+
+    attempts: int = 6
+    base_delay_s: float = 0.25
+    max_delay_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.attempts <= 100:
+            raise ValueError(f"attempts: must be between 1 and 100, got {self.attempts}")
+        if not (0 <= self.base_delay_s <= self.max_delay_s <= 3600):
+            raise ValueError(
+                "base_delay_s, max_delay_s: need 0 <= base_delay_s <= max_delay_s <= 3600, got "
+                f"{self.base_delay_s} and {self.max_delay_s}"
+            )
+
+    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `retry` (0 for the first retry)."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** min(retry, 60))
+        wait = rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay_s))
+        return wait
+
+
+class ReportError(Exception):
+    """The server refused something (`status_code`, its error `code` and `field`), or could not be
+    reached after every retry (`transient`: the points stay queued and are sent again later)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str = "unreachable",
+        field: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.field = field
+        self.transient = transient
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ReportError:
+        code, field, message = "http_error", None, response.text[:500]
+        try:
+            error = response.json()["error"]
+            code, field, message = str(error["code"]), error.get("field"), str(error["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        return cls(
+            f"HTTP {response.status_code}: {message}",
+            status_code=response.status_code,
+            code=code,
+            field=field,
+            transient=response.status_code in _TRANSIENT_STATUS,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReporterStats:
+    """What the reporter did so far: points the server received and newly stored (a retried or
+    repeated point is received again but stored once), requests, retries, points refused."""
+
+    points_sent: int = 0
+    points_stored: int = 0
+    requests: int = 0
+    retries: int = 0
+    points_refused: int = 0
+    queued: int = 0
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class MetricsReporter:
+    """Sends one run's metrics to `base_url` (the server, e.g. http://127.0.0.1:8765).
+
+    Use `start_run()` to register a run trained here (an "external" run), or the constructor with
+    the id of a run that exists. Also a `trainer.records.MetricSink` (`on_epoch`, `on_step`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        operation_id: str,
+        *,
+        token: str | None = None,
+        max_batch: int = 1000,
+        timeout_s: float = 5.0,
+        retry: RetryPolicy | None = None,
+        queue: PointQueue | None = None,
+        transport: httpx.BaseTransport | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH_POINTS:
+            raise ValueError(
+                f"max_batch: must be between 1 and {MAX_BATCH_POINTS}, got {max_batch}"
+            )
+        if not 0 < timeout_s <= 600:
+            raise ValueError(f"timeout_s: must be more than 0 and at most 600, got {timeout_s}")
+        self.operation_id = operation_id
+        self._client = _client(base_url, token, timeout_s, transport)
+        self._owns_run = False
+        self._finished = False
+        self._max_batch = max_batch
+        self._retry = retry or RetryPolicy()
+        self._rng = random.Random(seed)
+        self._queue: PointQueue = queue if queue is not None else MemoryQueue()
+        self._cv = threading.Condition()
+        self._abort = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._stalled = False  # retries ran out: wait for new points or a flush to try again
+        self._error: ReportError | None = None
+        self._stats = ReporterStats()
+
+    @classmethod
+    def start_run(
+        cls,
+        base_url: str,
+        *,
+        name: str | None = None,
+        epochs: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        spec: Mapping[str, Any] | None = None,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **options: Any,
+    ) -> MetricsReporter:
+        """Register a run trained here (`backend: external`) and return its reporter. Used as a
+        context manager, the run is reported completed on exit, or failed if an exception ends it.
+        `options` go to the constructor."""
+        body: dict[str, Any] = {"backend": "external", "name": name, "epochs": epochs}
+        body.update(tags=dict(tags) if tags else None, spec=dict(spec) if spec else None)
+        with _client(base_url, token, options.get("timeout_s", 5.0), transport) as client:
+            response = _request_once_delivered(
+                client, "/api/v1/operations", {k: v for k, v in body.items() if v is not None}
+            )
+        reporter = cls(
+            base_url, response["operation_id"], token=token, transport=transport, **options
+        )
+        reporter._owns_run = True
+        return reporter
+
+    # -- the training loop's side -------------------------------------------------------------
+
+    def log(
+        self,
+        step: int,
+        metrics: Mapping[str, float] | None = None,
+        /,
+        *,
+        epoch: int | None = None,
+        wall_time: float | None = None,
+        **values: float,
+    ) -> None:
+        """Queue metric values at `step` (the epoch number for epoch-level metrics; then `epoch`
+        defaults to it). Values may be NaN or infinite; anything `float()` takes is accepted
+        (a 0-d tensor, a numpy scalar). Never blocks on the network."""
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _MAX_STEP:
+            raise ValueError(f"step: must be an integer between 0 and 2**62, got {step!r}")
+        when = time.time() if wall_time is None else wall_time
+        points = []
+        for name, raw in {**(metrics or {}), **values}.items():
+            if not isinstance(name, str) or not _METRIC_NAME.match(name):
+                raise ValueError(
+                    f"metric name {name!r}: must start with a letter and hold only letters, "
+                    "digits and _ . / - (at most 128 characters)"
+                )
+            try:
+                value = float(raw)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: must be a number, got {raw!r}") from exc
+            is_step = name.startswith("step/")
+            at_epoch = epoch if epoch is not None or is_step else step
+            points.append(MetricPoint(name, step, value, at_epoch, when))
+        if points:
+            self._put(points)
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        """`MetricSink`: an epoch of `trainer.loop` (step = epoch)."""
+        self.log(record.epoch, record.metrics(), wall_time=record.timestamp)
+
+    def on_step(self, record: StepRecord) -> None:
+        """`MetricSink`: a batch's training loss, as `step/train_loss` at the global step."""
+        self._put(
+            [
+                MetricPoint(
+                    STEP_LOSS_METRIC,
+                    record.step,
+                    float(record.train_loss),
+                    record.epoch,
+                    record.timestamp,
+                )
+            ]
+        )
+
+    def _put(self, points: list[MetricPoint]) -> None:
+        with self._cv:
+            if self._closing:
+                raise RuntimeError("this reporter is closed")
+            self._queue.put(points)
+            self._stalled = False
+            self._start_sender()
+            self._cv.notify_all()
+
+    # -- waiting for the server ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> ReporterStats:
+        with self._cv:
+            return replace(self._stats, queued=len(self._queue))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued point has been answered for. Raises `ReportError` if the server
+        refused some (they are dropped: sending them again cannot help), or could not be reached
+        after every retry (they stay queued), or on timeout."""
+        with self._cv:
+            self._stalled = False
+            if len(self._queue):
+                self._start_sender()
+            self._cv.notify_all()
+            done = self._cv.wait_for(lambda: not len(self._queue) or self._stalled, timeout_s)
+            error, self._error = self._error, None
+        if not done:
+            raise ReportError(
+                f"flush: {len(self._queue)} points still queued after {timeout_s} s",
+                code="timeout",
+                transient=True,
+            )
+        if error is not None:
+            raise error
+
+    def report_status(
+        self, status: FinalStatus, *, error: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Send what is queued, then report that the run ended (`completed` or `failed`, with an
+        error message). Returns the run as the server now has it."""
+        self.flush()
+        body = {"status": status, "error": error, "reason": reason}
+        response = self._post(
+            f"/api/v1/operations/{self.operation_id}/status",
+            {k: v for k, v in body.items() if v is not None},
+        )
+        self._finished = True
+        result: dict[str, Any] = response.json()
+        return result
+
+    def close(self, timeout_s: float | None = 30.0) -> None:
+        """Flush (at most `timeout_s`), stop the sender and close the connection."""
+        try:
+            self.flush(timeout_s)
+        finally:
+            with self._cv:
+                self._closing = True
+                self._cv.notify_all()
+            self._abort.set()
+            if self._thread is not None:
+                self._thread.join(timeout=10.0)
+            self._client.close()
+
+    def __enter__(self) -> MetricsReporter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._owns_run and not self._finished:
+                if exc is None:
+                    self.report_status("completed")
+                else:
+                    self._report_failure(exc)
+        finally:
+            self.close()
+
+    def _report_failure(self, exc: BaseException) -> None:
+        # The training's own exception matters more than a failure to report it.
+        try:
+            self.report_status("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        except ReportError as report_error:
+            log.warning("could not report run %s failed: %s", self.operation_id, report_error)
+
+    # -- the sender thread --------------------------------------------------------------------
+
+    def _start_sender(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._send_queued, name=f"metrics-reporter-{self.operation_id}", daemon=True
+            )
+            self._thread.start()
+
+    def _send_queued(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._closing or (len(self._queue) and not self._stalled))
+                if not len(self._queue) or self._stalled:
+                    return  # closing with nothing (more) to try
+                batch = self._queue.peek(self._max_batch)
+            try:
+                response = self._post(
+                    f"/api/v1/operations/{self.operation_id}/metrics",
+                    {"points": [p.to_json() for p in batch]},
+                )
+            except ReportError as error:
+                self._settle(batch, error)
+                continue
+            self._settle(batch, None, stored=int(response.json().get("stored", 0)))
+
+    def _settle(self, batch: list[MetricPoint], error: ReportError | None, stored: int = 0) -> None:
+        with self._cv:
+            if error is not None and error.transient:
+                self._stalled = True
+                self._error = error
+                log.warning("metrics for %s stay queued: %s", self.operation_id, error)
+            else:
+                self._queue.ack(len(batch))
+                if error is None:
+                    self._stats = replace(
+                        self._stats,
+                        points_sent=self._stats.points_sent + len(batch),
+                        points_stored=self._stats.points_stored + stored,
+                    )
+                else:
+                    self._error = error
+                    self._stats = replace(
+                        self._stats, points_refused=self._stats.points_refused + len(batch)
+                    )
+                    log.error("server refused %d points: %s", len(batch), error)
+            self._cv.notify_all()
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> httpx.Response:
+        """POST with retries. Only for idempotent requests: a retry may repeat a stored one."""
+        content = json.dumps(body, allow_nan=True).encode()
+        last: ReportError | None = None
+        last_retry_after: float | None = None
+        for attempt in range(self._retry.attempts):
+            if attempt:
+                wait = self._retry.delay(attempt - 1, self._rng, last_retry_after)
+                with self._cv:
+                    self._stats = replace(self._stats, retries=self._stats.retries + 1)
+                if self._abort.wait(wait):
+                    break
+            last_retry_after = None
+            try:
+                response = self._client.post(path, content=content)
+            except httpx.TransportError as exc:
+                last = ReportError(f"{type(exc).__name__}: {exc}", transient=True)
+                continue
+            finally:
+                with self._cv:
+                    self._stats = replace(self._stats, requests=self._stats.requests + 1)
+            if response.is_success:
+                return response
+            last = ReportError.from_response(response)
+            if not last.transient:
+                raise last
+            last_retry_after = _retry_after(response)
+        assert last is not None
+        raise last
+
+
+def _client(
+    base_url: str, token: str | None, timeout_s: float, transport: httpx.BaseTransport | None
+) -> httpx.Client:
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.Client(
+        base_url=base_url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(timeout_s),
+        transport=transport,
+    )
+
+
+def _request_once_delivered(
+    client: httpx.Client, path: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A POST that is not idempotent (it creates a run): retried only when it cannot have
+    arrived (no connection) or the server asks to come back later."""
+    policy, rng = RetryPolicy(attempts=4), random.Random()
+    for attempt in range(policy.attempts):
+        try:
+            response = client.post(path, content=json.dumps(body).encode())
+        except httpx.ConnectError as exc:
+            error = ReportError(f"{type(exc).__name__}: {exc}", transient=True)
+            retry_after = None
+        else:
+            if response.is_success:
+                result: dict[str, Any] = response.json()
+                return result
+            error = ReportError.from_response(response)
+            if response.status_code not in (429, 503):
+                raise error
+            retry_after = _retry_after(response)
+        if attempt + 1 < policy.attempts:
+            time.sleep(policy.delay(attempt, rng, retry_after))
+    raise error

@@ -1,0 +1,298 @@
+"""The metrics reporter against a scripted server (httpx.MockTransport); the real server is in
+tests/mcp_server/test_rest_live.py."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from host_bridge import MemoryQueue, MetricPoint, MetricsReporter, ReportError, RetryPolicy
+from host_bridge.reporter import METRIC_NAME_PATTERN
+from storage import METRIC_NAME_PATTERN as SERVER_PATTERN
+from trainer.records import EpochRecord, StepRecord
+
+BASE = "http://server.test"
+NO_WAIT = RetryPolicy(attempts=3, base_delay_s=0.0, max_delay_s=0.0)
+
+
+class Server:
+    """Records every request; answers with `answer(request)` (default: all stored)."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response] | None = None) -> None:
+        self.requests: list[httpx.Request] = []
+        self.answer = answer or self.store_all
+
+    @staticmethod
+    def store_all(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        n = len(body.get("points", []))
+        return httpx.Response(200, json={"received": n, "stored": n, "duplicates": 0})
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.answer(request)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests]
+
+
+def reporter(server: Server, **options: Any) -> MetricsReporter:
+    options.setdefault("retry", NO_WAIT)
+    return MetricsReporter(BASE, "op-test", transport=httpx.MockTransport(server), **options)
+
+
+def test_an_epoch_logged_in_one_line_reaches_the_server_with_nan_as_a_json_token() -> None:
+    server = Server()
+    with reporter(server, token="s3cret") as r:
+        r.log(1, train_loss=0.5, val_loss=float("nan"), wall_time=100.0)
+        r.flush()
+        assert r.stats.points_stored == 2
+    (request,) = server.requests
+    assert request.url.path == "/api/v1/operations/op-test/metrics"
+    assert request.headers["authorization"] == "Bearer s3cret"
+    assert b"NaN" in request.content
+    points = json.loads(request.content)["points"]
+    assert points[0] == {
+        "name": "train_loss",
+        "step": 1,
+        "value": 0.5,
+        "epoch": 1,
+        "wall_time": 100.0,
+    }
+    assert points[1]["name"] == "val_loss"
+
+
+def test_points_logged_while_a_request_is_in_flight_go_out_together_in_one_batch() -> None:
+    in_flight, release = threading.Event(), threading.Event()
+
+    def slow_first(request: httpx.Request) -> httpx.Response:
+        if not in_flight.is_set():
+            in_flight.set()
+            assert release.wait(10)
+        return Server.store_all(request)
+
+    server = Server(slow_first)
+    with reporter(server) as r:
+        r.log(1, loss=1.0)
+        assert in_flight.wait(10)
+        for epoch in range(2, 6):
+            r.log(epoch, loss=1.0 / epoch)
+        release.set()
+        r.flush()
+    assert [len(b["points"]) for b in server.bodies()] == [1, 4]
+
+
+def test_batches_never_exceed_max_batch_points() -> None:
+    server = Server()
+    queue = MemoryQueue()
+    queue.put([MetricPoint("loss", step, 1.0, step) for step in range(1, 26)])
+    with reporter(server, max_batch=10, queue=queue) as r:
+        r.flush()
+    assert [len(b["points"]) for b in server.bodies()] == [10, 10, 5]
+
+
+def test_transient_failures_are_retried_until_the_server_stores_the_batch() -> None:
+    answers = iter([503, 502])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        status = next(answers, 200)
+        if status != 200:
+            return httpx.Response(status, json={"error": {"code": "x", "message": "busy"}})
+        return Server.store_all(request)
+
+    server = Server(flaky)
+    with reporter(server) as r:
+        r.log(3, loss=0.1)
+        r.flush()
+        assert r.stats.retries == 2
+        assert r.stats.points_stored == 1
+    assert len(server.requests) == 3
+    assert server.requests[0].content == server.requests[2].content  # the same batch, resent
+
+
+def test_retry_delays_grow_exponentially_with_full_jitter_and_honour_retry_after() -> None:
+    policy = RetryPolicy(attempts=8, base_delay_s=0.5, max_delay_s=4.0)
+    rng = random.Random(7)
+    for retry, ceiling in enumerate([0.5, 1.0, 2.0, 4.0, 4.0, 4.0]):
+        delays = [policy.delay(retry, rng) for _ in range(200)]
+        assert min(delays) >= 0 and max(delays) <= ceiling
+        assert max(delays) > ceiling * 0.8  # jitter spreads over the whole range
+    assert policy.delay(0, rng, retry_after=3.0) >= 3.0
+    assert policy.delay(0, rng, retry_after=60.0) <= 4.0
+    with pytest.raises(ValueError, match="attempts"):
+        RetryPolicy(attempts=0)
+
+
+def test_a_refused_batch_is_dropped_and_its_error_raised_at_flush() -> None:
+    def refuse(_request: httpx.Request) -> httpx.Response:
+        error = {"code": "conflict", "message": "finished", "field": "operation_id"}
+        return httpx.Response(409, json={"error": error})
+
+    server = Server(refuse)
+    r = reporter(server)
+    r.log(1, loss=0.3)
+    with pytest.raises(ReportError) as caught:
+        r.flush()
+    assert (caught.value.status_code, caught.value.code, caught.value.field) == (
+        409,
+        "conflict",
+        "operation_id",
+    )
+    assert not caught.value.transient
+    assert len(server.requests) == 1  # a refusal is not retried
+    assert (r.stats.points_refused, r.stats.queued) == (1, 0)
+    r.close()
+
+
+def test_an_unreachable_server_keeps_points_queued_until_it_answers() -> None:
+    reachable = False
+
+    def network(request: httpx.Request) -> httpx.Response:
+        if not reachable:
+            raise httpx.ConnectError("connection refused", request=request)
+        return Server.store_all(request)
+
+    server = Server(network)
+    r = reporter(server)
+    r.log(1, loss=0.3, acc=0.9)
+    with pytest.raises(ReportError) as caught:
+        r.flush()
+    assert caught.value.transient
+    assert r.stats.queued == 2
+    assert len(server.requests) == NO_WAIT.attempts
+    reachable = True
+    r.flush()
+    assert (r.stats.queued, r.stats.points_stored) == (0, 2)
+    r.close()
+
+
+def test_points_leave_a_plugged_in_queue_only_once_the_server_answered() -> None:
+    class RecordingQueue(MemoryQueue):
+        def __init__(self) -> None:
+            super().__init__()
+            self.acked: list[int] = []
+
+        def ack(self, count: int) -> None:
+            self.acked.append(count)
+            super().ack(count)
+
+    seen_queued: list[int] = []
+    queue = RecordingQueue()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen_queued.append(len(queue))
+        return Server.store_all(request)
+
+    with reporter(Server(answer), queue=queue) as r:
+        r.log(1, loss=0.3, acc=0.9)
+        r.flush()
+    assert seen_queued == [2]  # still queued while the request was in flight
+    assert queue.acked == [2]
+    assert len(queue) == 0
+
+
+def test_log_refuses_bad_names_steps_and_values_at_the_call_site() -> None:
+    r = reporter(Server())
+    with pytest.raises(ValueError, match="metric name '1st'"):
+        r.log(1, {"1st": 0.5})
+    with pytest.raises(ValueError, match="step"):
+        r.log(-1, loss=0.5)
+    with pytest.raises(ValueError, match="loss: must be a number"):
+        r.log(1, loss="low")  # type: ignore[arg-type]
+    assert r.stats.queued == 0
+    r.close()
+
+
+def test_the_reporter_checks_names_with_the_servers_own_pattern() -> None:
+    assert METRIC_NAME_PATTERN == SERVER_PATTERN
+
+
+def test_the_reporter_is_a_metric_sink_for_the_training_loop() -> None:
+    server = Server()
+    with reporter(server) as r:
+        r.on_step(StepRecord(step=40, epoch=1, train_loss=0.7, timestamp=10.0))
+        r.on_epoch(
+            EpochRecord(
+                epoch=1,
+                train_loss=0.6,
+                learning_rate=0.01,
+                epoch_duration_s=1.0,
+                samples_per_s=100.0,
+                grad_norm=2.0,
+                timestamp=11.0,
+                val_loss=0.65,
+            )
+        )
+        r.flush()
+    points = [p for b in server.bodies() for p in b["points"]]
+    assert points[0] == {
+        "name": "step/train_loss",
+        "step": 40,
+        "value": 0.7,
+        "epoch": 1,
+        "wall_time": 10.0,
+    }
+    by_name = {p["name"]: p for p in points[1:]}
+    assert by_name["val_loss"] == {
+        "name": "val_loss",
+        "step": 1,
+        "value": 0.65,
+        "epoch": 1,
+        "wall_time": 11.0,
+    }
+    assert set(by_name) == {
+        "train_loss",
+        "val_loss",
+        "learning_rate",
+        "epoch_duration_s",
+        "samples_per_s",
+        "grad_norm",
+    }
+
+
+def _run_server() -> Server:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/operations":
+            body = json.loads(request.content)
+            assert body["backend"] == "external"
+            return httpx.Response(202, json={"operation_id": "op-new", "status": "running"})
+        if request.url.path.endswith("/status"):
+            return httpx.Response(
+                200, json={"operation_id": "op-new", **json.loads(request.content)}
+            )
+        return Server.store_all(request)
+
+    return Server(answer)
+
+
+def test_start_run_registers_an_external_run_and_reports_it_completed_on_exit() -> None:
+    server = _run_server()
+    transport = httpx.MockTransport(server)
+    with MetricsReporter.start_run(BASE, name="mine", epochs=2, transport=transport) as run:
+        assert run.operation_id == "op-new"
+        for epoch in (1, 2):
+            run.log(epoch, train_loss=1.0 / epoch)
+    paths = [r.url.path for r in server.requests]
+    assert paths[0] == "/api/v1/operations"
+    assert paths[-1] == "/api/v1/operations/op-new/status"
+    assert server.bodies()[0] == {"backend": "external", "name": "mine", "epochs": 2}
+    assert server.bodies()[-1] == {"status": "completed"}
+    assert sum(len(b.get("points", [])) for b in server.bodies()) == 2
+
+
+def test_a_run_that_raises_is_reported_failed_and_the_exception_still_propagates() -> None:
+    server = _run_server()
+    transport = httpx.MockTransport(server)
+    with (
+        pytest.raises(RuntimeError, match="out of memory"),
+        MetricsReporter.start_run(BASE, transport=transport) as run,
+    ):
+        run.log(1, train_loss=2.0)
+        raise RuntimeError("out of memory")
+    assert server.bodies()[-1] == {"status": "failed", "error": "RuntimeError: out of memory"}
