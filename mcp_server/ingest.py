@@ -15,7 +15,6 @@ from storage import (
     Operation,
     OperationStatus,
     append_points,
-    set_progress,
     set_status,
     validate_points,
 )
@@ -62,8 +61,8 @@ class Ingestor:
         self, operation_id: str, record: EpochRecord, steps: Sequence[StepRecord] = ()
     ) -> None:
         """A local run's epoch (with the per-step losses logged during it)."""
-        await append_points(self.db, operation_id, [*step_points(steps), *epoch_points(record)])
-        await set_progress(self.db, operation_id, record.epoch)
+        points = [*step_points(steps), *epoch_points(record)]
+        await append_points(self.db, operation_id, points, progress_epoch=record.epoch)
         self.analyses.add(operation_id, EpochMetrics(epoch=record.epoch, values=record.metrics()))
         await self.notifier.publish(Change(operation_id, "epoch", epoch=record.epoch))
 
@@ -75,10 +74,11 @@ class Ingestor:
     ) -> AppendResult:
         """Points pushed over HTTP (host bridge or an external run), validated as a whole."""
         batch = validate_points(raw)
-        result = await append_points(self.db, operation_id, batch)
         epochs = [p.step for p in batch if not is_step_metric(p.name)]
+        result = await append_points(
+            self.db, operation_id, batch, progress_epoch=max(epochs) if epochs else None
+        )
         if result.stored and epochs:
-            await set_progress(self.db, operation_id, max(epochs))
             self.analyses.invalidate(operation_id)
             await self.notifier.publish(Change(operation_id, "epoch", epoch=max(epochs)))
         elif result.stored:

@@ -90,15 +90,14 @@ async def append_points(
     raw_points: Sequence[MetricPointIn | Mapping[str, Any]],
     *,
     allow_finished: bool = False,
+    progress_epoch: int | None = None,
 ) -> AppendResult:
     """Store a batch atomically: all points or none. A point whose (name, step) is already stored
     is skipped, so retries are harmless. A finished operation takes no more points unless
-    `allow_finished` (used for the final flush of a run being closed)."""
+    `allow_finished` (used for the final flush of a run being closed). `progress_epoch` also
+    records, in the same transaction, how many epochs the run has finished."""
     batch = validate_points(raw_points)
     now_ms = int(time.time() * 1000)
-    groups: dict[str, list[MetricPointIn]] = defaultdict(list)
-    for point in batch:
-        groups[point.name].append(point)
     async with db.write() as conn:
         status = (
             await conn.execute(select(operations.c.status).where(operations.c.id == operation_id))
@@ -107,65 +106,83 @@ async def append_points(
             raise OperationNotFoundError(operation_id)
         if not allow_finished and OperationStatus(status) in TERMINAL_STATUSES:
             raise OperationFinishedError(operation_id, status)
-        if not batch:
-            return AppendResult(0, 0)
-        ids = await _series_ids(db, conn, operation_id, groups)
-        insert_points = _insert(db)(points).on_conflict_do_nothing()
         stored = 0
-        for name, group in groups.items():
-            sid = ids[name]
+        if batch:
+            ids = await _series_ids(db, conn, operation_id, {p.name for p in batch})
             rows = [
                 {
-                    "series_id": sid,
+                    "series_id": ids[p.name],
                     "step": p.step,
                     "epoch": p.epoch,
                     "value": p.value if special_of(p.value) == 0 else None,
                     "special": special_of(p.value),
                     "wall_ms": now_ms if p.wall_time is None else int(p.wall_time * 1000),
                 }
-                for p in group
+                for p in batch
             ]
-            added = (await conn.execute(insert_points, rows)).rowcount
-            if added <= 0:
-                continue
-            stored += added
-            await _update_series_summary(conn, sid, rows, added)
+            insert_points = _insert(db)(points).on_conflict_do_nothing()
+            stored = max(0, (await conn.execute(insert_points, rows)).rowcount)
+            if stored == len(rows):
+                await conn.execute(_ADD_TO_SUMMARY, _summaries(rows))
+            elif stored:  # some points were stored before (a retry): recount those series
+                await conn.execute(_RECOUNT_SUMMARY, [{"sid": s} for s in set(ids.values())])
+        if progress_epoch is not None:
+            await conn.execute(
+                update(operations)
+                .where(operations.c.id == operation_id, operations.c.epochs_done < progress_epoch)
+                .values(epochs_done=progress_epoch, heartbeat_at=time.time())
+            )
     return AppendResult(len(batch), stored)
 
 
-async def _update_series_summary(
-    conn: AsyncConnection, sid: int, rows: list[dict[str, Any]], added: int
-) -> None:
-    """Keep count, first step and the latest point of a series current."""
-    newest = max(rows, key=lambda r: r["step"])
-    oldest_step = min(r["step"] for r in rows)
-    nonfinite = sum(1 for r in rows if r["special"])
-    current = (
-        await conn.execute(
-            select(series.c.first_step, series.c.last_step).where(series.c.id == sid)
+# Keep each series' count, first step and latest point current without reading it first. In an
+# UPDATE every right-hand side sees the old row, so the order of the assignments does not matter.
+_NEWER = "(last_step IS NULL OR last_step < :hi)"
+_ADD_TO_SUMMARY = text(
+    f"""UPDATE series SET
+    n_points = n_points + :added,
+    nonfinite = nonfinite + :nonfinite,
+    first_step = CASE WHEN first_step IS NULL OR first_step > :lo THEN :lo ELSE first_step END,
+    last_value = CASE WHEN {_NEWER} THEN :value ELSE last_value END,
+    last_special = CASE WHEN {_NEWER} THEN :special ELSE last_special END,
+    last_wall_ms = CASE WHEN {_NEWER} THEN :wall_ms ELSE last_wall_ms END,
+    last_step = CASE WHEN {_NEWER} THEN :hi ELSE last_step END
+    WHERE id = :sid"""
+)
+_RECOUNT_SUMMARY = text(
+    """UPDATE series SET
+    n_points = (SELECT count(*) FROM points WHERE series_id = :sid),
+    nonfinite = (SELECT count(*) FROM points WHERE series_id = :sid AND special != 0),
+    first_step = (SELECT min(step) FROM points WHERE series_id = :sid),
+    last_step = (SELECT max(step) FROM points WHERE series_id = :sid),
+    last_value = (SELECT value FROM points WHERE series_id = :sid ORDER BY step DESC LIMIT 1),
+    last_special = (SELECT special FROM points WHERE series_id = :sid ORDER BY step DESC LIMIT 1),
+    last_wall_ms = (SELECT wall_ms FROM points WHERE series_id = :sid ORDER BY step DESC LIMIT 1)
+    WHERE id = :sid"""
+)
+
+
+def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per series in a batch: points added, non-finite among them, lowest step, newest point."""
+    by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_series[row["series_id"]].append(row)
+    out = []
+    for sid, members in by_series.items():
+        newest = max(members, key=lambda r: r["step"])
+        out.append(
+            {
+                "sid": sid,
+                "added": len(members),
+                "nonfinite": sum(1 for r in members if r["special"]),
+                "lo": min(r["step"] for r in members),
+                "hi": newest["step"],
+                "value": newest["value"],
+                "special": newest["special"],
+                "wall_ms": newest["wall_ms"],
+            }
         )
-    ).one()
-    values: dict[str, Any] = {"n_points": series.c.n_points + added}
-    if nonfinite:
-        if added == len(rows):
-            values["nonfinite"] = series.c.nonfinite + nonfinite
-        else:  # some rows were duplicates: count exactly (rare)
-            values["nonfinite"] = (
-                select(func.count())
-                .select_from(points)
-                .where(points.c.series_id == sid, points.c.special != 0)
-                .scalar_subquery()
-            )
-    if current.first_step is None or oldest_step < current.first_step:
-        values["first_step"] = oldest_step
-    if current.last_step is None or newest["step"] > current.last_step:
-        values.update(
-            last_step=newest["step"],
-            last_value=newest["value"],
-            last_special=newest["special"],
-            last_wall_ms=newest["wall_ms"],
-        )
-    await conn.execute(update(series).where(series.c.id == sid).values(values))
+    return out
 
 
 async def latest_values(db: Database, operation_id: str) -> list[SeriesLatest]:
@@ -241,9 +258,8 @@ async def _read_whole(
         query = query.where(points.c.step > after_step)
     out: dict[str, list[Row]] = {name: [] for name in by_id.values()}
     cursors = after_step if isinstance(after_step, Mapping) else {}
-    for sid, step, value, special in await conn.execute(
-        query.order_by(points.c.series_id, points.c.step)
-    ):
+    fetched = (await conn.execute(query.order_by(points.c.series_id, points.c.step))).all()
+    for sid, step, value, special in fetched:
         name = by_id[sid]
         if step > cursors.get(name, -1):
             out[name].append((step, value, special))

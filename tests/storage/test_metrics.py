@@ -187,3 +187,18 @@ async def test_database_and_memory_downsampling_pick_the_same_points(tmp_path: P
     in_memory = downsample_rows(rows, 200, nonfinite=True)
     assert in_db.steps == [r[0] for r in in_memory]
     assert in_db.non_finite == {"777": "nan"}
+
+
+async def test_a_retry_that_overlaps_stored_points_keeps_counts_and_latest_exact(
+    tmp_path: Path,
+) -> None:
+    async with connect(_url(tmp_path)) as db:
+        op = await _op(db)
+        await append_points(db, op, [*_epochs(3), {"name": "val_loss", "step": 2, "value": 9.0}])
+        overlap = await append_points(db, op, _epochs(5))  # epochs 1-3 again, then 4 and 5
+        latest = {s.name: s for s in await latest_values(db, op)}
+        read = await read_metrics(db, op, names=["val_loss"])
+    assert overlap.stored == 4
+    assert (latest["val_loss"].count, latest["val_loss"].step) == (5, 5)
+    assert latest["val_loss"].value == 2.0 / 5
+    assert read.series[0].values[1] == 2.0 / 2  # the first point stored for a step wins
