@@ -42,11 +42,15 @@ def report(analysis: dict[str, Any]) -> None:
     )
     if trend:
         print(
-            f"trend over the last epochs: {trend.get('relative_change_pct')} % "
-            f"(slope {trend.get('slope')}, noise {trend.get('noise')})"
+            f"trend of {trend['metric']}, epochs {trend['from_epoch']}-{trend['to_epoch']}: "
+            f"{trend['direction']}, {trend['relative_change_pct']} % "
+            f"(slope {trend['slope_per_epoch']}/epoch, noise {trend['noise']})"
         )
     if gap:
-        print(f"generalisation gap (val - train): {gap.get('current')} (slope {gap.get('slope')})")
+        print(
+            f"generalisation gap {gap['val_metric']} - {gap['train_metric']}: {gap['value']} "
+            f"at epoch {gap['epoch']}, {'widening' if gap['widening'] else 'not widening'}"
+        )
     for flag in analysis["flags"]:
         print(f"flag {flag['name']} since epoch {flag['since_epoch']}: {flag['evidence']}")
     for name, criterion in analysis["criteria"].items():
