@@ -1,0 +1,254 @@
+"""The training loop: one explicit function that reads top to bottom, nanoGPT style.
+
+It emits an `EpochRecord` per epoch and a `StepRecord` every `log_every_n_steps` batches to the sink
+it is given, and does no I/O other than checkpoints. Same spec and seed on CPU give the same
+metrics (durations and timestamps aside); dropout draws from torch's global generator, so runs that
+use dropout are only repeatable when they do not train side by side in one process.
+
+Hot-path choices, all to keep the loop within ~1% of a bare PyTorch loop: batch losses stay on the
+device until the epoch ends (one sync per epoch, plus one per logged step), train accuracy is
+counted in chunks, and `grad_norm` is the global L2 gradient norm of the epoch's last batch
+(before clipping), not a per-batch mean.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainer.batches import Batches, HitCounter, resolve_device
+from trainer.checkpoints import BEST, LAST, save_checkpoint
+from trainer.datasets import Data, load_data
+from trainer.errors import DatasetError, SpecError
+from trainer.models import build_mlp
+from trainer.optim import grad_norm, make_optimizer, make_scheduler, step_scheduler
+from trainer.preflight import TrainerOptions, check_spec
+from trainer.records import EpochRecord, MetricSink, RunOutcome, RunResult, StepRecord
+from trainer.spec import EarlyStoppingSpec, MonitorName, TrainingSpec
+from trainer.stopping import EarlyStopper
+
+__all__ = ["Trained", "run_training", "train"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+_NO_OPTIONS = TrainerOptions()  # no data roots, no factories, no checkpoints
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished run and its model (on the training device; the best weights if restored)."""
+
+    result: RunResult
+    model: nn.Module
+
+
+def run_training(
+    spec: TrainingSpec,
+    sink: MetricSink,
+    *,
+    cancel: threading.Event | None = None,
+    options: TrainerOptions = _NO_OPTIONS,
+) -> RunResult:
+    """Train `spec`, sending records to `sink`; returns how the run ended.
+
+    Raises `SpecError`/`DatasetError` before the first epoch when the spec or its data cannot run.
+    Set `cancel` to stop within one batch (outcome "cancelled", finished epochs kept).
+    """
+    return train(spec, sink, cancel=cancel, options=options).result
+
+
+def train(
+    spec: TrainingSpec,
+    sink: MetricSink,
+    *,
+    cancel: threading.Event | None = None,
+    options: TrainerOptions = _NO_OPTIONS,
+) -> Trained:
+    """`run_training`, also returning the trained model."""
+    # -- set-up: everything that can be wrong with the spec or data fails here, before epoch 1
+    check_spec(spec, options)
+    if spec.torch_threads is not None:
+        torch.set_num_threads(spec.torch_threads)
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)  # dropout, and whatever a factory draws, use the global generator
+    data = load_data(spec, options)
+    stopper = EarlyStopper(_stopping_spec(spec, data))
+    model = data.model or build_mlp(spec.model, data.n_features, data.n_outputs, seed=spec.seed)
+    model.to(device)
+    classification = data.task == "classification"
+    loss_fn: LossFn = F.cross_entropy if classification else F.mse_loss
+    _check_output_shape(model, data, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(spec, params)
+    scheduler = make_scheduler(spec, optimizer)
+    batches = Batches(data.train, spec.batch_size, device, seed=spec.seed, shuffle=True)
+    val_batches = None if data.val is None else Batches(data.val, spec.batch_size, device)
+    check_finite = spec.early_stopping is None or spec.early_stopping.check_finite
+    keep_best = spec.early_stopping is not None and spec.early_stopping.restore_best_weights
+    artifacts = options.artifact_dir
+    best_state: dict[str, Tensor] | None = None
+    step = 0
+
+    def finish(outcome: RunOutcome, epochs: int, reason: str | None) -> Trained:
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        result = RunResult(
+            outcome=outcome,
+            epochs_completed=epochs,
+            device=str(device),
+            reason=reason,
+            best_epoch=stopper.best_epoch,
+            best_value=stopper.best_value,
+            checkpoint_dir=None if artifacts is None else str(artifacts),
+        )
+        return Trained(result, model)
+
+    for epoch in range(1, spec.epochs + 1):
+        # -- train one epoch
+        started = time.perf_counter()
+        model.train()
+        learning_rate = float(optimizer.param_groups[0]["lr"])
+        losses: list[Tensor] = []
+        sizes: list[int] = []
+        hits = HitCounter()
+        last_norm: Tensor | None = None
+        for i, (x, y) in enumerate(batches):
+            if cancel is not None and cancel.is_set():
+                reason = f"cancelled during epoch {epoch}, after {i} of {len(batches)} batches"
+                return finish("cancelled", epoch - 1, reason)
+            out = model(x)
+            loss = loss_fn(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+            if spec.grad_clip is not None:
+                last_norm = nn.utils.clip_grad_norm_(params, spec.grad_clip)
+            elif i == len(batches) - 1:
+                last_norm = grad_norm(params)
+            optimizer.step()
+            step += 1
+            losses.append(loss.detach())
+            sizes.append(len(y))
+            if classification:
+                hits.add(out.detach(), y)
+            if spec.log_every_n_steps and step % spec.log_every_n_steps == 0:
+                value = loss.item()
+                if check_finite and not math.isfinite(value):
+                    return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
+                sink.on_step(StepRecord(step, epoch, value, time.time()))
+        train_seconds = time.perf_counter() - started
+        batch_losses = torch.stack(losses).tolist()  # the epoch's one device sync
+        if check_finite and not all(map(math.isfinite, batch_losses)):
+            return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
+        n_train = sum(sizes)
+        train_loss = sum(v * n for v, n in zip(batch_losses, sizes, strict=True)) / n_train
+
+        # -- evaluate, emit, checkpoint
+        val_loss, val_accuracy = (
+            (None, None)
+            if val_batches is None
+            else _evaluate(model, val_batches, loss_fn, classification)
+        )
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            train_accuracy=hits.total() / n_train if classification else None,
+            val_accuracy=val_accuracy,
+            learning_rate=learning_rate,
+            epoch_duration_s=time.perf_counter() - started,
+            samples_per_s=n_train / train_seconds if train_seconds > 0 else 0.0,
+            grad_norm=0.0 if last_norm is None else float(last_norm),
+            timestamp=time.time(),
+        )
+        sink.on_epoch(record)
+        metrics = record.metrics()
+        decision = stopper.update(epoch, metrics)
+        if decision.improved and keep_best:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if artifacts is not None:
+            targets = [LAST, BEST] if decision.improved else [LAST]
+            for name in targets:
+                save_checkpoint(
+                    Path(artifacts) / name,
+                    model=model,
+                    optimizer=optimizer,
+                    spec=spec,
+                    epoch=epoch,
+                    metrics=metrics,
+                )
+        if decision.stop:
+            outcome: RunOutcome = (
+                "failed" if decision.criterion == "check_finite" else "early_stopped"
+            )
+            return finish(outcome, epoch, decision.reason)
+        step_scheduler(scheduler, val_loss if val_loss is not None else train_loss)
+    return finish("completed", spec.epochs, None)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, batches: Batches, loss_fn: LossFn, classification: bool
+) -> tuple[float, float | None]:
+    """Mean loss over the validation set (and accuracy for classification), in eval mode."""
+    model.eval()
+    total = torch.zeros((), device=batches.device)
+    correct = torch.zeros((), device=batches.device, dtype=torch.long)
+    for x, y in batches:
+        out = model(x)
+        total += loss_fn(out, y) * len(y)
+        if classification:
+            correct += (out.argmax(dim=1) == y).sum()
+    n = batches.rows
+    return total.item() / n, correct.item() / n if classification else None
+
+
+def _stopping_spec(spec: TrainingSpec, data: Data) -> EarlyStoppingSpec:
+    """The spec's early stopping, or (when off) best-epoch tracking of val_loss or train_loss."""
+    stopping = spec.early_stopping
+    if stopping is None:
+        monitor: MonitorName = "train_loss" if data.val is None else "val_loss"
+        return EarlyStoppingSpec(monitor=monitor, patience=None)
+    if stopping.monitor.startswith("val_") and data.val is None:
+        raise SpecError(
+            "early_stopping.monitor",
+            f"{stopping.monitor!r} needs validation data, and this dataset has none",
+        )
+    if stopping.monitor.endswith("accuracy") and data.task == "regression":
+        raise SpecError(
+            "early_stopping.monitor", f"{stopping.monitor!r} is not measured on a regression task"
+        )
+    return stopping
+
+
+def _check_output_shape(model: nn.Module, data: Data, device: torch.device) -> None:
+    """One sample through the model, so a mismatched model or target fails before epoch 1."""
+    x, y = data.train[0]
+    model.eval()
+    with torch.no_grad():
+        out = model(x.unsqueeze(0).to(device))
+    if data.task == "classification":
+        if out.dim() != 2 or out.shape[1] <= int(y):
+            raise DatasetError(
+                "dataset",
+                f"a classifier must output (batch, classes) logits, got {tuple(out.shape)} "
+                f"for class index {int(y)}",
+            )
+    elif out.shape[1:] != y.shape:
+        raise DatasetError(
+            "dataset", f"model output {tuple(out.shape[1:])} does not match target {tuple(y.shape)}"
+        )
+
+
+def _nonfinite(losses: list[Tensor], epoch: int, step: int) -> str:
+    """Say which batch first gave a non-finite loss; `step` is the global step of the last one."""
+    values = torch.stack(losses).tolist()
+    first = next(i for i, v in enumerate(values) if not math.isfinite(v))
+    at = step - (len(values) - 1 - first)
+    return f"train_loss became {values[first]} at epoch {epoch}, step {at} (batch {first + 1})"
