@@ -120,12 +120,20 @@ async def append_points(
                 }
                 for p in batch
             ]
-            insert_points = _insert(db)(points).on_conflict_do_nothing()
-            stored = max(0, (await conn.execute(insert_points, rows)).rowcount)
-            if stored == len(rows):
-                await conn.execute(_ADD_TO_SUMMARY, _summaries(rows))
-            elif stored:  # some points were stored before (a retry): recount those series
-                await conn.execute(_RECOUNT_SUMMARY, [{"sid": s} for s in set(ids.values())])
+            insert_points = (
+                _insert(db)(points)
+                .on_conflict_do_nothing()
+                .returning(points.c.series_id, points.c.step)
+            )
+            added = {(r[0], r[1]) for r in (await conn.execute(insert_points, rows)).all()}
+            stored = len(added)
+            if added:
+                new_rows = [r for r in rows if (r["series_id"], r["step"]) in added]
+                if len(new_rows) > stored:  # the same (name, step) twice in one batch
+                    new_rows = list(
+                        {(r["series_id"], r["step"]): r for r in reversed(new_rows)}.values()
+                    )
+                await conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
         if progress_epoch is not None:
             await conn.execute(
                 update(operations)
@@ -147,17 +155,6 @@ _ADD_TO_SUMMARY = text(
     last_special = CASE WHEN {_NEWER} THEN :special ELSE last_special END,
     last_wall_ms = CASE WHEN {_NEWER} THEN :wall_ms ELSE last_wall_ms END,
     last_step = CASE WHEN {_NEWER} THEN :hi ELSE last_step END
-    WHERE id = :sid"""
-)
-_RECOUNT_SUMMARY = text(
-    """UPDATE series SET
-    n_points = (SELECT count(*) FROM points WHERE series_id = :sid),
-    nonfinite = (SELECT count(*) FROM points WHERE series_id = :sid AND special != 0),
-    first_step = (SELECT min(step) FROM points WHERE series_id = :sid),
-    last_step = (SELECT max(step) FROM points WHERE series_id = :sid),
-    last_value = (SELECT value FROM points WHERE series_id = :sid ORDER BY step DESC LIMIT 1),
-    last_special = (SELECT special FROM points WHERE series_id = :sid ORDER BY step DESC LIMIT 1),
-    last_wall_ms = (SELECT wall_ms FROM points WHERE series_id = :sid ORDER BY step DESC LIMIT 1)
     WHERE id = :sid"""
 )
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import anyio
 import pytest
@@ -25,10 +24,6 @@ from storage.metrics import downsample_rows
 pytestmark = pytest.mark.anyio
 
 
-def _url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'metrics.db'}"
-
-
 async def _op(db: Database) -> str:
     op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
     return op.operation_id
@@ -42,8 +37,8 @@ def _epochs(n: int, start: int = 1) -> list[dict[str, object]]:
     ]
 
 
-async def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_eight_concurrent_writers_lose_nothing(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
 
         async def writer(w: int) -> None:
@@ -62,17 +57,17 @@ async def test_eight_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert all(s.steps == list(range(500)) for s in read.series)
 
 
-async def test_points_survive_closing_and_reopening_the_engine(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_points_survive_closing_and_reopening_the_engine(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, _epochs(10))
-    async with connect(_url(tmp_path)) as db:
+    async with connect(db_url) as db:
         read = await read_metrics(db, op, names=["val_loss"])
     assert read.series[0].values == [2.0 / e for e in range(1, 11)]
 
 
-async def test_nan_and_infinities_round_trip_and_are_flagged(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_nan_and_infinities_round_trip_and_are_flagged(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         pts = [
             {"name": "loss", "step": 1, "value": 0.5},
@@ -89,8 +84,8 @@ async def test_nan_and_infinities_round_trip_and_are_flagged(tmp_path: Path) -> 
     assert "NaN" not in series.model_dump_json()
 
 
-async def test_the_same_batch_twice_is_stored_once(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_the_same_batch_twice_is_stored_once(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         first = await append_points(db, op, _epochs(5))
         second = await append_points(db, op, _epochs(5))
@@ -99,8 +94,8 @@ async def test_the_same_batch_twice_is_stored_once(tmp_path: Path) -> None:
     assert [s.total_points for s in read.series] == [5, 5]
 
 
-async def test_a_bad_point_rejects_the_whole_batch_naming_index_and_field(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_a_bad_point_rejects_the_whole_batch_naming_index_and_field(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, _epochs(2))
         bad = [*_epochs(1, start=3), {"name": "val loss!", "step": 3, "value": 1.0}]
@@ -114,8 +109,8 @@ async def test_a_bad_point_rejects_the_whole_batch_naming_index_and_field(tmp_pa
     assert [s.total_points for s in read.series] == [2, 2]
 
 
-async def test_finished_or_unknown_operations_take_no_points(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_finished_or_unknown_operations_take_no_points(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         await set_status(db, op, OperationStatus.CANCELLED)
         with pytest.raises(OperationFinishedError, match="cancelled"):
@@ -126,8 +121,8 @@ async def test_finished_or_unknown_operations_take_no_points(tmp_path: Path) -> 
             await read_metrics(db, "op-missing")
 
 
-async def test_cursor_and_last_n_report_totals_against_what_they_return(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_cursor_and_last_n_report_totals_against_what_they_return(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, _epochs(30))
         after = await read_metrics(db, op, names=["val_loss", "nope"], after_step=25)
@@ -139,8 +134,8 @@ async def test_cursor_and_last_n_report_totals_against_what_they_return(tmp_path
     assert last.series[0].steps == [28, 29, 30]
 
 
-async def test_latest_values_follow_the_highest_step_not_arrival(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_latest_values_follow_the_highest_step_not_arrival(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, [{"name": "a", "step": 10, "value": 1.0}])
         await append_points(db, op, [{"name": "a", "step": 3, "value": 9.0}])
@@ -157,10 +152,8 @@ def _spiky(n: int) -> list[dict[str, object]]:
     return pts
 
 
-async def test_downsampling_keeps_spikes_first_and_last_and_is_deterministic(
-    tmp_path: Path,
-) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_downsampling_keeps_spikes_first_and_last_and_is_deterministic(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, _spiky(10_000))
         one = (await read_metrics(db, op, max_points=100)).series[0]
@@ -172,10 +165,10 @@ async def test_downsampling_keeps_spikes_first_and_last_and_is_deterministic(
     assert 4321 in one.steps and one.values[one.steps.index(4321)] == -3.0
 
 
-async def test_database_and_memory_downsampling_pick_the_same_points(tmp_path: Path) -> None:
+async def test_database_and_memory_downsampling_pick_the_same_points(db_url: str) -> None:
     raw = _spiky(5_000)
     raw[777] = {"name": "loss", "step": 777, "value": math.nan}
-    async with connect(_url(tmp_path)) as db:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, raw)
         in_db = (await read_metrics(db, op, max_points=200)).series[0]
@@ -190,9 +183,9 @@ async def test_database_and_memory_downsampling_pick_the_same_points(tmp_path: P
 
 
 async def test_a_retry_that_overlaps_stored_points_keeps_counts_and_latest_exact(
-    tmp_path: Path,
+    db_url: str,
 ) -> None:
-    async with connect(_url(tmp_path)) as db:
+    async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, [*_epochs(3), {"name": "val_loss", "step": 2, "value": 9.0}])
         overlap = await append_points(db, op, _epochs(5))  # epochs 1-3 again, then 4 and 5

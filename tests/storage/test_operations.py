@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from storage import (
@@ -20,12 +18,8 @@ from storage import (
 pytestmark = pytest.mark.anyio
 
 
-def _url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'ops.db'}"
-
-
-async def test_a_created_operation_reads_back_with_its_spec_and_tags(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_a_created_operation_reads_back_with_its_spec_and_tags(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await create_operation(
             db,
             name="demo",
@@ -42,20 +36,20 @@ async def test_a_created_operation_reads_back_with_its_spec_and_tags(tmp_path: P
     assert op.operation_id.startswith("op-") and len(op.operation_id) == 11
 
 
-async def test_operations_survive_closing_and_reopening_the_database(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_operations_survive_closing_and_reopening_the_database(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await create_operation(db, name="a", backend=Backend.EXTERNAL, spec={})
         await set_status(db, op.operation_id, OperationStatus.RUNNING)
         await set_progress(db, op.operation_id, 4)
-    async with connect(_url(tmp_path)) as db:
+    async with connect(db_url) as db:
         again = await get_operation(db, op.operation_id)
     assert again.status is OperationStatus.RUNNING
     assert again.epochs_done == 4
     assert again.started_at is not None
 
 
-async def test_a_finished_run_never_goes_back_to_running(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_a_finished_run_never_goes_back_to_running(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await create_operation(db, name="a", backend=Backend.LOCAL, spec={})
         await set_status(db, op.operation_id, OperationStatus.RUNNING)
         done = await set_status(db, op.operation_id, OperationStatus.COMPLETED, reason="ok")
@@ -65,24 +59,24 @@ async def test_a_finished_run_never_goes_back_to_running(tmp_path: Path) -> None
     assert done.finished_at is not None and done.reason == "ok"
 
 
-async def test_reporting_the_current_status_again_is_a_harmless_no_op(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_reporting_the_current_status_again_is_a_harmless_no_op(db_url: str) -> None:
+    async with connect(db_url) as db:
         op = await create_operation(db, name="a", backend=Backend.LOCAL, spec={})
         await set_status(db, op.operation_id, OperationStatus.FAILED, error="boom")
         again = await set_status(db, op.operation_id, OperationStatus.FAILED)
     assert again.status is OperationStatus.FAILED and again.error == "boom"
 
 
-async def test_an_unknown_operation_is_reported_by_id(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_an_unknown_operation_is_reported_by_id(db_url: str) -> None:
+    async with connect(db_url) as db:
         with pytest.raises(OperationNotFoundError, match="op-nope"):
             await get_operation(db, "op-nope")
         with pytest.raises(OperationNotFoundError):
             await set_status(db, "op-nope", OperationStatus.RUNNING)
 
 
-async def test_listing_filters_by_status_newest_first_with_a_limit(tmp_path: Path) -> None:
-    async with connect(_url(tmp_path)) as db:
+async def test_listing_filters_by_status_newest_first_with_a_limit(db_url: str) -> None:
+    async with connect(db_url) as db:
         ids = []
         for i in range(5):
             op = await create_operation(db, name=f"run{i}", backend=Backend.LOCAL, spec={})
