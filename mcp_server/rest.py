@@ -1,23 +1,360 @@
-"""The REST mirror under /api/v1 (issue 6 fills it in)."""
+"""The REST mirror under /api/v1: the MCP tools' service over plain HTTP and JSON.
+
+Thin edges: each route parses its input into a shared model, calls one service function and
+answers with the model it returns. Every error is `{"error": {"code", "message", "field"}}` with
+the status of the service error (`mcp_server.errors`); a client mistake never gets a 500. The
+endpoint table below is also the OpenAPI document (`/api/v1/openapi.json`).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
 
 from mcp_server import __version__
+from mcp_server.errors import ConflictError, InvalidInputError, ServiceError
+from mcp_server.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
+from mcp_server.models import StartTrainingResult as Started
+from mcp_server.rest_events import is_exhausted, operation_events, parse_last_event_id
+from mcp_server.rest_http import (
+    Endpoint,
+    Handler,
+    PayloadTooLargeError,
+    http_exception_response,
+    internal_error_response,
+    json_response,
+    parse_body,
+    parse_query,
+    read_json,
+    service_error_response,
+)
+from mcp_server.rest_models import (
+    MAX_POINTS,
+    CancelRequest,
+    Health,
+    IngestResult,
+    ListQuery,
+    MetricsBatch,
+    MetricsQuery,
+    PlotQuery,
+    StatusReport,
+)
+from mcp_server.rest_openapi import docs_page, openapi_document
 from mcp_server.service import TrainingService
+from storage import Backend, Operation, OperationStatus
+from trainer.analysis import AnalysisParams, LossAnalysis
 
-__all__ = ["OPEN_PATHS", "rest_routes"]
+__all__ = ["OPEN_PATHS", "PREFIX", "rest_endpoints", "rest_routes"]
 
-OPEN_PATHS = frozenset({"/api/v1/health"})
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+OPEN_PATHS = frozenset({f"{PREFIX}/health"})
 
 
-def rest_routes(service: TrainingService) -> list[Route]:
-    async def health(_request: Request) -> JSONResponse:
-        return JSONResponse(
-            {"status": "ok", "version": __version__, "runs_active": service.runner.active}
+def rest_routes(service: TrainingService) -> list[BaseRoute]:
+    """The REST mirror as one mounted app with its own JSON error handlers."""
+    endpoints = rest_endpoints(service)
+    by_path: dict[str, dict[str, Endpoint]] = defaultdict(dict)
+    for e in endpoints:
+        by_path[e.path][e.method] = e
+    api = Starlette(
+        routes=[
+            Route(path, _dispatch(methods), methods=list(methods))
+            for path, methods in by_path.items()
+        ],
+        exception_handlers={
+            ServiceError: _on_service_error,
+            HTTPException: _on_http_exception,
+            Exception: _on_internal_error,
+        },
+    )
+    return [Mount(PREFIX, app=api)]
+
+
+def _dispatch(methods: dict[str, Endpoint]) -> Handler:
+    async def dispatch(request: Request) -> Response:
+        endpoint = methods[request.method if request.method != "HEAD" else "GET"]
+        if endpoint.query is None and request.query_params:
+            key = next(iter(request.query_params))
+            raise InvalidInputError(f"{key}: this route takes no query parameters", field=key)
+        return await endpoint.handler(request)
+
+    return dispatch
+
+
+async def _on_service_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return service_error_response(exc)
+
+
+async def _on_http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return http_exception_response(exc)
+
+
+async def _on_internal_error(_request: Request, _exc: Exception) -> Response:
+    return internal_error_response()
+
+
+def rest_endpoints(service: TrainingService) -> list[Endpoint]:
+    """Every route: handler and OpenAPI description together, so the two cannot drift."""
+
+    def op_id(request: Request) -> str:
+        value: str = request.path_params["operation_id"]
+        return value
+
+    async def health(_request: Request) -> Response:
+        try:
+            await service.list_operations(limit=1)
+            database = True
+        except Exception:  # a health check reports a failure instead of raising it
+            log.exception("health: the database did not answer")
+            database = False
+        body = Health(
+            status="ok" if database else "degraded",
+            version=__version__,
+            database=database,
+            runs_active=service.runner.active,
+        )
+        return json_response(body, 200 if database else 503)
+
+    async def list_operations(request: Request) -> Response:
+        query = parse_query(request, ListQuery)
+        return json_response(await service.list_operations(query.status, query.limit))
+
+    async def start_operation(request: Request) -> Response:
+        args = parse_body(StartTrainingArgs, await read_json(request, required=False) or {})
+        started = await service.start_training(args)
+        location = f"{PREFIX}/operations/{started.operation_id}"
+        return json_response(started, 202, {"Location": location})
+
+    async def get_operation(request: Request) -> Response:
+        return json_response(await service.get_operation(op_id(request)))
+
+    async def cancel_operation(request: Request) -> Response:
+        cancel = parse_body(CancelRequest, await read_json(request, required=False) or {})
+        return json_response(await service.stop_training(op_id(request), cancel.reason))
+
+    async def report_status(request: Request) -> Response:
+        report = parse_body(StatusReport, await read_json(request))
+        operation_id = op_id(request)
+        current = await service.get_operation(operation_id)
+        if current.backend is Backend.LOCAL:
+            raise ConflictError(
+                "status: a run trained by this server reports its own status; "
+                f"to stop it, POST {PREFIX}/operations/{operation_id}/cancel",
+                field="status",
+            )
+        op = await service.report_status(
+            operation_id, OperationStatus(report.status), error=report.error, reason=report.reason
+        )
+        return json_response(op)
+
+    async def get_metrics(request: Request) -> Response:
+        query = parse_query(request, MetricsQuery)
+        metrics = await service.get_metrics(
+            op_id(request),
+            metrics=query.metrics,
+            cursor=query.cursor,
+            last_epochs=query.last_epochs,
+            max_points=query.max_points,
+            include_steps=query.include_steps,
+        )
+        return json_response(metrics)
+
+    async def push_metrics(request: Request) -> Response:
+        points = _points(await read_json(request))
+        result = await service.push_metrics(op_id(request), points)
+        body = IngestResult(
+            received=result.received,
+            stored=result.stored,
+            duplicates=result.received - result.stored,
+        )
+        return json_response(body)
+
+    async def analyze(request: Request) -> Response:
+        params = parse_query(request, AnalysisParams)
+        return json_response(await service.analyze(op_id(request), params))
+
+    async def plot(request: Request) -> Response:
+        query = parse_query(request, PlotQuery)
+        png, _caption = await service.plot([op_id(request)], query.metrics)
+        return Response(png, media_type="image/png")
+
+    async def stream_events(request: Request) -> Response:
+        operation_id = op_id(request)
+        position = parse_last_event_id(request.headers.get("last-event-id"))
+        if await is_exhausted(service, operation_id, position):
+            return Response(status_code=204)
+        return StreamingResponse(
+            operation_events(service, operation_id, position),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    return [Route("/api/v1/health", health, methods=["GET"])]
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def docs(_request: Request) -> Response:
+        return HTMLResponse(page)
+
+    ops = "/operations/{operation_id}"
+    endpoints = [
+        Endpoint(
+            "GET",
+            "/health",
+            health,
+            "health",
+            "Version, database reachable, runs active",
+            ok=Health,
+            errors=(503,),
+            open=True,
+        ),
+        Endpoint(
+            "GET",
+            "/operations",
+            list_operations,
+            "list_operations",
+            "Runs, newest first, optionally in one status",
+            ok=OperationList,
+            query=ListQuery,
+        ),
+        Endpoint(
+            "POST",
+            "/operations",
+            start_operation,
+            "start_operation",
+            "Start a run (the start_training tool's flat arguments; {} trains the demo), "
+            "or register one trained elsewhere with backend: external",
+            ok_status=202,
+            ok=Started,
+            body=StartTrainingArgs,
+            body_required=False,
+            errors=(413, 422, 503),
+            headers={"Location": "The new operation's URL"},
+        ),
+        Endpoint(
+            "GET",
+            ops,
+            get_operation,
+            "get_operation",
+            "Status, spec, progress, timing, error or stop reason, latest metric values",
+            ok=OperationInfo,
+            errors=(404,),
+        ),
+        Endpoint(
+            "POST",
+            f"{ops}/cancel",
+            cancel_operation,
+            "cancel_operation",
+            "Stop a queued or running run; its finished epochs are kept",
+            ok=Operation,
+            body=CancelRequest,
+            body_required=False,
+            errors=(404, 409, 413, 422),
+        ),
+        Endpoint(
+            "POST",
+            f"{ops}/status",
+            report_status,
+            "report_status",
+            "An external run reports that it completed or failed",
+            ok=Operation,
+            body=StatusReport,
+            errors=(404, 409, 413, 422),
+        ),
+        Endpoint(
+            "GET",
+            f"{ops}/metrics",
+            get_metrics,
+            "get_metrics",
+            "Metric history: columnar steps and values, totals vs returned, next_cursor, "
+            "trend indicators",
+            ok=OperationMetrics,
+            query=MetricsQuery,
+            errors=(404,),
+        ),
+        Endpoint(
+            "POST",
+            f"{ops}/metrics",
+            push_metrics,
+            "push_metrics",
+            f"Store up to {MAX_POINTS} points (1 MiB), all or none, idempotent by "
+            "(name, step); NaN and Infinity are accepted",
+            ok=IngestResult,
+            body=MetricsBatch,
+            errors=(404, 409, 413, 422),
+        ),
+        Endpoint(
+            "GET",
+            f"{ops}/analysis",
+            analyze,
+            "analyze_loss",
+            "Verdict, recommendation and the numbers behind them (the analyze_loss tool)",
+            ok=LossAnalysis,
+            query=AnalysisParams,
+            errors=(404,),
+        ),
+        Endpoint(
+            "GET",
+            f"{ops}/plot.png",
+            plot,
+            "plot_metrics",
+            "A PNG of the run's curves, best epoch marked",
+            ok="image/png",
+            query=PlotQuery,
+            errors=(404,),
+        ),
+        Endpoint(
+            "GET",
+            f"{ops}/events",
+            stream_events,
+            "stream_events",
+            "Server-Sent Events: `epoch` per epoch stored, `status` per status change; "
+            "ends when the run ends; resumable with Last-Event-ID",
+            ok="text/event-stream",
+            errors=(404, 422),
+        ),
+        Endpoint(
+            "GET", "/openapi.json", openapi, "openapi", "This document", ok="application/json"
+        ),
+        Endpoint(
+            "GET",
+            "/docs",
+            docs,
+            "docs",
+            "This document as a page that works offline",
+            ok="text/html",
+        ),
+    ]
+    document = openapi_document(endpoints, PREFIX)
+    page = docs_page(document)
+    return endpoints
+
+
+def _points(data: Any) -> Sequence[Any]:
+    """The envelope of a metrics batch, checked before its points are (by the service)."""
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            f"body: expected a JSON object with 'points', got {type(data).__name__}", field="body"
+        )
+    extra = sorted(set(data) - {"points"})
+    if extra:
+        raise InvalidInputError(f"{extra[0]}: unknown field", field=extra[0])
+    points = data.get("points")
+    if not isinstance(points, list):
+        raise InvalidInputError("points: a list of points is required", field="points")
+    if len(points) > MAX_POINTS:
+        raise PayloadTooLargeError(
+            f"points: {len(points)} points; at most {MAX_POINTS} per request", field="points"
+        )
+    return points

@@ -1,0 +1,150 @@
+"""The REST mirror's own request and response models: only what the MCP tools have no twin for.
+
+Everything else the REST JSON carries is a shared model from `mcp_server.models`, `storage` or
+`trainer.analysis`. Query models validate query strings; their fields are also the OpenAPI
+parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage import METRIC_NAME_PATTERN, MetricPointIn, NonFinite, OperationStatus
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_POINTS",
+    "ApiError",
+    "CancelRequest",
+    "EpochEvent",
+    "ErrorDetail",
+    "Health",
+    "IngestResult",
+    "ListQuery",
+    "MetricsBatch",
+    "MetricsQuery",
+    "PlotQuery",
+    "StatusReport",
+]
+
+MAX_POINTS = 10_000
+MAX_BODY_BYTES = 1024 * 1024
+
+_QUERY = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="Stable: invalid_input, not_found, conflict, payload_too_large, "
+        "unauthorized, method_not_allowed, unavailable, internal"
+    )
+    message: str = Field(description="What is wrong, naming the field and what is allowed")
+    field: str | None = Field(
+        None, description="The offending input, e.g. points[3].value, limit, body"
+    )
+
+
+class ApiError(BaseModel):
+    """Every error answer: `{"error": {"code", "message", "field"}}`."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: bool = Field(description="The database answered a query")
+    runs_active: int = Field(description="Local runs training now")
+
+
+class MetricsBatch(BaseModel):
+    """Points to store. Values may be the JSON tokens NaN, Infinity and -Infinity (stored
+    faithfully, read back as null with a `non_finite` note). Idempotent by (name, step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[MetricPointIn] = Field(
+        max_length=MAX_POINTS,
+        description=f"At most {MAX_POINTS} points and {MAX_BODY_BYTES} bytes per request; "
+        f"names match {METRIC_NAME_PATTERN}",
+    )
+
+
+class IngestResult(BaseModel):
+    received: int = Field(description="Points in the request")
+    stored: int = Field(description="Points newly stored")
+    duplicates: int = Field(description="Points whose (name, step) was already stored: skipped")
+
+
+class StatusReport(BaseModel):
+    """An external run reports how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["completed", "failed"]
+    error: str | None = Field(None, max_length=10_000, description="Why it failed")
+    reason: str | None = Field(None, max_length=2_000, description="Why it ended as it did")
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=500, description="Why; recorded on the run")
+
+
+class ListQuery(BaseModel):
+    model_config = _QUERY
+
+    status: OperationStatus | None = Field(None, description="Only runs in this status")
+    limit: int = Field(20, ge=1, le=500, description="At most this many, newest first")
+
+
+class MetricsQuery(BaseModel):
+    model_config = _QUERY
+
+    metrics: list[str] | None = Field(
+        None,
+        description="Metric names (repeat the parameter, or separate with commas); default "
+        "train/val loss and accuracy and learning_rate; 'all' for every epoch metric",
+    )
+    cursor: str | None = Field(
+        None,
+        max_length=64,
+        description="next_cursor of a previous answer: only newer points come back",
+    )
+    last_epochs: int | None = Field(None, ge=1, le=100_000, description="Only the last N epochs")
+    max_points: int = Field(
+        100,
+        ge=4,
+        le=10_000,
+        description="Per metric; longer series are downsampled keeping each bucket's min, max "
+        "and last point",
+    )
+    include_steps: bool = Field(False, description="Add the per-step training loss")
+
+
+class PlotQuery(BaseModel):
+    model_config = _QUERY
+
+    metrics: list[str] = Field(
+        default_factory=lambda: ["train_loss", "val_loss"],
+        min_length=1,
+        max_length=20,
+        description="Metrics to draw (repeat the parameter, or separate with commas)",
+    )
+
+
+class EpochEvent(BaseModel):
+    """The data of an `epoch` event: every epoch-level metric stored for one epoch (step)."""
+
+    operation_id: str
+    epoch: int
+    status: OperationStatus
+    epochs_done: int
+    epochs_total: int | None
+    values: dict[str, float | None] = Field(description="Metric -> value; null if not finite")
+    non_finite: dict[str, NonFinite] = Field(
+        default_factory=dict, description="Metric -> nan, inf or -inf where the value is null"
+    )
