@@ -34,9 +34,12 @@ MIN_POINTS = 3
 _OSCILLATION_MIN_NOISE_PCT = 5.0
 # An excess counts as real when it is larger than this many noise levels.
 _SIGNIFICANCE = 2.0
-# Relative tests behind the flags divide by at least this fraction of the run's starting level (the
-# first monitored or training value): a loss that fell to near zero makes ratios meaningless
-# (0.0002 -> 0.002 is +900% on a solved problem). Prechelt's criteria themselves stay exact.
+# A loss that fell to near zero makes ratios meaningless (0.0002 -> 0.002 is +900% on a solved
+# problem), so the flags' relative tests divide by at least a share of the run's starting level
+# (the first value of the monitored or training series; the first training value is an average
+# over the untrained model's first epoch). Overfitting must give back gl_alpha percent of the
+# starting level itself; divergence and oscillation are measured against a quarter of it.
+# Prechelt's criteria themselves stay exact.
 _FLOOR_FRACTION = 0.25
 # Mean absolute deviation -> standard deviation for Gaussian noise, and the variance of a value's
 # deviation from the line through its two neighbours (1 + 1/4 + 1/4 for equal spacing).
@@ -104,8 +107,10 @@ def trend_of(points: Sequence[tuple[int, float, float]]) -> Trend | None:
         return None
     xs = [float(p[0]) for p in points]
     raw = [p[1] for p in points]
-    slope, intercept = _theil_sen(xs, [p[2] for p in points])
-    start = intercept + slope * xs[0]
+    slope, _ = _theil_sen(xs, [p[2] for p in points])
+    # The relative change uses the smoothed end points rather than the fitted line, which can
+    # cross zero (and claim a fall of more than 100%) on a loss that fell by orders of magnitude.
+    start = points[0][2]
     change = slope * (xs[-1] - xs[0])
     noise = _noise(xs, raw)
     level = abs(median(raw))
@@ -115,7 +120,7 @@ def trend_of(points: Sequence[tuple[int, float, float]]) -> Trend | None:
         points=len(points),
         slope=slope,
         change=change,
-        relative_change_pct=100.0 * change / abs(start) if start != 0 else None,
+        relative_change_pct=100.0 * (points[-1][2] - start) / abs(start) if start != 0 else None,
         noise=noise,
         noise_pct=100.0 * noise / level if noise is not None and level > 0 else None,
         level=level,
@@ -225,9 +230,9 @@ class Series:
             return False
         return self.sign * trend.slope < 0 and self.best[0] >= trend.from_epoch
 
-    def floor(self) -> float:
-        """The smallest denominator of the flags' relative tests (see `_FLOOR_FRACTION`)."""
-        return _FLOOR_FRACTION * abs(self.first[1]) if self.first is not None else 0.0
+    def start(self) -> float:
+        """The starting level: |first finite value|, 0 before any."""
+        return abs(self.first[1]) if self.first is not None else 0.0
 
     def rise(self, *, over_window: bool, floor: float) -> Divergence | None:
         """How far the latest value is above the best (or above the window's first value), as a
@@ -313,6 +318,8 @@ class Engine:
         self.overfit_gap = False
         self.gap_widening = False
         self.diverging: Divergence | None = None
+        # Noise of the monitor in percent of max(level, floor), for the oscillation flag.
+        self.noise_pct: float | None = None
 
     def step(self, epoch: int, values: Mapping[str, float]) -> None:
         self.epochs += 1
@@ -370,7 +377,8 @@ class Engine:
         p, mon = self.params, self.mon
         trend = mon.trend
         enough = mon.finite_count >= MIN_POINTS
-        floor = max(mon.floor(), self.train.floor() if self.train is not None else 0.0)
+        start = max(mon.start(), self.train.start() if self.train is not None else 0.0)
+        floor = _FLOOR_FRACTION * start
         checked = [s for s in self.series.values() if s.nonfinite_count]
         non_finite = min((s.nonfinite_epochs[0] for s in checked), default=None)
 
@@ -385,7 +393,9 @@ class Engine:
             # training is not improving counts as divergence there.
             limit = p.divergence_factor - 1
             loss = self.series.get("train_loss")
-            found = loss.rise(over_window=False, floor=loss.floor()) if loss is not None else None
+            found = None
+            if loss is not None:
+                found = loss.rise(over_window=False, floor=_FLOOR_FRACTION * loss.start())
             if found is not None and found.rise is not None and found.rise > limit:
                 self.diverging = found
             elif self.plan.mode == "min" and mon is not loss:
@@ -401,14 +411,14 @@ class Engine:
             if gl is not None and value is not None and opt is not None:
                 excess = self.sign * (value - opt[1])
                 noise = trend.noise if trend is not None and trend.noise is not None else 0.0
-                floored_gl = 100.0 * relative_excess(value, opt[1], self.sign, floor)
+                floored_gl = 100.0 * relative_excess(value, opt[1], self.sign, start)
                 self.overfit_gl = (
                     floored_gl > p.gl_alpha and excess > _SIGNIFICANCE * noise and train_improving
                 )
             gap_trend = self.gap.trend
             if gap_trend is not None and gap_trend.points >= MIN_POINTS and opt is not None:
                 limit = max(
-                    p.gl_alpha / 100.0 * max(abs(opt[1]), floor),
+                    p.gl_alpha / 100.0 * max(abs(opt[1]), start),
                     _SIGNIFICANCE * (gap_trend.noise or 0),
                 )
                 self.gap_widening = gap_trend.worse(self.sign) > limit
@@ -418,14 +428,17 @@ class Engine:
         stall = epoch - mon.best[0] if mon.best is not None else 0
         plateau = enough and (stall >= p.patience or (self.pq_now and stall >= p.pq_strip_k))
 
-        oscillation = False
+        self.noise_pct = None
         if trend is not None and trend.points >= min(p.window, 5) and trend.noise is not None:
             level = max(trend.level, floor)
-            oscillation = (
-                level > 0
-                and 100.0 * trend.noise / level >= _OSCILLATION_MIN_NOISE_PCT
-                and trend.noise > abs(trend.change)
-            )
+            self.noise_pct = 100.0 * trend.noise / level if level > 0 else None
+        oscillation = (
+            self.noise_pct is not None
+            and trend is not None
+            and trend.noise is not None
+            and self.noise_pct >= _OSCILLATION_MIN_NOISE_PCT
+            and trend.noise > abs(trend.change)
+        )
 
         self._episode(
             "non_finite", non_finite is not None, epoch if non_finite is None else non_finite

@@ -85,8 +85,9 @@ class AnalysisParams(BaseModel):
     - `gl_alpha=5.0`: Prechelt studied GL_1 to GL_5; 5% is the top of that range and the 5%
       degradation threshold of ktrdr and W&B's diagnose. Because GL feeds a flag an agent acts on,
       we prefer the least trigger-happy of the studied values. The overfitting flag also wants the
-      excess above twice the noise and measured against at least a quarter of the run's first
-      value (0.0002 -> 0.002 is GL 900% on a solved problem); `criteria.gl` stays Prechelt's.
+      excess above twice the noise and above `gl_alpha` percent of the run's starting level (the
+      first monitored or training value): 0.0002 -> 0.002 is GL 900% on a solved problem, and
+      not overfitting worth acting on. `criteria.gl` stays exactly Prechelt's.
     - `pq_alpha=0.75`, `pq_strip_k=5`: Prechelt's strip length and the PQ threshold that
       EarlyStopping.jl ships as its default.
     - `up_strips=3`: UP_3 = validation worse at three successive strip ends (15 epochs with k=5),
@@ -183,12 +184,12 @@ class TrendSummary(BaseModel):
     """Trend of one metric over its last `window` values (finite ones only).
 
     `slope_per_epoch` is the Theil-Sen slope of the debiased-EMA-smoothed series against epoch
-    number; `relative_change_pct` is the change of that line from `from_epoch` to `to_epoch` in
-    percent of its start; `noise` is a robust standard deviation of the raw values' scatter (each
-    value's deviation from the line through its neighbours, so a curving trend is not noise) and
-    `noise_pct` is it in percent of the level. `direction` is `flat` when the line moves less than
-    the noise over the window. None marks a value that could not be computed (too few points, or
-    a zero level to divide by).
+    number; `relative_change_pct` is the change of the smoothed series from `from_epoch` to
+    `to_epoch` in percent of its value at `from_epoch`; `noise` is a robust standard deviation of
+    the raw values' scatter (each value's deviation from the line through its neighbours, so a
+    curving trend is not noise) and `noise_pct` is it in percent of the level (the median raw
+    value). `direction` is `flat` when the fitted line moves less than the noise over the window.
+    None marks a value that could not be computed (too few points, or a zero level to divide by).
     """
 
     model_config = _OUT

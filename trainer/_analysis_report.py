@@ -24,7 +24,7 @@ from trainer._analysis_models import (
 
 __all__ = ["Report"]
 
-# A run whose best is at least 5% better than its first value "learned something": when it stalls
+# A run whose best is at least 5% better than where it started "learned something": when it stalls
 # it has converged; below that it is stuck on a plateau (W&B diagnose and ktrdr both use 5%).
 _LEARNED_FRACTION = 0.05
 
@@ -174,12 +174,22 @@ class Report:
             return "reduce_learning_rate"
         return "continue"
 
+    def _start(self) -> tuple[str, int, float] | None:
+        """Where the run started: the worse first value of the monitor and its training
+        counterpart (training's first value averages over the untrained model's first epoch)."""
+        starts = [
+            (s.name, s.first[0], s.first[1])
+            for s in (self.mon, self.e.train)
+            if s is not None and s.first is not None
+        ]
+        return max(starts, key=lambda start: self.sign * start[2], default=None)
+
     def _learned(self) -> float | None:
-        """How much better the best is than the first value, as a fraction of the first."""
-        first, best = self.mon.first, self.mon.best
-        if first is None or best is None or first[1] == 0:
+        """How much better the best is than the start, as a fraction of the start."""
+        start, best = self._start(), self.mon.best
+        if start is None or best is None or start[2] == 0:
             return None
-        return self.sign * (first[1] - best[1]) / abs(first[1])
+        return self.sign * (start[2] - best[1]) / abs(start[2])
 
     def _confidence(self, verdict: Verdict) -> float:
         e, p, mon = self.e, self.p, self.mon
@@ -218,10 +228,10 @@ class Report:
         if trend is None or trend.relative_change_pct is None:
             return None
         span = f"over epochs {trend.from_epoch}-{trend.to_epoch}"
-        if trend.change == 0:
+        pct = trend.relative_change_pct
+        if pct == 0:
             return f"stayed flat {span}"
-        verb = "fell" if trend.change < 0 else "rose"
-        return f"{verb} {abs(trend.relative_change_pct):.1f}% {span}"
+        return f"{'fell' if pct < 0 else 'rose'} {abs(pct):.1f}% {span}"
 
     def _best_words(self) -> str:
         best = self.mon.best
@@ -287,9 +297,9 @@ class Report:
                 text += f"; Prechelt PQ is {shown} > {p.pq_alpha:g} at epoch {e.pq.epoch}"
             return text
         trend = mon.trend
-        assert trend is not None and trend.noise is not None and trend.noise_pct is not None
+        assert trend is not None and e.noise_pct is not None
         return (
-            f"the noise around the {self.name} trend is {trend.noise_pct:.1f}% of its level, "
+            f"the noise around the {self.name} trend is {e.noise_pct:.1f}% of its level, "
             f"larger than the trend's move of {_fmt(abs(trend.change))} over epochs "
             f"{trend.from_epoch}-{trend.to_epoch}"
         )
@@ -347,18 +357,17 @@ class Report:
                 )
             return reasons
         if verdict in ("converged", "plateaued"):
-            learned = self._learned()
-            first = mon.first
-            assert first is not None
+            learned, start = self._learned(), self._start()
             stalled = f"{name} has not improved for {self.stall} epochs (patience {p.patience})"
-            if best[0] == first[0] or learned is None:
+            if start is None or learned is None or learned <= 0:
                 reasons.append(
-                    f"{stalled} since its first value {_fmt(best[1])} at epoch {best[0]}."
+                    f"{stalled} and its best {_fmt(best[1])} at epoch {best[0]} is no better "
+                    "than where the run started."
                 )
             else:
                 reasons.append(
                     f"{stalled}; its best {_fmt(best[1])} at epoch {best[0]} is {_pct(learned)} "
-                    f"better than {_fmt(first[1])} at epoch {first[0]}."
+                    f"better than the start ({start[0]} {_fmt(start[2])} at epoch {start[1]})."
                 )
             if e.pq_now:
                 reasons.append(f"Prechelt's PQ: {self._evidence('plateau').split('; ')[-1]}.")

@@ -165,7 +165,9 @@ def test_a_steady_descent_is_improving_and_never_overfitting() -> None:
 
 
 def test_a_u_shaped_validation_loss_with_falling_training_loss_is_overfitting() -> None:
-    # val has its minimum at epoch 20; GL = 100 * 0.004 (t-20)^2 / 0.5 first exceeds 5 at t = 24.
+    # val has its minimum 0.5 at epoch 20; Prechelt's GL = 100 * 0.002 (t-20)^2 / 0.5 first
+    # exceeds 5 at t = 24. The flag also wants the excess above 5% of the starting level
+    # max(val(1), train(1)) = 1.222: 0.002 (t-20)^2 > 0.0611 first at t = 26.
     train = curve(lambda t: math.exp(-t / 15), 40)
     val = curve(lambda t: 0.5 + 0.002 * (t - 20) ** 2, 40)
 
@@ -173,7 +175,7 @@ def test_a_u_shaped_validation_loss_with_falling_training_loss_is_overfitting() 
 
     assert (analysis.verdict, analysis.recommendation) == ("overfitting", "stop_and_restore_best")
     assert analysis.best_epoch == 20
-    assert flag_names(analysis)["overfitting"] == 24
+    assert flag_names(analysis)["overfitting"] == 26
     assert (analysis.criteria.gl.fired, analysis.criteria.gl.epoch) == (True, 24)
     assert analysis.generalization_gap is not None and analysis.generalization_gap.widening
     assert "above its best at epoch 20" in analysis.reasons[0]

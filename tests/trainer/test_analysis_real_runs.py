@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import pytest
-
 from trainer.analysis import EpochMetrics, LossAnalysis, LossAnalyzer, analyze_loss
 from trainer.loop import run_training
 from trainer.records import EpochRecord, StepRecord
 from trainer.spec import SyntheticDataset, TrainingSpec
-
-pytestmark = pytest.mark.slow
 
 
 class AnalysingSink:
@@ -37,7 +33,6 @@ def train(
         epochs=epochs,
         seed=0,
         device="cpu",
-        torch_threads=2,
         log_every_n_steps=0,
     )
     sink = AnalysingSink()
