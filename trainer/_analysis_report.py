@@ -379,14 +379,16 @@ class Report:
         moved = self._moved(mon)
         if moved is not None:
             reasons.append(f"{name} {moved}, now {_fmt(latest[1])} at epoch {latest[0]}.")
-        if self.stall:
-            reasons.append(
-                f"The best {name} is {_fmt(best[1])} at epoch {best[0]}, {self.stall} epoch(s) "
-                f"ago (patience {p.patience})."
-            )
         if "oscillation" in e.since:
             reasons.append(
                 f"Oscillating: {self._evidence('oscillation')}; lower the learning rate."
+            )
+        if self.stall:
+            worse = mon.trend is not None and mon.trend.direction(self.sign) == "worsening"
+            reasons.append(
+                f"The best {name} is {_fmt(best[1])} at epoch {best[0]}, {self.stall} epoch(s) "
+                f"ago (patience {p.patience})"
+                + (": too soon to call a plateau or overfitting." if worse else ".")
             )
         if not reasons:
             reasons.append(f"{name} is {_fmt(latest[1])} at epoch {latest[0]}, its best so far.")

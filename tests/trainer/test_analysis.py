@@ -190,6 +190,33 @@ def test_overfitting_is_not_flagged_before_the_validation_minimum() -> None:
     assert all(a.verdict != "overfitting" for a in seen[:20])
 
 
+def test_a_widening_gap_while_validation_creeps_up_suggests_regularisation() -> None:
+    # val rises 0.001 per epoch after epoch 15 (GL stays under 5% of the starting level 1.0)
+    # while train falls 0.03 per epoch: the gap grows by ~0.31 over the last 10 epochs.
+    train = curve(lambda t: 1.0 - 0.03 * t, 30)
+    val = curve(lambda t: 0.6 + 0.001 * max(0, t - 15), 30)
+
+    analysis = analyze_loss(history(train, val))
+
+    assert (analysis.verdict, analysis.recommendation) == ("overfitting", "add_regularization")
+    assert analysis.generalization_gap is not None and analysis.generalization_gap.widening
+    assert not analysis.criteria.gl.fired
+
+
+def test_validation_loss_creeping_up_on_a_solved_problem_is_not_overfitting() -> None:
+    # A real blobs run: train falls from 0.288 to ~0; val drifts 0.0072 -> 0.0127 (GL 76%), which
+    # is 1.9% of the starting level 0.288, under gl_alpha = 5%.
+    train = [0.288, 0.0008, 0.0003] + [0.0002 * 0.9**k for k in range(17)]
+    val = [0.0076, 0.0072, 0.0073, 0.0073, 0.0078, 0.0096, 0.0084, 0.0101, 0.0100, 0.0097]
+    val += [0.0109, 0.0103, 0.0112, 0.0109, 0.0105, 0.0116, 0.0122, 0.0113, 0.0127, 0.0127]
+
+    analysis = analyze_loss(history(train, val))
+
+    assert analysis.criteria.gl.fired
+    assert "overfitting" not in flag_names(analysis)
+    assert (analysis.verdict, analysis.best_epoch) == ("converged", 2)
+
+
 def test_a_flat_curve_is_plateaued() -> None:
     analysis = analyze_loss(history([1.0] * 30, [1.2] * 30))
 
