@@ -2,6 +2,7 @@
 
 training-mcp serve                      MCP over stdio (what Claude Desktop launches)
 training-mcp serve --http --port 8765   MCP at /mcp and the REST mirror at /api/v1
+training-mcp bridge --token T           a GPU host bridge on 127.0.0.1:8766 (see README)
 """
 
 from __future__ import annotations
@@ -98,7 +99,47 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="this server's URL as bridges reach it (default http://HOST:PORT)",
     )
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
+    _add_bridge_parser(sub, env)
     return parser
+
+
+def _add_bridge_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Mapping[str, str]
+) -> None:
+    bridge = sub.add_parser("bridge", help="run a GPU host bridge that trains for a server")
+    bridge.add_argument("--host", default=env.get("TRAINING_MCP_BRIDGE_HOST", "127.0.0.1"))
+    bridge.add_argument(
+        "--port", type=int, default=int(env.get("TRAINING_MCP_BRIDGE_PORT", "8766"))
+    )
+    bridge.add_argument(
+        "--token",
+        default=env.get("TRAINING_MCP_BRIDGE_TOKEN"),
+        help="bearer token servers must send (env TRAINING_MCP_BRIDGE_TOKEN); required off "
+        "loopback",
+    )
+    bridge.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(
+            env.get("TRAINING_MCP_BRIDGE_DATA_DIR", str(Path.home() / ".training-mcp-bridge"))
+        ),
+        help="the spool of unsent metrics, checkpoints (env TRAINING_MCP_BRIDGE_DATA_DIR)",
+    )
+    bridge.add_argument("--max-sessions", type=int, default=2, help="runs training at once")
+    bridge.add_argument(
+        "--data-root",
+        type=Path,
+        action="append",
+        default=None,
+        help="folder CSV datasets may be read from (repeatable; default the data dir)",
+    )
+    bridge.add_argument(
+        "--allow-factory",
+        action="store_true",
+        default=_env_flag(env, "TRAINING_MCP_ALLOW_FACTORY"),
+        help="allow 'package.module:function' datasets (runs arbitrary code)",
+    )
+    bridge.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
@@ -162,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = os.environ
     args = build_parser(env).parse_args(argv)
     _configure_logging(args.log_level)
+    if args.command == "bridge":
+        return _bridge_main(args)
     if args.command == "serve":
         from mcp_server.app import is_loopback
 
@@ -178,6 +221,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             anyio.run(_serve_stdio, config)
     return 0
+
+
+def _bridge_main(args: argparse.Namespace) -> int:
+    from starlette.datastructures import Secret as BridgeSecret
+
+    from host_bridge.service import BridgeConfig, run_bridge
+
+    return run_bridge(
+        BridgeConfig(
+            host=args.host,
+            port=args.port,
+            token=BridgeSecret(args.token) if args.token else None,
+            data_dir=args.data_dir.expanduser(),
+            max_sessions=args.max_sessions,
+            data_roots=tuple(p.expanduser().resolve() for p in args.data_root or ()),
+            allow_factory=args.allow_factory,
+            log_level=args.log_level,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,130 @@
+"""The host bridge's HTTP contract: what the server sends to start a session and what the bridge
+answers. The same models are the bridge's JSON and what the server's client (`mcp_server.bridges`)
+parses, so the two sides cannot drift. Torch-free: the server imports this module.
+
+    GET    /health           BridgeHealth (no token needed)
+    GET    /sessions         SessionList
+    POST   /sessions         SessionRequest -> 201 SessionInfo (200 if it exists already)
+    GET    /sessions/{id}    SessionInfo
+    DELETE /sessions/{id}    202 SessionInfo: cancel, effective within one batch
+
+Errors are `{"error": {"code", "message", "field"}}`, as on the server's REST mirror.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+
+from trainer.spec import TrainingSpec
+
+__all__ = [
+    "OPERATION_ID_PATTERN",
+    "BridgeError",
+    "BridgeHealth",
+    "ErrorDetail",
+    "GpuInfo",
+    "SessionInfo",
+    "SessionList",
+    "SessionRequest",
+    "SessionStatus",
+]
+
+OPERATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+SessionStatus = Literal["running", "completed", "failed", "cancelled"]
+
+
+class SessionRequest(BaseModel):
+    """Train `spec` here and push everything to the server at `server_url` as `operation_id`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    operation_id: str = Field(
+        pattern=OPERATION_ID_PATTERN, description="The server's id for the run"
+    )
+    spec: TrainingSpec
+    server_url: str = Field(
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        max_length=2000,
+        description="The server's base URL: metrics go to "
+        "{server_url}/api/v1/operations/{operation_id}/metrics",
+    )
+    server_token: SecretStr | None = Field(
+        None, description="Bearer token for the server's REST mirror, if it needs one"
+    )
+    heartbeat_interval_s: float = Field(
+        5.0, gt=0, le=300, description="How often to tell the server the run is alive"
+    )
+
+    @field_serializer("server_token", when_used="json")
+    def _reveal_on_the_wire(self, token: SecretStr | None) -> str | None:
+        # repr and logs show '**********'; only the JSON sent to the bridge carries the token.
+        return None if token is None else token.get_secret_value()
+
+
+class SessionInfo(BaseModel):
+    """One session as the bridge has it. `points_pending`: spooled here, not yet stored by the
+    server; `delivered`: the final status reached the server (nothing is left to send)."""
+
+    operation_id: str
+    status: SessionStatus
+    device: str | None = Field(None, description="Where it trains: cpu, cuda, cuda:1, mps")
+    epochs_done: int = 0
+    epochs_total: int
+    created_at: float = Field(description="Unix seconds")
+    finished_at: float | None = None
+    error: str | None = None
+    reason: str | None = None
+    cancel_requested: bool = False
+    points_pending: int = 0
+    delivered: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class GpuInfo(BaseModel):
+    index: int
+    name: str
+    total_memory_bytes: int
+    free_memory_bytes: int | None = None
+
+
+class BridgeHealth(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    torch_version: str
+    cuda_available: bool
+    mps_available: bool = False
+    devices: list[GpuInfo] = Field(default_factory=list, description="CUDA devices")
+    best_device: str = Field(description="Where device 'auto' trains here")
+    sessions_running: int
+    max_sessions: int
+    token_accepted: bool | None = Field(
+        default=None,
+        description="Whether this request's bearer token would be accepted (None: none was "
+        "given). Lets a server check its token without starting anything",
+    )
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.cuda_available and bool(self.devices)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="Stable: invalid_input, not_found, conflict, unauthorized, busy, internal"
+    )
+    message: str
+    field: str | None = None
+
+
+class BridgeError(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,400 @@
+"""Sessions: each trains one spec in a worker thread and pushes everything it emits to the server.
+
+    POST /sessions -> SessionManager.start -> a thread: run_training(spec, sink) -> final status
+                                               |-> the sink: MetricsReporter over the spool
+                                               |-> a heartbeat thread, until the server has it all
+
+The training thread only appends to the spool (a local SQLite write); the session's
+`MetricsReporter` sends from there in batches, with retries, and a point leaves the spool once the
+server has answered for it. When training ends the session keeps trying, with backoff, until every
+point and then the final status have reached the server (the final flush comes first), and it
+heartbeats all the while, so the server knows a bridge that is still delivering from one that is
+gone. A heartbeat the server refuses (the run ended there: cancelled, or declared lost) stops the
+training here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from host_bridge.protocol import SessionInfo, SessionList, SessionRequest, SessionStatus
+from host_bridge.reporter import MetricsReporter, ReportError, RetryPolicy
+from host_bridge.spool import Spool
+from trainer.errors import TrainerError
+from trainer.preflight import TrainerOptions, check_spec
+from trainer.records import EpochRecord, RunResult, StepRecord
+
+__all__ = ["BridgeOptions", "SessionError", "SessionManager"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_ERROR = "the bridge shut down during the run; its finished epochs are kept"
+RESTART_ERROR = "the bridge stopped during the run (it was restarted); its finished epochs are kept"
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """The bridge's own settings (a request cannot change them).
+
+    `retry` is per request; between rounds of retries a session waits up to `max_pause_s`
+    (exponential, full jitter) and then tries again, for as long as the bridge runs.
+    """
+
+    data_dir: Path
+    max_sessions: int = 2
+    data_roots: tuple[Path, ...] = ()
+    allow_factory: bool = False
+    timeout_s: float = 5.0
+    max_batch: int = 1000
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(attempts=5, base_delay_s=0.1, max_delay_s=2.0)
+    )
+    max_pause_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_sessions <= 1000:
+            raise ValueError(f"max_sessions: must be between 1 and 1000, got {self.max_sessions}")
+        if not 0 < self.timeout_s <= 600:
+            raise ValueError(
+                f"timeout_s: must be more than 0 and at most 600, got {self.timeout_s}"
+            )
+        if not 0 <= self.max_pause_s <= 3600:
+            raise ValueError(f"max_pause_s: must be between 0 and 3600, got {self.max_pause_s}")
+
+
+class SessionError(Exception):
+    """A request the bridge refuses: `code` and `http_status` for the answer, `field` if any."""
+
+    def __init__(self, code: str, http_status: int, message: str, field: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.message = message
+        self.field = field
+
+
+class _SessionReporter(MetricsReporter):
+    """The reporter, plus the two messages only a bridge sends: any final status, heartbeats."""
+
+    def send_status(
+        self, status: SessionStatus, *, error: str | None, reason: str | None
+    ) -> dict[str, Any]:
+        """POST the status, retried like a batch (re-reporting a status changes nothing)."""
+        body = {"status": status, "error": error, "reason": reason}
+        response = self._post(
+            f"/api/v1/operations/{self.operation_id}/status",
+            {k: v for k, v in body.items() if v is not None},
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    def heartbeat(self) -> None:
+        """One try: the next beat is the retry. Raises `ReportError` if refused or unreachable."""
+        try:
+            response = self._client.post(
+                f"/api/v1/operations/{self.operation_id}/heartbeat", content=b"{}"
+            )
+        except httpx.TransportError as exc:
+            raise ReportError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+        if not response.is_success:
+            raise ReportError.from_response(response)
+
+
+class _Sink:
+    """What the training thread writes to: the reporter's queue (the spool), and the progress."""
+
+    def __init__(self, reporter: _SessionReporter, spool: Spool, operation_id: str) -> None:
+        self._reporter = reporter
+        self._spool = spool
+        self._operation_id = operation_id
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        self._reporter.on_epoch(record)
+        self._spool.update(self._operation_id, epochs_done=record.epoch)
+
+    def on_step(self, record: StepRecord) -> None:
+        self._reporter.on_step(record)
+
+
+@dataclass
+class _Live:
+    """A session this process is working on: training, or delivering what is left."""
+
+    request: SessionRequest
+    reporter: _SessionReporter
+    training: bool
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # everything delivered
+    cancel_reason: str | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class SessionManager:
+    """Every session of this bridge: starts, reads, cancels, and resumes deliveries on start-up."""
+
+    def __init__(self, options: BridgeOptions, spool: Spool | None = None) -> None:
+        self.options = options
+        self.spool = spool or Spool.in_dir(options.data_dir)
+        self._lock = threading.Lock()
+        self._live: dict[str, _Live] = {}
+        self._stopping = threading.Event()
+        self._rng = random.Random()
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._live.values() if s.training)
+
+    # -- the routes' side ---------------------------------------------------------------------
+
+    def start(self, request: SessionRequest) -> tuple[SessionInfo, bool]:
+        """Start training `request.spec`; (info, True). A request for a session that exists
+        returns it unchanged with False, so a retried POST never trains twice."""
+        existing = self.spool.get(request.operation_id)
+        if existing is not None:
+            return existing, False
+        try:
+            check_spec(request.spec, self._trainer_options())
+            device = _resolve_device(request.spec.device)
+        except TrainerError as exc:
+            raise SessionError(
+                "invalid_input", 422, str(exc), f"spec.{getattr(exc, 'field', '')}".rstrip(".")
+            ) from exc
+        with self._lock:
+            if self._stopping.is_set():
+                raise SessionError("busy", 503, "the bridge is shutting down")
+            if sum(1 for s in self._live.values() if s.training) >= self.options.max_sessions:
+                raise SessionError(
+                    "busy",
+                    503,
+                    f"this bridge trains at most {self.options.max_sessions} runs at once and "
+                    "is full; try another bridge or later",
+                )
+            try:
+                info = self.spool.create(request, device=device)
+            except sqlite3.IntegrityError:
+                found = self.spool.get(request.operation_id)
+                assert found is not None
+                return found, False
+            live = self._track(request, training=True)
+        self._spawn(live, self._train, name=f"train-{request.operation_id}")
+        log.info("session %s: training on %s", request.operation_id, device)
+        return info, True
+
+    def get(self, operation_id: str) -> SessionInfo:
+        info = self.spool.get(operation_id)
+        if info is None:
+            raise SessionError(
+                "not_found", 404, f"no session {operation_id!r} on this bridge", "operation_id"
+            )
+        return info
+
+    def list_sessions(self) -> SessionList:
+        return SessionList(sessions=self.spool.sessions())
+
+    def cancel(self, operation_id: str, reason: str | None = None) -> tuple[SessionInfo, bool]:
+        """Stop a session's training within one batch; (info, True) when it was training."""
+        info = self.get(operation_id)
+        with self._lock:
+            live = self._live.get(operation_id)
+            training = live is not None and live.training and not live.cancel.is_set()
+            if training and live is not None:
+                live.cancel_reason = reason or "cancelled by the server"
+                live.cancel.set()
+        if training:
+            self.spool.update(operation_id, cancel_requested=1)
+            info = self.get(operation_id)
+        return info, training
+
+    # -- start-up and shutdown ----------------------------------------------------------------
+
+    def resume(self) -> int:
+        """Deliver what an earlier process of this bridge left in the spool. A session that was
+        training when it died has failed; the server learns so, after its spooled points."""
+        count = 0
+        for info in self.spool.undelivered():
+            if info.status == "running":
+                self.spool.finish(info.operation_id, "failed", error=RESTART_ERROR)
+            request = self.spool.request(info.operation_id)
+            with self._lock:
+                if info.operation_id in self._live:
+                    continue
+                live = self._track(request, training=False)
+            self._spawn(live, self._deliver_only, name=f"deliver-{info.operation_id}")
+            count += 1
+        return count
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop: running sessions end as failed (shutdown), each delivery gets one last try, and
+        whatever is still unsent stays in the spool for the next start."""
+        self._stopping.set()
+        with self._lock:
+            lives = list(self._live.values())
+        for live in lives:
+            if live.training:
+                live.cancel.set()
+        per_thread = timeout_s / max(1, sum(len(live.threads) for live in lives))
+        for live in lives:
+            for thread in live.threads:
+                thread.join(per_thread)
+        self.spool.close()
+
+    # -- the threads --------------------------------------------------------------------------
+
+    def _track(self, request: SessionRequest, *, training: bool) -> _Live:
+        token = request.server_token.get_secret_value() if request.server_token else None
+        reporter = _SessionReporter(
+            request.server_url,
+            request.operation_id,
+            token=token,
+            max_batch=self.options.max_batch,
+            timeout_s=self.options.timeout_s,
+            retry=self.options.retry,
+            queue=self.spool.queue(request.operation_id),
+        )
+        live = _Live(request=request, reporter=reporter, training=training)
+        self._live[request.operation_id] = live
+        return live
+
+    def _spawn(self, live: _Live, target: Any, name: str) -> None:
+        for fn, label in ((target, name), (self._heartbeat, f"heartbeat-{name}")):
+            thread = threading.Thread(target=fn, args=(live,), name=label, daemon=True)
+            live.threads.append(thread)
+            thread.start()
+
+    def _train(self, live: _Live) -> None:
+        operation_id = live.request.operation_id
+        try:
+            status, error, reason, device = self._run(live)
+            self.spool.finish(operation_id, status, error=error, reason=reason, device=device)
+            with self._lock:
+                live.training = False
+            log.info("session %s: %s", operation_id, status)
+            self._deliver(live)
+        finally:
+            self._release(live)
+
+    def _run(self, live: _Live) -> tuple[SessionStatus, str | None, str | None, str | None]:
+        from trainer.loop import run_training  # imports torch
+
+        request = live.request
+        options = self._trainer_options(self.options.data_dir / "artifacts" / request.operation_id)
+        sink = _Sink(live.reporter, self.spool, request.operation_id)
+        try:
+            result = run_training(request.spec, sink, cancel=live.cancel, options=options)
+        except TrainerError as exc:
+            return "failed", str(exc), None, None
+        except Exception as exc:  # the top of a session: the server must learn how it ended
+            log.exception("session %s raised", request.operation_id)
+            return "failed", f"internal error on the bridge: {exc!r}", None, None
+        return (*self._outcome(result, live), result.device)
+
+    def _outcome(
+        self, result: RunResult, live: _Live
+    ) -> tuple[SessionStatus, str | None, str | None]:
+        if result.outcome == "cancelled":
+            if live.cancel_reason is None:  # the bridge is shutting down
+                return "failed", SHUTDOWN_ERROR, result.reason
+            return "cancelled", None, live.cancel_reason
+        if result.outcome == "failed":
+            return "failed", result.reason, None
+        if result.outcome == "early_stopped":
+            return "completed", None, f"early stop: {result.reason}"
+        return "completed", None, result.reason
+
+    def _deliver_only(self, live: _Live) -> None:
+        try:
+            self._deliver(live)
+        finally:
+            self._release(live)
+
+    def _deliver(self, live: _Live) -> None:
+        """Every spooled point, then the final status: retried with backoff until the server has
+        them, the server refuses them for good, or the bridge stops (then they stay spooled)."""
+        operation_id = live.request.operation_id
+        pause = 0
+        while True:
+            try:
+                try:
+                    live.reporter.flush()
+                except ReportError as exc:
+                    if exc.transient:
+                        raise
+                    # Refused points are dropped by the reporter (sending them again cannot
+                    # help, e.g. the run already ended on the server); the status still goes.
+                    log.warning("session %s: the server refused points: %s", operation_id, exc)
+                info = self.spool.get(operation_id)
+                assert info is not None and info.status != "running"
+                live.reporter.send_status(info.status, error=info.error, reason=info.reason)
+            except ReportError as exc:
+                if not exc.transient:
+                    if exc.status_code == 409:  # the run already ended there: nothing to add
+                        log.warning("session %s: %s", operation_id, exc.message)
+                        break
+                    log.error("session %s: the server refused the status: %s", operation_id, exc)
+                    return  # stays undelivered: a restart of the bridge tries again
+                if self._stopping.is_set():
+                    return
+                wait = self._rng.uniform(0, min(self.options.max_pause_s, 0.25 * 2**pause))
+                pause = min(pause + 1, 30)
+                log.info(
+                    "session %s: server unreachable (%s); again in %.1f s",
+                    operation_id,
+                    exc.message,
+                    wait,
+                )
+                if self._stopping.wait(wait):
+                    return
+                continue
+            break
+        self.spool.update(operation_id, delivered=1)
+
+    def _heartbeat(self, live: _Live) -> None:
+        operation_id = live.request.operation_id
+        interval = live.request.heartbeat_interval_s
+        while not live.done.wait(interval):
+            try:
+                live.reporter.heartbeat()
+            except ReportError as exc:
+                if exc.status_code in (404, 409) and live.training and not live.cancel.is_set():
+                    # The server ended the run (cancelled it, or declared this bridge lost):
+                    # nobody wants what this training would produce.
+                    log.warning(
+                        "session %s: stopping, the server refused a heartbeat: %s",
+                        operation_id,
+                        exc.message,
+                    )
+                    live.cancel_reason = f"the server ended the run ({exc.message})"
+                    live.cancel.set()
+                else:
+                    log.debug("session %s: heartbeat failed: %s", operation_id, exc)
+
+    def _release(self, live: _Live) -> None:
+        live.done.set()
+        try:
+            live.reporter.close(timeout_s=0.5)
+        except ReportError as exc:
+            log.warning("session %s: %s (kept in the spool)", live.request.operation_id, exc)
+        with self._lock:
+            self._live.pop(live.request.operation_id, None)
+
+    def _trainer_options(self, artifact_dir: Path | None = None) -> TrainerOptions:
+        return TrainerOptions(
+            data_roots=self.options.data_roots,
+            allow_factory=self.options.allow_factory,
+            artifact_dir=artifact_dir,
+        )
+
+
+def _resolve_device(name: str) -> str:
+    from trainer.batches import resolve_device  # imports torch
+
+    return str(resolve_device(name))
