@@ -23,6 +23,7 @@ from mcp_server import __version__
 from mcp_server.errors import ConflictError, InvalidInputError, ServiceError
 from mcp_server.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
 from mcp_server.models import StartTrainingResult as Started
+from mcp_server.rest_bridge import bridge_endpoints
 from mcp_server.rest_events import is_exhausted, operation_events, parse_last_event_id
 from mcp_server.rest_http import (
     Endpoint,
@@ -336,6 +337,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             ok="text/html",
         ),
     ]
+    endpoints += bridge_endpoints(service)
     document = openapi_document(endpoints, PREFIX)
     page = docs_page(document)
     return endpoints

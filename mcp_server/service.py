@@ -16,12 +16,12 @@ from typing import Any, Literal
 import anyio
 from pydantic import ValidationError
 
+from mcp_server.bridges import BridgeDispatcher, open_bridges
 from mcp_server.config import ServerConfig
 from mcp_server.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    UnavailableError,
     from_validation_error,
     translate,
 )
@@ -107,6 +107,7 @@ class TrainingService:
         analyses: AnalysisCache,
         ingestor: Ingestor,
         runner: LocalRunner,
+        bridges: BridgeDispatcher,
     ) -> None:
         self.config = config
         self.db = db
@@ -114,6 +115,7 @@ class TrainingService:
         self.analyses = analyses
         self.ingestor = ingestor
         self.runner = runner
+        self.bridges = bridges
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -125,11 +127,8 @@ class TrainingService:
         if backend == "auto":
             backend = "bridge" if spec.device == "cuda" and self.config.bridges else "local"
         if backend == "bridge" or (spec.device == "cuda" and args.backend == "auto"):
-            raise UnavailableError(
-                "device: no GPU host bridge is configured; start the server with "
-                "--bridge URL, or pass backend='local' if this machine has a GPU",
-                field="device",
-            )
+            name = args.name or _default_name(spec)
+            return self._started(await self.bridges.dispatch(spec, name=name, tags=args.tags))
         try:
             check_spec(spec, self._trainer_options())
         except Exception as exc:
@@ -236,6 +235,8 @@ class TrainingService:
                 "nothing to stop",
                 field="operation_id",
             )
+        if op.backend is Backend.BRIDGE:
+            return await self.bridges.stop(op, why)
         if self.runner.cancel(operation_id, why):
             if op.status is OperationStatus.QUEUED:
                 return await self.ingestor.record_status(
@@ -544,7 +545,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
     analyses = AnalysisCache(db)
     ingestor = Ingestor(db, notifier, analyses)
     try:
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, open_bridges(config, db, ingestor) as bridges:
             runner = LocalRunner(
                 ingestor,
                 TrainerOptions(
@@ -554,10 +555,11 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 artifacts_root=config.artifacts_dir,
                 max_concurrent=config.max_concurrent_runs,
             )
-            service = TrainingService(config, db, notifier, analyses, ingestor, runner)
+            service = TrainingService(config, db, notifier, analyses, ingestor, runner, bridges)
             orphans = await service.mark_orphans()
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
+            tg.start_soon(bridges.watch)  # re-attaches bridge runs, then their heartbeat watchdog
             try:
                 yield service
             finally:

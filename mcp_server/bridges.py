@@ -1,0 +1,498 @@
+"""GPU host bridges, seen from the server: dispatch, cancel, heartbeats, the watchdog, re-attach.
+
+A run for a bridge is created here (backend `bridge`, with the bridge's URL), then started there
+with `POST /sessions`; from then on the bridge pushes its metrics, final status and heartbeats to
+the REST mirror, into the one ingestion path. This module only decides and reaches out:
+
+- `choose_bridge` (pure): a bridge that has a GPU for device "cuda", any bridge that answers
+  otherwise (GPU ones first, then the least busy), or an error naming why each one was passed over.
+- The watchdog: a running bridge run whose heartbeats stop for `heartbeat_timeout_s` is marked
+  `failed` with `bridge lost`. After a server restart the clock starts again from the restart, and
+  each bridge run is first re-attached by asking its bridge, never marked interrupted blindly.
+
+Status changes a bridge does not send itself are recorded here from its answers: `running` (with
+the device) when the bridge accepts the session, `cancelled` once a cancelled session has flushed
+every point. Completed and failed come from the bridge, after its final flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from host_bridge.protocol import BridgeError, BridgeHealth, SessionInfo, SessionRequest
+from mcp_server.config import BridgeTarget, ServerConfig
+from mcp_server.errors import (
+    ConflictError,
+    InvalidInputError,
+    ServiceError,
+    UnavailableError,
+    translate,
+)
+from mcp_server.ingest import Ingestor
+from storage import (
+    Backend,
+    Database,
+    IllegalTransitionError,
+    Operation,
+    OperationNotFoundError,
+    OperationStatus,
+    create_operation,
+    get_operation,
+    list_operations,
+    record_heartbeat,
+)
+from trainer.spec import TrainingSpec
+
+__all__ = [
+    "BRIDGE_LOST",
+    "BridgeCallError",
+    "BridgeClient",
+    "BridgeDispatcher",
+    "BridgeState",
+    "choose_bridge",
+    "open_bridges",
+]
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+BRIDGE_LOST = "bridge lost"
+HEALTH_TIMEOUT_S = 2.0
+REQUEST_TIMEOUT_S = 5.0
+CANCEL_WAIT_S = 10.0
+_ACTIVE = (OperationStatus.RUNNING, OperationStatus.QUEUED)
+
+
+class BridgeCallError(Exception):
+    """A bridge could not be reached, or answered with an error (`status_code`, `code`)."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, code: str = "unreachable"
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.field: str | None = None
+
+    def to_service_error(self, url: str) -> ServiceError:
+        if self.status_code == 422:
+            return InvalidInputError(
+                f"the bridge at {url} refused the run: {self.message}", field=self.field or "spec"
+            )
+        if self.status_code == 401:
+            return UnavailableError(
+                f"the bridge at {url} refused this server's token; give the bridge's token as "
+                "--bridge URL#TOKEN",
+                field="backend",
+            )
+        return UnavailableError(
+            f"the bridge at {url} did not start the run: {self.message}", field="backend"
+        )
+
+
+class BridgeClient:
+    """The HTTP calls to one bridge, over the server's shared `httpx.AsyncClient`."""
+
+    def __init__(self, client: httpx.AsyncClient, target: BridgeTarget) -> None:
+        self._client = client
+        self.target = target
+        token = target.token.reveal() if target.token else None
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+
+    async def health(self) -> BridgeHealth:
+        return await self._call("GET", "/health", BridgeHealth, limit_s=HEALTH_TIMEOUT_S)
+
+    async def start(self, request: SessionRequest) -> SessionInfo:
+        body = request.model_dump_json().encode()
+        return await self._call("POST", "/sessions", SessionInfo, content=body)
+
+    async def session(self, operation_id: str) -> SessionInfo | None:
+        try:
+            return await self._call("GET", f"/sessions/{operation_id}", SessionInfo)
+        except BridgeCallError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    async def cancel(self, operation_id: str, reason: str) -> SessionInfo | None:
+        try:
+            return await self._call(
+                "DELETE", f"/sessions/{operation_id}", SessionInfo, params={"reason": reason}
+            )
+        except BridgeCallError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        limit_s: float = REQUEST_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> M:
+        url = self.target.url + path
+        headers = {**self._headers, "content-type": "application/json"}
+        try:
+            response = await self._client.request(
+                method, url, headers=headers, timeout=limit_s, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise BridgeCallError(f"cannot reach {self.target.url}: {type(exc).__name__}") from exc
+        if not response.is_success:
+            raise _error_of(response)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise BridgeCallError(
+                f"{self.target.url}{path} answered something that is not a bridge's answer",
+                status_code=response.status_code,
+                code="bad_answer",
+            ) from exc
+
+
+def _error_of(response: httpx.Response) -> BridgeCallError:
+    try:
+        detail = BridgeError.model_validate_json(response.content).error
+    except ValidationError:
+        return BridgeCallError(
+            f"HTTP {response.status_code}", status_code=response.status_code, code="http_error"
+        )
+    error = BridgeCallError(detail.message, status_code=response.status_code, code=detail.code)
+    error.field = detail.field
+    return error
+
+
+@dataclass(frozen=True)
+class BridgeState:
+    """One bridge as a probe found it: its health, or why it could not be used."""
+
+    target: BridgeTarget
+    health: BridgeHealth | None = None
+    problem: str | None = None
+
+
+def choose_bridge(device: str, states: Sequence[BridgeState]) -> BridgeTarget:
+    """The bridge to train on: one with a GPU for "cuda" (Apple's for "mps"), any for "cpu" or
+    "auto" (GPU ones first), never a full one; then the least busy, then the first configured.
+    Raises `UnavailableError` naming why each bridge was passed over."""
+    if not states:
+        field = "device" if device == "cuda" else "backend"
+        raise UnavailableError(
+            f"{field}: no GPU host bridge is configured; start the server with "
+            "--bridge URL#TOKEN, or pass backend='local' if this machine has a GPU",
+            field=field,
+        )
+    passed_over: list[str] = []
+    fit: list[tuple[int, int, int, BridgeTarget]] = []
+    for order, state in enumerate(states):
+        health = state.health
+        url = state.target.url
+        if health is None:
+            passed_over.append(f"{url}: {state.problem or 'unreachable'}")
+        elif device == "cuda" and not health.has_gpu:
+            passed_over.append(f"{url}: no CUDA GPU (torch {health.torch_version})")
+        elif device == "mps" and not health.mps_available:
+            passed_over.append(f"{url}: no Apple GPU (mps)")
+        elif health.sessions_running >= health.max_sessions:
+            passed_over.append(f"{url}: full ({health.sessions_running} runs training)")
+        else:
+            gpu_first = 0 if health.has_gpu else 1
+            fit.append((gpu_first, health.sessions_running, order, state.target))
+    if not fit:
+        wanted = "a bridge with a CUDA GPU" if device == "cuda" else "a bridge"
+        raise UnavailableError(
+            f"device: no {wanted} is available: " + "; ".join(passed_over), field="device"
+        )
+    return min(fit, key=lambda f: f[:3])[3]
+
+
+class BridgeDispatcher:
+    """The server's side of every bridge. Lives as long as the service (see `open_bridges`)."""
+
+    def __init__(
+        self, config: ServerConfig, db: Database, ingestor: Ingestor, client: httpx.AsyncClient
+    ) -> None:
+        self.config = config
+        self._db = db
+        self._ingestor = ingestor
+        self._client = client
+        self._seen: dict[str, float] = {}  # operation -> monotonic time of its last sign of life
+        self._watch_scope: anyio.CancelScope | None = None
+        self.timeout_s = config.heartbeat_timeout_s
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """What bridges are told: four beats per timeout, between 0.1 and 10 s."""
+        return max(0.1, min(10.0, self.timeout_s / 4))
+
+    def client_for(self, target: BridgeTarget) -> BridgeClient:
+        return BridgeClient(self._client, target)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    async def probe(self) -> list[BridgeState]:
+        """Every configured bridge's health, asked concurrently (at most HEALTH_TIMEOUT_S)."""
+        states: list[BridgeState] = [BridgeState(t) for t in self.config.bridges]
+
+        async def ask(i: int) -> None:
+            target = self.config.bridges[i]
+            try:
+                health = await self.client_for(target).health()
+            except BridgeCallError as exc:
+                states[i] = BridgeState(target, problem=exc.message)
+                return
+            if health.token_accepted is False:
+                states[i] = BridgeState(
+                    target, problem="refuses this server's token (give it as --bridge URL#TOKEN)"
+                )
+            else:
+                states[i] = BridgeState(target, health=health)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(states)):
+                tg.start_soon(ask, i)
+        return states
+
+    async def dispatch(
+        self, spec: TrainingSpec, *, name: str, tags: Mapping[str, str] | None = None
+    ) -> Operation:
+        """Create the run and start it on the best bridge; it is `running` once accepted."""
+        if not self.config.public_url and self.config.bridges:
+            raise UnavailableError(
+                "backend: bridges push metrics to this server over HTTP, but it has no URL "
+                "for them; serve with --http (and --public-url if bridges reach it by another "
+                "name)",
+                field="backend",
+            )
+        target = choose_bridge(spec.device, await self.probe())
+        op = await create_operation(
+            self._db,
+            name=name,
+            backend=Backend.BRIDGE,
+            spec=spec.model_dump(mode="json"),
+            epochs_total=spec.epochs,
+            tags=tags,
+            bridge_url=target.url,
+        )
+        await self._ingestor.announce(op)
+        token = self.config.token.reveal() if self.config.token else None
+        request = SessionRequest(
+            operation_id=op.operation_id,
+            spec=spec,
+            server_url=str(self.config.public_url),
+            server_token=SecretStr(token) if token else None,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+        )
+        try:
+            info = await self.client_for(target).start(request)
+        except BridgeCallError as exc:
+            error = exc.to_service_error(target.url)
+            await self._ingestor.record_status(
+                op.operation_id, OperationStatus.FAILED, error=error.message
+            )
+            raise error from exc
+        self._seen[op.operation_id] = time.monotonic()
+        log.info("run %s dispatched to %s (%s)", op.operation_id, target.url, info.device)
+        return await self._ingestor.record_status(
+            op.operation_id, OperationStatus.RUNNING, device=info.device
+        )
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    async def stop(self, op: Operation, reason: str) -> Operation:
+        """Cancel on the bridge, wait (at most CANCEL_WAIT_S) until it has flushed every point of
+        the cancelled run, then record it cancelled. An unreachable bridge is cancelled here all
+        the same; its next heartbeat is refused, and that stops it."""
+        target = self._target(op)
+        client = None if target is None else self.client_for(target)
+        info: SessionInfo | None = None
+        note = ""
+        if client is not None:
+            try:
+                info = await client.cancel(op.operation_id, reason)
+            except BridgeCallError as exc:
+                note = f" (the bridge could not be told: {exc.message})"
+        with anyio.move_on_after(CANCEL_WAIT_S):
+            while client is not None and info is not None:
+                current = await get_operation(self._db, op.operation_id)
+                if current.finished:  # it completed or failed before the cancel arrived
+                    return current
+                if info.status == "cancelled" and info.points_pending == 0:
+                    break
+                if info.finished and info.delivered:
+                    break
+                await anyio.sleep(0.05)  # polling the bridge: its flush is not observable here
+                try:
+                    info = await client.session(op.operation_id)
+                except BridgeCallError:
+                    break
+        return await self._finish(op.operation_id, OperationStatus.CANCELLED, reason=reason + note)
+
+    async def _finish(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> Operation:
+        self._seen.pop(operation_id, None)
+        try:
+            return await self._ingestor.record_status(
+                operation_id, status, reason=reason, error=error
+            )
+        except IllegalTransitionError:  # it ended meanwhile: that end stands
+            return await get_operation(self._db, operation_id)
+
+    # -- heartbeats, the watchdog, re-attach --------------------------------------------------
+
+    async def heartbeat(self, operation_id: str) -> Operation:
+        """A bridge (or an external run) says the run is alive. Refused with a conflict once the
+        run has ended here: that tells the bridge to stop training."""
+        try:
+            op = await get_operation(self._db, operation_id)
+        except OperationNotFoundError as exc:
+            raise translate(exc) from exc
+        if op.backend is Backend.LOCAL:
+            raise ConflictError(
+                "operation_id: a run trained by this server needs no heartbeat",
+                field="operation_id",
+            )
+        if op.finished:
+            raise ConflictError(
+                f"operation_id: operation {operation_id!r} is already {op.status.value}; "
+                "stop training it",
+                field="operation_id",
+            )
+        self._seen[operation_id] = time.monotonic()
+        await record_heartbeat(self._db, operation_id)
+        return op
+
+    async def check_heartbeats(self) -> list[str]:
+        """Fail every active bridge run silent for longer than the timeout; returns their ids."""
+        now = time.monotonic()
+        lost: list[str] = []
+        for op in await self._active():
+            last = self._seen.setdefault(op.operation_id, now)
+            silent = now - last
+            if silent > self.timeout_s:
+                await self._finish(
+                    op.operation_id,
+                    OperationStatus.FAILED,
+                    error=f"{BRIDGE_LOST}: no heartbeat from {op.bridge_url} for "
+                    f"{silent:.1f} s (timeout {self.timeout_s:g} s)",
+                    reason=BRIDGE_LOST,
+                )
+                log.warning("run %s: %s (%s)", op.operation_id, BRIDGE_LOST, op.bridge_url)
+                lost.append(op.operation_id)
+        return lost
+
+    async def reattach(self) -> int:
+        """After a restart: ask each active bridge run's bridge how it is. Running, or still
+        delivering: re-attached (its heartbeat clock starts now). Unknown there, or its bridge no
+        longer configured: failed, bridge lost. Ended and delivered: that end is recorded."""
+        attached = 0
+        for op in await self._active():
+            target = self._target(op)
+            self._seen[op.operation_id] = time.monotonic()
+            if target is None:
+                await self._lost(op, f"{op.bridge_url} is no longer configured (--bridge)")
+                continue
+            try:
+                info = await self.client_for(target).session(op.operation_id)
+            except BridgeCallError as exc:
+                log.warning(
+                    "run %s: its bridge did not answer (%s); waiting for a heartbeat",
+                    op.operation_id,
+                    exc.message,
+                )
+                continue
+            if info is None:
+                await self._lost(op, f"the bridge at {target.url} has no record of this run")
+            elif info.status == "cancelled" and info.points_pending == 0:
+                await self._finish(op.operation_id, OperationStatus.CANCELLED, reason=info.reason)
+            elif info.finished and info.delivered:
+                await self._finish(
+                    op.operation_id,
+                    OperationStatus(info.status),
+                    error=info.error,
+                    reason=info.reason,
+                )
+            else:
+                attached += 1
+        if attached:
+            log.info("re-attached %d bridge runs", attached)
+        return attached
+
+    async def watch(self) -> None:
+        """Re-attach, then check heartbeats every quarter timeout (at most every second), until
+        `stop_watching`."""
+        with anyio.CancelScope() as scope:
+            self._watch_scope = scope
+            await self.reattach()
+            tick = min(1.0, self.timeout_s / 4)
+            while True:
+                await anyio.sleep(tick)
+                try:
+                    await self.check_heartbeats()
+                except Exception:  # the watchdog outlives one bad check (a busy database)
+                    log.exception("bridge watchdog check failed")
+
+    def stop_watching(self) -> None:
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+
+    async def _lost(self, op: Operation, why: str) -> None:
+        await self._finish(
+            op.operation_id,
+            OperationStatus.FAILED,
+            error=f"{BRIDGE_LOST}: {why}",
+            reason=BRIDGE_LOST,
+        )
+
+    async def _active(self) -> list[Operation]:
+        ops: list[Operation] = []
+        for status in _ACTIVE:
+            ops += await list_operations(
+                self._db, status=status, backend=Backend.BRIDGE, limit=10_000
+            )
+        return ops
+
+    def _target(self, op: Operation) -> BridgeTarget | None:
+        return next((t for t in self.config.bridges if t.url == op.bridge_url), None)
+
+
+@asynccontextmanager
+async def open_bridges(
+    config: ServerConfig,
+    db: Database,
+    ingestor: Ingestor,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[BridgeDispatcher]:
+    """The dispatcher and its HTTP client, for as long as the service runs."""
+    if not math.isfinite(config.heartbeat_timeout_s) or config.heartbeat_timeout_s <= 0:
+        raise ValueError(
+            f"heartbeat_timeout_s: must be a positive number, got {config.heartbeat_timeout_s}"
+        )
+    async with httpx.AsyncClient(transport=transport, timeout=REQUEST_TIMEOUT_S) as client:
+        dispatcher = BridgeDispatcher(config, db, ingestor, client)
+        try:
+            yield dispatcher
+        finally:
+            dispatcher.stop_watching()
