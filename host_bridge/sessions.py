@@ -140,9 +140,17 @@ class _Live:
 class SessionManager:
     """Every session of this bridge: starts, reads, cancels, and resumes deliveries on start-up."""
 
-    def __init__(self, options: BridgeOptions, spool: Spool | None = None) -> None:
+    def __init__(
+        self,
+        options: BridgeOptions,
+        spool: Spool | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """`transport`: how sessions reach servers (default the network; tests pass a mock)."""
         self.options = options
         self.spool = spool or Spool.in_dir(options.data_dir)
+        self._transport = transport
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
         self._stopping = threading.Event()
@@ -259,6 +267,7 @@ class SessionManager:
             timeout_s=self.options.timeout_s,
             retry=self.options.retry,
             queue=self.spool.queue(request.operation_id),
+            transport=self._transport,
         )
         live = _Live(request=request, reporter=reporter, training=training)
         self._live[request.operation_id] = live
@@ -320,20 +329,13 @@ class SessionManager:
         """Every spooled point, then the final status: retried with backoff until the server has
         them, the server refuses them for good, or the bridge stops (then they stay spooled)."""
         operation_id = live.request.operation_id
+        info = self.spool.get(operation_id)
+        assert info is not None and info.finished
         pause = 0
         while True:
             try:
-                try:
-                    live.reporter.flush()
-                except ReportError as exc:
-                    if exc.transient:
-                        raise
-                    # Refused points are dropped by the reporter (sending them again cannot
-                    # help, e.g. the run already ended on the server); the status still goes.
-                    log.warning("session %s: the server refused points: %s", operation_id, exc)
-                info = self.spool.get(operation_id)
-                assert info is not None and info.status != "running"
-                live.reporter.send_status(info.status, error=info.error, reason=info.reason)
+                self._send_all(live, info)
+                break
             except ReportError as exc:
                 if not exc.transient:
                     if exc.status_code == 409:  # the run already ended there: nothing to add
@@ -353,9 +355,21 @@ class SessionManager:
                 )
                 if self._stopping.wait(wait):
                     return
-                continue
-            break
         self.spool.update(operation_id, delivered=1)
+
+    def _send_all(self, live: _Live, info: SessionInfo) -> None:
+        """The final flush, then the status. `cancelled` is not sent: the server cancelled the run
+        itself and records it once it sees this session flushed (`points_pending` 0)."""
+        try:
+            live.reporter.flush()
+        except ReportError as exc:
+            if exc.transient:
+                raise
+            # Refused points are dropped by the reporter (sending them again cannot help, e.g.
+            # the run already ended on the server); the status still goes.
+            log.warning("session %s: the server refused points: %s", info.operation_id, exc)
+        if info.status != "cancelled":
+            live.reporter.send_status(info.status, error=info.error, reason=info.reason)
 
     def _heartbeat(self, live: _Live) -> None:
         operation_id = live.request.operation_id

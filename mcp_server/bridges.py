@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -225,9 +225,15 @@ class BridgeDispatcher:
     """The server's side of every bridge. Lives as long as the service (see `open_bridges`)."""
 
     def __init__(
-        self, config: ServerConfig, db: Database, ingestor: Ingestor, client: httpx.AsyncClient
+        self,
+        config: ServerConfig,
+        db: Database,
+        ingestor: Ingestor,
+        client: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self._clock = clock
         self._db = db
         self._ingestor = ingestor
         self._client = client
@@ -306,7 +312,7 @@ class BridgeDispatcher:
                 op.operation_id, OperationStatus.FAILED, error=error.message
             )
             raise error from exc
-        self._seen[op.operation_id] = time.monotonic()
+        self._seen[op.operation_id] = self._clock()
         log.info("run %s dispatched to %s (%s)", op.operation_id, target.url, info.device)
         return await self._ingestor.record_status(
             op.operation_id, OperationStatus.RUNNING, device=info.device
@@ -379,13 +385,13 @@ class BridgeDispatcher:
                 "stop training it",
                 field="operation_id",
             )
-        self._seen[operation_id] = time.monotonic()
+        self._seen[operation_id] = self._clock()
         await record_heartbeat(self._db, operation_id)
         return op
 
     async def check_heartbeats(self) -> list[str]:
         """Fail every active bridge run silent for longer than the timeout; returns their ids."""
-        now = time.monotonic()
+        now = self._clock()
         lost: list[str] = []
         for op in await self._active():
             last = self._seen.setdefault(op.operation_id, now)
@@ -409,7 +415,7 @@ class BridgeDispatcher:
         attached = 0
         for op in await self._active():
             target = self._target(op)
-            self._seen[op.operation_id] = time.monotonic()
+            self._seen[op.operation_id] = self._clock()
             if target is None:
                 await self._lost(op, f"{op.bridge_url} is no longer configured (--bridge)")
                 continue
@@ -484,14 +490,16 @@ async def open_bridges(
     ingestor: Ingestor,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[BridgeDispatcher]:
-    """The dispatcher and its HTTP client, for as long as the service runs."""
+    """The dispatcher and its HTTP client, for as long as the service runs. `transport` and
+    `clock` are seams for tests (a scripted bridge, a clock they move)."""
     if not math.isfinite(config.heartbeat_timeout_s) or config.heartbeat_timeout_s <= 0:
         raise ValueError(
             f"heartbeat_timeout_s: must be a positive number, got {config.heartbeat_timeout_s}"
         )
     async with httpx.AsyncClient(transport=transport, timeout=REQUEST_TIMEOUT_S) as client:
-        dispatcher = BridgeDispatcher(config, db, ingestor, client)
+        dispatcher = BridgeDispatcher(config, db, ingestor, client, clock)
         try:
             yield dispatcher
         finally:
