@@ -49,6 +49,11 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(self.rows / self._batch_size)
 
+    def sizes(self) -> list[int]:
+        """Rows in each batch of a pass: all full but the last (nothing is dropped)."""
+        full, rest = divmod(self.rows, self._batch_size)
+        return [self._batch_size] * full + ([rest] if rest else [])
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self._loader is not None:
             for x, y in self._loader:

@@ -8,16 +8,18 @@ monitored metric, `last.pt` the latest finished epoch.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, BinaryIO, TypedDict
 
 import torch
 from torch import nn
 
 from trainer.spec import TrainingSpec
 
-__all__ = ["BEST", "LAST", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["BEST", "LAST", "Checkpoint", "copy_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -49,10 +51,21 @@ def save_checkpoint(
         "metrics": metrics,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+
+def copy_checkpoint(source: Path, path: Path) -> None:
+    """Copy a written checkpoint to `path`, atomically (best.pt from last.pt, written once)."""
+    with source.open("rb") as f:
+        _write_atomically(path, lambda out: shutil.copyfileobj(f, out))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    # fsync before the rename: after a crash `path` holds the old checkpoint or the new one
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

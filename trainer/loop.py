@@ -18,14 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.batches import Batches, HitCounter, resolve_device
-from trainer.checkpoints import BEST, LAST, save_checkpoint
+from trainer.checkpoints import BEST, LAST, copy_checkpoint, save_checkpoint
 from trainer.datasets import Data, load_data
 from trainer.errors import DatasetError, SpecError
 from trainer.models import build_mlp
@@ -90,6 +89,8 @@ def train(
     scheduler = make_scheduler(spec, optimizer)
     batches = Batches(data.train, spec.batch_size, device, seed=spec.seed, shuffle=True)
     val_batches = None if data.val is None else Batches(data.val, spec.batch_size, device)
+    n_train, sizes, last_batch = batches.rows, batches.sizes(), len(batches) - 1
+    clip, log_every = spec.grad_clip, spec.log_every_n_steps
     check_finite = spec.early_stopping is None or spec.early_stopping.check_finite
     keep_best = spec.early_stopping is not None and spec.early_stopping.restore_best_weights
     artifacts = options.artifact_dir
@@ -106,7 +107,7 @@ def train(
             reason=reason,
             best_epoch=stopper.best_epoch,
             best_value=stopper.best_value,
-            checkpoint_dir=None if artifacts is None else str(artifacts),
+            checkpoint_dir=str(artifacts) if artifacts and (artifacts / LAST).exists() else None,
         )
         return Trained(result, model)
 
@@ -116,7 +117,6 @@ def train(
         model.train()
         learning_rate = float(optimizer.param_groups[0]["lr"])
         losses: list[Tensor] = []
-        sizes: list[int] = []
         hits = HitCounter()
         last_norm: Tensor | None = None
         for i, (x, y) in enumerate(batches):
@@ -127,17 +127,16 @@ def train(
             loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-            if spec.grad_clip is not None:
-                last_norm = nn.utils.clip_grad_norm_(params, spec.grad_clip)
-            elif i == len(batches) - 1:
+            if clip is not None:
+                last_norm = nn.utils.clip_grad_norm_(params, clip)
+            elif i == last_batch:
                 last_norm = grad_norm(params)
             optimizer.step()
             step += 1
             losses.append(loss.detach())
-            sizes.append(len(y))
             if classification:
                 hits.add(out.detach(), y)
-            if spec.log_every_n_steps and step % spec.log_every_n_steps == 0:
+            if log_every and step % log_every == 0:
                 value = loss.item()
                 if check_finite and not math.isfinite(value):
                     return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
@@ -146,7 +145,6 @@ def train(
         batch_losses = torch.stack(losses).tolist()  # the epoch's one device sync
         if check_finite and not all(map(math.isfinite, batch_losses)):
             return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
-        n_train = sum(sizes)
         train_loss = sum(v * n for v, n in zip(batch_losses, sizes, strict=True)) / n_train
 
         # -- evaluate, emit, checkpoint
@@ -173,21 +171,19 @@ def train(
         if decision.improved and keep_best:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if artifacts is not None:
-            targets = [LAST, BEST] if decision.improved else [LAST]
-            for name in targets:
-                save_checkpoint(
-                    Path(artifacts) / name,
-                    model=model,
-                    optimizer=optimizer,
-                    spec=spec,
-                    epoch=epoch,
-                    metrics=metrics,
-                )
-        if decision.stop:
-            outcome: RunOutcome = (
-                "failed" if decision.criterion == "check_finite" else "early_stopped"
+            save_checkpoint(
+                artifacts / LAST,
+                model=model,
+                optimizer=optimizer,
+                spec=spec,
+                epoch=epoch,
+                metrics=metrics,
             )
-            return finish(outcome, epoch, decision.reason)
+            if decision.improved:
+                copy_checkpoint(artifacts / LAST, artifacts / BEST)
+        if decision.stop:  # a non-finite monitored value is a failure, not an early stop
+            failed = decision.criterion == "check_finite"
+            return finish("failed" if failed else "early_stopped", epoch, decision.reason)
         step_scheduler(scheduler, val_loss if val_loss is not None else train_loss)
     return finish("completed", spec.epochs, None)
 
@@ -199,14 +195,14 @@ def _evaluate(
     """Mean loss over the validation set (and accuracy for classification), in eval mode."""
     model.eval()
     total = torch.zeros((), device=batches.device)
-    correct = torch.zeros((), device=batches.device, dtype=torch.long)
+    hits = HitCounter()
     for x, y in batches:
         out = model(x)
         total += loss_fn(out, y) * len(y)
         if classification:
-            correct += (out.argmax(dim=1) == y).sum()
-    n = batches.rows
-    return total.item() / n, correct.item() / n if classification else None
+            hits.add(out, y)
+    accuracy = hits.total() / batches.rows if classification else None
+    return total.item() / batches.rows, accuracy
 
 
 def _stopping_spec(spec: TrainingSpec, data: Data) -> EarlyStoppingSpec:

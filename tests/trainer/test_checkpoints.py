@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -63,3 +64,12 @@ def test_without_restore_the_model_keeps_its_last_weights_and_no_dir_means_no_fi
     assert _same_weights(
         trained_again.model.state_dict(), load_checkpoint(tmp_path / "last.pt")["model"]
     )
+
+
+def test_a_run_cancelled_before_its_first_epoch_reports_no_checkpoints(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    options = TrainerOptions(artifact_dir=tmp_path / "run")
+    trained = train(TrainingSpec(), ListSink(), cancel=cancel, options=options)
+    assert trained.result.checkpoint_dir is None
+    assert not (tmp_path / "run").exists()
