@@ -1,0 +1,143 @@
+"""What the trainer's metrics cost: the loop against a bare PyTorch loop, and the demo's throughput.
+
+The loop runs with a per-step loss logged every step into a sink that does what the server's does
+(a thread-safe hand-off, here `queue.SimpleQueue.put`); the bare loop trains the same model on the
+same data, seed, batches and optimizer, and evaluates val_loss once an epoch, with no metrics at
+all. The loop also runs without step records ("no steps") to show what they cost. Each round
+runs the three in turn, reversing the order every other round so drift in the machine's load
+hits all alike, timed in process CPU seconds, which other processes on a shared machine disturb
+less than wall time. Target: median ratio <= 1.01.
+Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer import EpochRecord, StepRecord, TrainerOptions, TrainingSpec
+from trainer.datasets import load_data
+from trainer.loop import run_training
+from trainer.models import build_mlp
+
+
+class QueueSink:
+    """The server's sink in miniature: hand every record to another thread without waiting."""
+
+    def __init__(self) -> None:
+        self.records: queue.SimpleQueue[EpochRecord | StepRecord] = queue.SimpleQueue()
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        self.records.put(record)
+
+    def on_step(self, record: StepRecord) -> None:
+        self.records.put(record)
+
+
+def bare_loop(spec: TrainingSpec) -> None:
+    """The same training as a bare PyTorch loop: no metrics beyond one val_loss an epoch."""
+    torch.manual_seed(spec.seed)
+    data = load_data(spec, TrainerOptions())
+    model = build_mlp(spec.model, data.n_features, data.n_outputs, seed=spec.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    x, y = data.train[:]
+    assert data.val is not None
+    val_x, val_y = data.val[:]
+    generator = torch.Generator().manual_seed(spec.seed + 2)
+    for _ in range(spec.epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), spec.batch_size):
+            index = order[start : start + spec.batch_size]
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            total = sum(
+                F.cross_entropy(
+                    model(val_x[i : i + spec.batch_size]), val_y[i : i + spec.batch_size]
+                )
+                * len(val_y[i : i + spec.batch_size])
+                for i in range(0, len(val_x), spec.batch_size)
+            )
+            float(total)
+
+
+def cpu_seconds(run: Callable[[], object]) -> float:
+    started = time.process_time()
+    run()
+    return time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pairs", type=int, default=11, help="alternating rounds (>= 5)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    spec = TrainingSpec(epochs=args.epochs, log_every_n_steps=1, device="cpu")
+    quiet = spec.model_copy(update={"log_every_n_steps": 0})  # epoch records only
+    contenders: list[Callable[[], object]] = [
+        lambda: run_training(spec, QueueSink()),
+        lambda: run_training(quiet, QueueSink()),
+        lambda: bare_loop(spec),
+    ]
+    for run in contenders:  # warm-up: imports, allocator, kernels
+        run()
+    rows: list[list[float]] = []
+    for i in range(args.pairs):
+        order = [0, 1, 2] if i % 2 == 0 else [2, 1, 0]
+        times = {k: cpu_seconds(contenders[k]) for k in order}
+        rows.append([times[0], times[1], times[2]])
+    sink = QueueSink()
+    run_training(spec, sink)
+
+    print(
+        f"trainer overhead: demo spec, {args.epochs} epochs, a step record every step "
+        f"({sink.records.qsize()} records a run into queue.SimpleQueue), {args.threads} CPU "
+        f"thread(s), torch {torch.__version__}; process CPU seconds"
+    )
+    header = ("run", "loop", "no steps", "bare", "loop/bare", "no steps/bare")
+    print("{:>4} {:>7} {:>9} {:>7} {:>10} {:>14}".format(*header))
+    for run_no, (loop_s, quiet_s, bare_s) in enumerate(rows, start=1):
+        print(
+            f"{run_no:>4} {loop_s:>7.3f} {quiet_s:>9.3f} {bare_s:>7.3f} {loop_s / bare_s:>10.3f} "
+            f"{quiet_s / bare_s:>14.3f}"
+        )
+    ratio = statistics.median(r[0] / r[2] for r in rows)
+    quiet_ratio = statistics.median(r[1] / r[2] for r in rows)
+    verdict = "ok" if ratio <= 1.01 else "ABOVE TARGET"
+    print(f"median ratio loop/bare: {ratio:.3f} (target <= 1.01: {verdict})")
+    print(f"median ratio loop without step records/bare: {quiet_ratio:.3f}")
+
+    sink = QueueSink()
+    demo = TrainingSpec(device="cpu")
+    started = time.perf_counter()
+    run_training(demo, sink)
+    wall = time.perf_counter() - started
+    drained = [sink.records.get() for _ in range(sink.records.qsize())]
+    epochs = [r for r in drained if isinstance(r, EpochRecord)]
+    n_train = len(load_data(demo, TrainerOptions()).train[:][0])
+    print(
+        f"default demo spec on CPU: {statistics.median(r.samples_per_s for r in epochs):,.0f} "
+        f"samples/s while training (median epoch), {demo.epochs * n_train / wall:,.0f} samples/s "
+        f"over the whole run incl. set-up and evaluation ({wall:.2f} s for {demo.epochs} epochs)"
+    )
+
+
+if __name__ == "__main__":
+    main()
