@@ -70,11 +70,14 @@ class SessionInfo(BaseModel):
 
     operation_id: str
     status: SessionStatus
-    device: str | None = Field(None, description="Where it trains: cpu, cuda, cuda:1, mps")
+    device: str | None = Field(default=None, description="Where it trains: cpu, cuda, cuda:1, mps")
     epochs_done: int = 0
     epochs_total: int
     created_at: float = Field(description="Unix seconds")
-    finished_at: float | None = None
+    started_at: float | None = Field(
+        default=None, description="When training began (data loading on)"
+    )
+    finished_at: float | None = Field(default=None, description="When training ended")
     error: str | None = None
     reason: str | None = None
     cancel_requested: bool = False

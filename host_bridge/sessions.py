@@ -19,6 +19,8 @@ import logging
 import random
 import sqlite3
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +28,17 @@ from typing import Any
 import httpx
 
 from host_bridge.protocol import SessionInfo, SessionList, SessionRequest, SessionStatus
-from host_bridge.reporter import MetricsReporter, ReportError, RetryPolicy
+from host_bridge.reporter import MetricPoint, MetricsReporter, ReportError, RetryPolicy
 from host_bridge.spool import Spool
 from trainer.errors import TrainerError
 from trainer.preflight import TrainerOptions, check_spec
-from trainer.records import EpochRecord, RunResult, StepRecord
+from trainer.records import STEP_LOSS_METRIC, EpochRecord, RunResult, StepRecord
 
 __all__ = ["BridgeOptions", "SessionError", "SessionManager"]
 
 log = logging.getLogger(__name__)
 
+STEP_HOLD_S = 1.0  # per-step losses of a long epoch go about this often
 SHUTDOWN_ERROR = "the bridge shut down during the run; its finished epochs are kept"
 RESTART_ERROR = "the bridge stopped during the run (it was restarted); its finished epochs are kept"
 
@@ -96,6 +99,18 @@ class _SessionReporter(MetricsReporter):
         result: dict[str, Any] = response.json()
         return result
 
+    def put_epoch(self, record: EpochRecord, steps: Sequence[StepRecord]) -> None:
+        """An epoch and the step losses logged during it, queued together (one request)."""
+        points = _step_points(steps)
+        points += [
+            MetricPoint(name, record.epoch, value, record.epoch, record.timestamp)
+            for name, value in record.metrics().items()
+        ]
+        self._put(points)
+
+    def put_steps(self, steps: Sequence[StepRecord]) -> None:
+        self._put(_step_points(steps))
+
     def heartbeat(self) -> None:
         """One try: the next beat is the retry. Raises `ReportError` if refused or unreachable."""
         try:
@@ -108,20 +123,42 @@ class _SessionReporter(MetricsReporter):
             raise ReportError.from_response(response)
 
 
+def _step_points(steps: Sequence[StepRecord]) -> list[MetricPoint]:
+    return [
+        MetricPoint(STEP_LOSS_METRIC, s.step, s.train_loss, s.epoch, s.timestamp) for s in steps
+    ]
+
+
 class _Sink:
-    """What the training thread writes to: the reporter's queue (the spool), and the progress."""
+    """What the training thread writes to: the reporter's queue (the spool), and the progress.
+
+    Per-step losses wait in memory and go with their epoch, so an epoch is one spool write and
+    one request, never queued behind a request of step losses; in an epoch longer than
+    `STEP_HOLD_S` they go about that often. (A bridge killed mid-epoch loses that epoch's held
+    steps with the epoch itself.)
+    """
 
     def __init__(self, reporter: _SessionReporter, spool: Spool, operation_id: str) -> None:
         self._reporter = reporter
         self._spool = spool
         self._operation_id = operation_id
+        self._steps: list[StepRecord] = []
 
     def on_epoch(self, record: EpochRecord) -> None:
-        self._reporter.on_epoch(record)
+        steps, self._steps = self._steps, []
+        self._reporter.put_epoch(record, steps)
         self._spool.update(self._operation_id, epochs_done=record.epoch)
 
     def on_step(self, record: StepRecord) -> None:
-        self._reporter.on_step(record)
+        self._steps.append(record)
+        if record.timestamp - self._steps[0].timestamp >= STEP_HOLD_S:
+            self.flush_steps()
+
+    def flush_steps(self) -> None:
+        """Queue the held steps (at the end of a run that stopped mid-epoch)."""
+        steps, self._steps = self._steps, []
+        if steps:
+            self._reporter.put_steps(steps)
 
 
 @dataclass
@@ -297,6 +334,7 @@ class SessionManager:
         request = live.request
         options = self._trainer_options(self.options.data_dir / "artifacts" / request.operation_id)
         sink = _Sink(live.reporter, self.spool, request.operation_id)
+        self.spool.update(request.operation_id, started_at=time.time())
         try:
             result = run_training(request.spec, sink, cancel=live.cancel, options=options)
         except TrainerError as exc:
@@ -304,6 +342,8 @@ class SessionManager:
         except Exception as exc:  # the top of a session: the server must learn how it ended
             log.exception("session %s raised", request.operation_id)
             return "failed", f"internal error on the bridge: {exc!r}", None, None
+        finally:
+            sink.flush_steps()
         return (*self._outcome(result, live), result.device)
 
     def _outcome(

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     epochs_done INTEGER NOT NULL DEFAULT 0,
     epochs_total INTEGER NOT NULL,
     created_at REAL NOT NULL,
+    started_at REAL,
     finished_at REAL,
     error TEXT,
     reason TEXT,
@@ -60,6 +61,7 @@ _UPDATABLE = frozenset(
         "status",
         "device",
         "epochs_done",
+        "started_at",
         "finished_at",
         "error",
         "reason",
@@ -253,7 +255,7 @@ class SpoolQueue:
 
 _SELECT = (
     "SELECT s.operation_id, s.status, s.device, s.epochs_done, s.epochs_total, s.created_at, "
-    "s.finished_at, s.error, s.reason, s.cancel_requested, s.delivered, "
+    "s.finished_at, s.error, s.reason, s.cancel_requested, s.delivered, s.started_at, "
     "(SELECT count(*) FROM points p WHERE p.operation_id = s.operation_id) FROM sessions s"
 )
 
@@ -271,5 +273,6 @@ def _info(row: tuple[Any, ...]) -> SessionInfo:
         reason=row[8],
         cancel_requested=bool(row[9]),
         delivered=bool(row[10]),
-        points_pending=row[11],
+        started_at=row[11],
+        points_pending=row[12],
     )
