@@ -214,7 +214,7 @@ def choose_bridge(device: str, states: Sequence[BridgeState]) -> BridgeTarget:
             gpu_first = 0 if health.has_gpu else 1
             fit.append((gpu_first, health.sessions_running, order, state.target))
     if not fit:
-        wanted = "a bridge with a CUDA GPU" if device == "cuda" else "a bridge"
+        wanted = "bridge with a CUDA GPU" if device == "cuda" else "bridge"
         raise UnavailableError(
             f"device: no {wanted} is available: " + "; ".join(passed_over), field="device"
         )
