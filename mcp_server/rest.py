@@ -9,6 +9,7 @@ endpoint table below is also the OpenAPI document (`/api/v1/openapi.json`).
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from mcp_server.rest_http import (
 from mcp_server.rest_models import (
     MAX_POINTS,
     CancelRequest,
+    EpochEvent,
     Health,
     IngestResult,
     ListQuery,
@@ -78,7 +80,16 @@ def rest_routes(service: TrainingService) -> list[BaseRoute]:
             Exception: _on_internal_error,
         },
     )
-    return [Mount(PREFIX, app=api)]
+    return [_ApiMount(PREFIX, app=api)]
+
+
+class _ApiMount(Mount):
+    """Everything under the prefix, including paths with a newline (a plain Mount's `.*` stops at
+    one and would hand the request to the MCP app's plain-text 404)."""
+
+    def __init__(self, path: str, app: Starlette) -> None:
+        super().__init__(path, app=app)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
 def _dispatch(methods: dict[str, Endpoint]) -> Handler:
@@ -324,6 +335,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             "ends when the run ends; resumable with Last-Event-ID",
             ok="text/event-stream",
             errors=(404, 422),
+            events={"epoch": EpochEvent, "status": Operation},
         ),
         Endpoint(
             "GET", "/openapi.json", openapi, "openapi", "This document", ok="application/json"

@@ -54,6 +54,7 @@ class Endpoint:
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)  # response header -> description
+    events: dict[str, type[BaseModel]] = field(default_factory=dict)  # SSE event -> its data
     open: bool = False  # no bearer token needed
 
 

@@ -33,6 +33,7 @@ def openapi_document(endpoints: Sequence[Endpoint], prefix: str) -> dict[str, An
         models += [(m, "validation") for m in (e.body, e.query) if m is not None]
         if isinstance(e.ok, type):
             models.append((e.ok, "serialization"))
+        models += [(m, "serialization") for m in e.events.values()]
     refs, schemas = models_json_schema(list(dict.fromkeys(models)), ref_template=_REF)
     components = schemas.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
@@ -119,6 +120,8 @@ def _responses(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "OK"}
     if isinstance(e.ok, type):
         ok["content"] = {"application/json": {"schema": refs[(e.ok, "serialization")]}}
+    elif e.events:
+        ok["content"] = {"text/event-stream": {"schema": _event_schema(e, refs)}}
     elif e.ok == "image/png":
         ok["content"] = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
     elif e.ok is not None:
@@ -136,6 +139,29 @@ def _responses(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     for code in codes:
         responses[str(code)] = {"description": _ERROR_TEXT[code], "content": error}
     return responses
+
+
+def _event_schema(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """One event of the stream (OpenAPI 3.1 reads `schema` of an event stream per event): its
+    name, its id, and its data as JSON of the event's model."""
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": name},
+                    "id": {"type": "string"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": refs[(model, "serialization")],
+                    },
+                },
+            }
+            for name, model in e.events.items()
+        ]
+    }
 
 
 def _is_array(schema: dict[str, Any]) -> bool:

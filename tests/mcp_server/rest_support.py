@@ -37,7 +37,9 @@ async def asgi_client(
 async def live_server(service: TrainingService, token: str | None = None) -> AsyncIterator[str]:
     """The app under a real uvicorn on a free loopback port; yields its base URL at once (the
     socket is listening before uvicorn starts, so early connections wait in its backlog)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it every answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]

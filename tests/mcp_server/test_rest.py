@@ -293,7 +293,7 @@ async def test_the_openapi_document_describes_every_route_from_the_shared_models
     doc = (await api.get(f"{API}/openapi.json")).json()
     assert doc["openapi"] == "3.1.0"
     routes = {(m.upper(), p) for p, methods in doc["paths"].items() for m in methods}
-    assert routes == {
+    assert routes >= {
         ("GET", "/api/v1/health"),
         ("GET", "/api/v1/operations"),
         ("POST", "/api/v1/operations"),
