@@ -208,16 +208,16 @@ def _concurrency(base: str) -> list[Row]:
 
 def _reads(http: httpx.Client, hundred_epochs: str, big: str) -> list[Row]:
     url = f"{API}/operations/{hundred_epochs}/metrics"
-    params = {"metrics": "all", "max_points": 100}
+    params = httpx.QueryParams(metrics="all", max_points=100)
     _timed(lambda: http.get(url, params=params).raise_for_status(), 20)
     history = _timed(lambda: http.get(url, params=params).raise_for_status(), 300)
     one = f"{API}/operations/{hundred_epochs}"
     state = _timed(lambda: http.get(one).raise_for_status(), 300)
     big_url = f"{API}/operations/{big}/metrics"
-    small = {"metrics": "m", "max_points": 500}
+    small = httpx.QueryParams(metrics="m", max_points=500)
     _timed(lambda: http.get(big_url, params=small).raise_for_status(), 5)
     downsampled = _timed(lambda: http.get(big_url, params=small).raise_for_status(), 100)
-    whole = {"metrics": "m", "max_points": 10_000, "last_epochs": 10_000}
+    whole = httpx.QueryParams(metrics="m", max_points=10_000, last_epochs=10_000)
     last_10k = _timed(lambda: http.get(big_url, params=whole).raise_for_status(), 20)
     return [
         Row(
