@@ -1,0 +1,55 @@
+"""The event stream generator itself: live epochs as they are pushed, keep-alive comments while
+nothing happens, and positions that resume exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcp_server.errors import InvalidInputError
+from mcp_server.models import StartTrainingArgs
+from mcp_server.rest_events import StreamPosition, operation_events, parse_last_event_id
+from mcp_server.service import TrainingService
+from storage import OperationStatus
+from tests.mcp_server.rest_support import parse_events
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_running_run_streams_its_status_then_each_pushed_epoch_live(
+    service: TrainingService,
+) -> None:
+    started = await service.start_training(
+        StartTrainingArgs.model_validate({"backend": "external"})
+    )
+    operation_id = started.operation_id
+    stream = operation_events(service, operation_id, StreamPosition(), heartbeat_s=0.01)
+    assert (await anext(stream)).startswith(b"retry: ")
+    (running,) = parse_events((await anext(stream)).decode())
+    assert (running.id, running.event) == ("e0-running", "status")
+    assert await anext(stream) == b": keep-alive\n\n"  # nothing new within a heartbeat
+
+    await service.push_metrics(operation_id, [{"name": "loss", "step": 1, "value": 0.5}])
+    chunk = await anext(stream)
+    while chunk == b": keep-alive\n\n":
+        chunk = await anext(stream)
+    (epoch,) = parse_events(chunk.decode())
+    assert (epoch.id, epoch.event) == ("e1-running", "epoch")
+
+    await service.report_status(operation_id, OperationStatus.COMPLETED)
+    rest = [chunk async for chunk in stream if chunk != b": keep-alive\n\n"]
+    (done,) = parse_events(b"".join(rest).decode())
+    assert (done.id, done.event) == ("e1-completed", "status")
+
+
+def test_event_ids_round_trip_and_strangers_are_refused() -> None:
+    for position in (
+        StreamPosition(),
+        StreamPosition(12),
+        StreamPosition(12, OperationStatus.RUNNING),
+    ):
+        assert parse_last_event_id(position.event_id) == position
+    assert parse_last_event_id(None) == StreamPosition()
+    for bad in ("12", "e-1", "e12-sleeping", "e1x", "e" + "9" * 20):
+        with pytest.raises(InvalidInputError) as caught:
+            parse_last_event_id(bad)
+        assert caught.value.field == "Last-Event-ID"
