@@ -36,7 +36,7 @@ class Data:
     val: Dataset[tuple[Tensor, ...]] | None
     task: Task
     n_features: int
-    n_outputs: int  # classes, or regression targets
+    n_outputs: int  # classes, or regression targets; 0 for a factory (its model decides)
     model: nn.Module | None = None
 
 
@@ -54,35 +54,41 @@ def load_data(spec: TrainingSpec, options: TrainerOptions) -> Data:
 
 def _synthetic(dataset: SyntheticDataset, seed: int) -> tuple[Tensor, Tensor, Task]:
     g = torch.Generator().manual_seed(seed)
-    n = dataset.n_samples
+    n, noise = dataset.n_samples, dataset.noise
     if dataset.name == "blobs":
-        std = 1.0 if dataset.noise is None else dataset.noise
-        y = torch.randint(0, 3, (n,), generator=g)
-        angle = y.double() * (2 * math.pi / 3)
-        centers = 4.0 * torch.stack([angle.cos(), angle.sin()], dim=1)
-        return (
-            (centers + std * torch.randn(n, 2, generator=g, dtype=torch.float64)),
-            y,
-            ("classification"),
-        )
+        return *_blobs(n, 1.0 if noise is None else noise, g), "classification"
     if dataset.name == "noisy_spirals":
-        std = 0.05 if dataset.noise is None else dataset.noise
-        y = torch.randint(0, 2, (n,), generator=g)
-        t = 0.15 + 0.85 * torch.rand(n, generator=g, dtype=torch.float64)  # radius, one turn
-        angle = 2 * math.pi * t + math.pi * y
-        xy = torch.stack([t * angle.cos(), t * angle.sin()], dim=1)
-        xy += std * torch.randn(n, 2, generator=g, dtype=torch.float64)
-        distractors = torch.randn(n, 6, generator=g, dtype=torch.float64)  # memorisable noise
-        flipped = torch.rand(n, generator=g) < 0.1
-        return (
-            torch.cat([xy, distractors], dim=1),
-            torch.where(flipped, 1 - y, y),
-            ("classification"),
-        )
-    std = 0.1 if dataset.noise is None else dataset.noise
+        return *_noisy_spirals(n, 0.05 if noise is None else noise, g), "classification"
+    return *_sine(n, 0.1 if noise is None else noise, g), "regression"
+
+
+def _blobs(n: int, std: float, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Three Gaussian clusters 4 apart from the origin, 120 degrees apart."""
+    y = torch.randint(0, 3, (n,), generator=g)
+    angle = y.double() * (2 * math.pi / 3)
+    centers = 4.0 * torch.stack([angle.cos(), angle.sin()], dim=1)
+    return centers + std * torch.randn(n, 2, generator=g, dtype=torch.float64), y
+
+
+def _noisy_spirals(n: int, std: float, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Two one-turn spirals, 10% of labels flipped, plus 6 features of pure noise.
+
+    The spirals take a large MLP ~7 epochs to learn; the noise features and flipped labels are what
+    it then memorises, which is what makes val_loss turn up.
+    """
+    y = torch.randint(0, 2, (n,), generator=g)
+    radius = 0.15 + 0.85 * torch.rand(n, generator=g, dtype=torch.float64)
+    angle = 2 * math.pi * radius + math.pi * y
+    xy = torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1)
+    xy += std * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    distractors = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    flipped = torch.rand(n, generator=g) < 0.1
+    return torch.cat([xy, distractors], dim=1), torch.where(flipped, 1 - y, y)
+
+
+def _sine(n: int, std: float, g: torch.Generator) -> tuple[Tensor, Tensor]:
     x = 6.0 * torch.rand(n, 1, generator=g, dtype=torch.float64) - 3.0
-    y_reg = x.sin() + std * torch.randn(n, 1, generator=g, dtype=torch.float64)
-    return x, y_reg, "regression"
+    return x, x.sin() + std * torch.randn(n, 1, generator=g, dtype=torch.float64)
 
 
 def _split(x: Tensor, y: Tensor, task: Task, val_fraction: float, seed: int) -> Data:
@@ -121,8 +127,10 @@ def _read_csv(dataset: CsvDataset, options: TrainerOptions) -> tuple[Tensor, Ten
         raise DatasetError("dataset.target", f"column {dataset.target!r} not in header {header}")
     features = list(dataset.features or [c for c in header if c != dataset.target])
     missing = [c for c in features if c not in header]
-    if missing or not features:
-        raise DatasetError("dataset.features", f"columns {missing or features} not usable")
+    if missing:
+        raise DatasetError("dataset.features", f"columns {missing} not in header {header}")
+    if not features:
+        raise DatasetError("dataset.features", f"no feature columns besides the target in {header}")
     columns = [header.index(c) for c in features]
     target_col = header.index(dataset.target)
     values: list[list[float]] = []

@@ -5,10 +5,15 @@ it is given, and does no I/O other than checkpoints. Same spec and seed on CPU g
 metrics (durations and timestamps aside); dropout draws from torch's global generator, so runs that
 use dropout are only repeatable when they do not train side by side in one process.
 
-Hot-path choices, all to keep the loop within ~1% of a bare PyTorch loop: batch losses stay on the
-device until the epoch ends (one sync per epoch, plus one per logged step), train accuracy is
-counted in chunks, and `grad_norm` is the global L2 gradient norm of the epoch's last batch
-(before clipping), not a per-batch mean.
+What the metrics mean: train_loss and train_accuracy are means over the epoch's batches in train
+mode (as Keras reports them); val_loss and val_accuracy are measured in eval mode after the epoch;
+`grad_norm` is the global L2 gradient norm of the epoch's last batch (before clipping), not a
+per-batch mean; samples_per_s counts the training phase only; learning_rate is the rate the epoch
+trained with.
+
+Hot-path choices, so metrics cost a bare loop next to nothing (bench/trainer_overhead.py measures
+it): batch losses stay on the device until the epoch ends (one sync per epoch, plus one per
+logged step), and train accuracy is counted in chunks of ~64k rows rather than per batch.
 """
 
 from __future__ import annotations

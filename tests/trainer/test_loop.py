@@ -7,8 +7,11 @@ import math
 import re
 import threading
 
+import pytest
+import torch
+
 from tests.trainer.conftest import ListSink
-from trainer import EarlyStoppingSpec, ModelSpec, SyntheticDataset, TrainingSpec
+from trainer import EarlyStoppingSpec, ModelSpec, SpecError, SyntheticDataset, TrainingSpec
 from trainer.loop import run_training
 
 BLOBS = SyntheticDataset(name="blobs", n_samples=300)
@@ -210,3 +213,12 @@ def test_reduce_on_plateau_cuts_the_learning_rate_when_val_loss_stalls() -> None
     sink = ListSink()
     run_training(spec, sink)
     assert [r.learning_rate for r in sink.epochs] == [1e-6, 1e-6, 5e-7, 2.5e-7]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_fails_before_training_naming_the_device() -> None:
+    sink = ListSink()
+    with pytest.raises(SpecError, match="'cuda' is not available") as caught:
+        run_training(TrainingSpec(dataset=BLOBS, model=SMALL, device="cuda"), sink)
+    assert caught.value.field == "device"
+    assert sink.epochs == []

@@ -122,6 +122,15 @@ def test_csv_features_must_be_distinct_and_exclude_the_target() -> None:
         CsvDataset(path="d.csv", target="y", features=("a", "a"))
 
 
+def test_the_spec_has_a_json_schema_with_the_dataset_kinds() -> None:
+    schema = TrainingSpec.model_json_schema()
+    assert set(schema["properties"]["dataset"]["discriminator"]["mapping"]) == {
+        "synthetic",
+        "csv",
+        "factory",
+    }
+
+
 def test_a_linear_model_has_no_hidden_layers() -> None:
     assert ModelSpec(hidden_sizes=()).hidden_sizes == ()
 
