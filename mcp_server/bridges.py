@@ -238,7 +238,7 @@ class BridgeDispatcher:
         self._ingestor = ingestor
         self._client = client
         self._seen: dict[str, float] = {}  # operation -> monotonic time of its last sign of life
-        self._watch_scope: anyio.CancelScope | None = None
+        self._stop = anyio.Event()
         self.timeout_s = config.heartbeat_timeout_s
 
     @property
@@ -447,21 +447,22 @@ class BridgeDispatcher:
 
     async def watch(self) -> None:
         """Re-attach, then check heartbeats every quarter timeout (at most every second), until
-        `stop_watching`."""
-        with anyio.CancelScope() as scope:
-            self._watch_scope = scope
-            await self.reattach()
-            tick = min(1.0, self.timeout_s / 4)
-            while True:
-                await anyio.sleep(tick)
-                try:
-                    await self.check_heartbeats()
-                except Exception:  # the watchdog outlives one bad check (a busy database)
-                    log.exception("bridge watchdog check failed")
+        `stop_watching`. Stopping waits for a check in progress instead of cancelling it: a
+        database call cancelled half-way leaks its connection."""
+        await self.reattach()
+        tick = min(1.0, self.timeout_s / 4)
+        while not self._stop.is_set():
+            with anyio.move_on_after(tick):
+                await self._stop.wait()
+            if self._stop.is_set():
+                return
+            try:
+                await self.check_heartbeats()
+            except Exception:  # the watchdog outlives one bad check (a busy database)
+                log.exception("bridge watchdog check failed")
 
     def stop_watching(self) -> None:
-        if self._watch_scope is not None:
-            self._watch_scope.cancel()
+        self._stop.set()
 
     async def _lost(self, op: Operation, why: str) -> None:
         await self._finish(

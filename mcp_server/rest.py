@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 
 from mcp_server import __version__
-from mcp_server.errors import ConflictError, InvalidInputError, ServiceError
+from mcp_server.errors import InvalidInputError, ServiceError
 from mcp_server.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
 from mcp_server.models import StartTrainingResult as Started
 from mcp_server.rest_bridge import bridge_endpoints
@@ -52,7 +52,7 @@ from mcp_server.rest_models import (
 )
 from mcp_server.rest_openapi import docs_page, openapi_document
 from mcp_server.service import TrainingService
-from storage import Backend, Operation, OperationStatus
+from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
 
 __all__ = ["OPEN_PATHS", "PREFIX", "rest_endpoints", "rest_routes"]
@@ -159,13 +159,6 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     async def report_status(request: Request) -> Response:
         report = parse_body(StatusReport, await read_json(request))
         operation_id = op_id(request)
-        current = await service.get_operation(operation_id)
-        if current.backend is Backend.LOCAL:
-            raise ConflictError(
-                "status: a run trained by this server reports its own status; "
-                f"to stop it, POST {PREFIX}/operations/{operation_id}/cancel",
-                field="status",
-            )
         op = await service.report_status(
             operation_id, OperationStatus(report.status), error=report.error, reason=report.reason
         )

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mcp_server.ingest import Ingestor
-from storage import OperationStatus
+from storage import IllegalTransitionError, OperationStatus
 from trainer.preflight import TrainerOptions
 from trainer.records import EpochRecord, RunResult, StepRecord
 from trainer.spec import TrainingSpec
@@ -101,18 +101,15 @@ class LocalRunner:
         try:
             async with self._limiter:
                 if run.cancel.is_set():  # stopped while queued
-                    await self._ingestor.record_status(
-                        operation_id, _cancelled_status(run), reason=run.reason
-                    )
+                    await self._end(operation_id, _cancelled_status(run), reason=run.reason)
                     return
                 run.started = True
-                await self._ingestor.record_status(operation_id, OperationStatus.RUNNING)
+                if not await self._end(operation_id, OperationStatus.RUNNING):
+                    return  # stopped between the queue and the start
                 await self._train(operation_id, spec, run)
         except Exception as exc:  # the top of a run: record any failure on the operation
             log.exception("run %s failed", operation_id)
-            await self._ingestor.record_status(
-                operation_id, OperationStatus.FAILED, error=f"internal error: {exc!r}"
-            )
+            await self._end(operation_id, OperationStatus.FAILED, error=f"internal error: {exc!r}")
         finally:
             self._runs.pop(operation_id, None)
 
@@ -136,7 +133,7 @@ class LocalRunner:
             finally:
                 send.close()
         if result is None:
-            await self._ingestor.record_status(operation_id, OperationStatus.FAILED, error=error)
+            await self._end(operation_id, OperationStatus.FAILED, error=error)
             return
         await self._finish(operation_id, result, run)
 
@@ -149,9 +146,27 @@ class LocalRunner:
         }[result.outcome]
         if result.outcome == "cancelled":
             status = _cancelled_status(run)
-        await self._ingestor.record_status(
-            operation_id, status, error=error, reason=reason, device=result.device
-        )
+        await self._end(operation_id, status, error=error, reason=reason, device=result.device)
+
+    async def _end(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+        device: str | None = None,
+    ) -> bool:
+        """Record a status; False when the run was already finished by someone else (a stop that
+        raced with the start or the end of the run): the first word stands."""
+        try:
+            await self._ingestor.record_status(
+                operation_id, status, error=error, reason=reason, device=device
+            )
+        except IllegalTransitionError as exc:
+            log.info("run %s: %s", operation_id, exc)
+            return False
+        return True
 
     async def _consume(self, operation_id: str, receive: MemoryObjectReceiveStream[Record]) -> None:
         steps: list[StepRecord] = []

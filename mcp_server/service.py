@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 WaitUntil = Literal["next_epoch", "epochs", "end"]
-_CURSOR = re.compile(r"^e(\d+)(?:\.s(\d+))?$")
+_CURSOR = re.compile(r"^e(-1|\d+)(?:\.s(-1|\d+))?$")
 MAX_WAIT_S = 55.0
 
 
@@ -78,15 +78,18 @@ def resource_links(operation_id: str) -> ResourceLinks:
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int]:
+    """(last epoch-level step read, last per-step step read); -1 where nothing was read yet, so
+    points stored at step 0 are returned too."""
     if cursor is None or cursor == "":
-        return 0, 0
+        return -1, -1
     match = _CURSOR.match(cursor)
     if match is None:
         raise InvalidInputError(
             "cursor: expected a value returned as next_cursor, such as 'e12' or 'e12.s480'",
             field="cursor",
         )
-    return int(match.group(1)), int(match.group(2) or 0)
+    step = match.group(2)
+    return int(match.group(1)), int(step) if step is not None else -1
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -265,8 +268,15 @@ class TrainingService:
         error: str | None = None,
         reason: str | None = None,
     ) -> Operation:
-        """An external run reports that it finished (or failed)."""
-        await self._get(operation_id)
+        """An external run reports that it finished (or failed). A run this server trains
+        reports its own status: stop it with `stop_training` instead."""
+        current = await self._get(operation_id)
+        if current.backend is Backend.LOCAL:
+            raise ConflictError(
+                "status: a run trained by this server reports its own status; stop it with "
+                f"stop_training (REST: POST /api/v1/operations/{operation_id}/cancel)",
+                field="status",
+            )
         try:
             return await self.ingestor.record_status(
                 operation_id, status, error=error, reason=reason
@@ -346,7 +356,7 @@ class TrainingService:
                 self.db,
                 operation_id,
                 names=names,
-                after_step=after,
+                after_step=after if after >= 0 else None,
                 last=last,
                 max_points=max_points,
             )
@@ -366,7 +376,7 @@ class TrainingService:
             series=series,
             missing=missing,
             available=stored,
-            next_cursor=f"e{next_epoch}" + (f".s{next_step}" if next_step else ""),
+            next_cursor=f"e{next_epoch}" + (f".s{next_step}" if next_step >= 0 else ""),
             indicators=await self.indicators(operation_id),
         )
 
@@ -434,7 +444,8 @@ class TrainingService:
                     break
                 with anyio.move_on_after(5.0):  # a progress beat at least every 5 s
                     await changed.wait()
-        metrics = await self.get_metrics(operation_id, cursor=f"e{start_epoch}")
+        since = f"e{start_epoch}" if start_epoch > 0 else None
+        metrics = await self.get_metrics(operation_id, cursor=since)
         return WaitResult(
             operation_id=operation_id,
             reached=reached,

@@ -157,11 +157,17 @@ class MetricPointIn(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=True)
 
-    name: str = Field(description="Metric name, " + METRIC_NAME_PATTERN)
+    name: str = Field(
+        description="Metric name: a letter, then letters, digits and _ . / - (<= 128 in all)",
+        # Published in the JSON schema; checked by the validator below for a plainer message.
+        json_schema_extra={"pattern": METRIC_NAME_PATTERN, "maxLength": 128},
+    )
     step: int = Field(ge=0, le=2**62, description="Epoch for epoch metrics, global batch for steps")
     value: float = Field(description="May be NaN or +/-inf: stored faithfully and flagged.")
     epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    wall_time: float | None = Field(default=None, ge=0, description="Unix seconds; now if absent")
+    wall_time: float | None = Field(
+        default=None, ge=0, le=1e11, allow_inf_nan=False, description="Unix seconds; now if absent"
+    )
 
     @field_validator("name")
     @classmethod

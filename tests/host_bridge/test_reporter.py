@@ -165,7 +165,7 @@ def test_an_unreachable_server_keeps_points_queued_until_it_answers() -> None:
         r.flush()
     assert caught.value.transient
     assert r.stats.queued == 2
-    assert len(server.requests) == NO_WAIT.attempts
+    assert len(server.requests) >= NO_WAIT.attempts  # the background sender may try too
     reachable = True
     r.flush()
     assert (r.stats.queued, r.stats.points_stored) == (0, 2)
