@@ -20,7 +20,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,7 +310,7 @@ class SessionManager:
         self._live[request.operation_id] = live
         return live
 
-    def _spawn(self, live: _Live, target: Any, name: str) -> None:
+    def _spawn(self, live: _Live, target: Callable[[_Live], None], name: str) -> None:
         for fn, label in ((target, name), (self._heartbeat, f"heartbeat-{name}")):
             thread = threading.Thread(target=fn, args=(live,), name=label, daemon=True)
             live.threads.append(thread)
