@@ -167,6 +167,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    # httpx logs every request at INFO: a bridge pushing each epoch would drown the log.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 async def _serve_stdio(config: ServerConfig) -> None:
