@@ -9,7 +9,7 @@ from torch import nn
 
 from trainer.spec import ModelSpec
 
-__all__ = ["build_mlp"]
+__all__ = ["SeededDropout", "build_mlp"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -19,18 +19,41 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+class SeededDropout(nn.Module):
+    """Dropout whose masks come from its own generator, not torch's global one, so two runs
+    training side by side in one process (the server's worker threads) stay repeatable."""
+
+    def __init__(self, p: float, seed: int) -> None:
+        super().__init__()
+        self.p = p
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self._generator is None or self._generator.device != x.device:
+            self._generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        keep = torch.rand(x.shape, generator=self._generator, device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, seed={self.seed}"
+
+
 def build_mlp(spec: ModelSpec, n_features: int, n_outputs: int, *, seed: int) -> nn.Sequential:
     """Linear -> activation (-> Dropout) per hidden size, then a Linear head to `n_outputs`.
 
-    Weights are drawn from a generator seeded with `seed` (PyTorch's default Linear init), not from
-    the global one, so two runs training side by side in one process still start identically.
+    Weights are drawn from a generator seeded with `seed` (PyTorch's default Linear init) and
+    dropout masks from per-layer generators, never from the global one, so two runs training side
+    by side in one process still train identically.
     """
     layers: list[nn.Module] = []
     width = n_features
-    for size in spec.hidden_sizes:
+    for index, size in enumerate(spec.hidden_sizes):
         layers += [nn.Linear(width, size), _ACTIVATIONS[spec.activation]()]
         if spec.dropout > 0:
-            layers.append(nn.Dropout(spec.dropout))
+            layers.append(SeededDropout(spec.dropout, seed=seed + 100 + index))
         width = size
     layers.append(nn.Linear(width, n_outputs))
     model = nn.Sequential(*layers)

@@ -222,3 +222,27 @@ def test_asking_for_cuda_without_it_fails_before_training_naming_the_device() ->
         run_training(TrainingSpec(dataset=BLOBS, model=SMALL, device="cuda"), sink)
     assert caught.value.field == "device"
     assert sink.epochs == []
+
+
+def test_dropout_runs_are_repeatable_even_when_another_run_trains_beside_them() -> None:
+    spec = TrainingSpec.model_validate(
+        {
+            "dataset": {"kind": "synthetic", "name": "blobs", "n_samples": 300},
+            "model": {"hidden_sizes": [32], "dropout": 0.5},
+            "epochs": 2,
+            "batch_size": 16,
+        }
+    )
+    alone = ListSink()
+    run_training(spec, alone)
+    side, other = ListSink(), ListSink()
+    threads = [threading.Thread(target=run_training, args=(spec, sink)) for sink in (side, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    def losses(sink: ListSink) -> list[float]:
+        return [r.train_loss for r in sink.epochs]
+
+    assert losses(side) == losses(alone) == losses(other)
