@@ -48,6 +48,9 @@ bench: $(STAMP)
 	$(PY) bench/storage_bench.py
 	$(PY) bench/analysis_bench.py
 	$(PY) bench/trainer_overhead.py
+	$(PY) bench/mcp_bench.py
+	$(PY) bench/rest_bench.py
+	$(PY) bench/bridge_bench.py
 
 # claude_desktop_config.example.json with this checkout's absolute paths filled in.
 claude-config: $(STAMP)
