@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,26 +61,22 @@ class AppendResult:
         return f"AppendResult(received={self.received}, stored={self.stored})"
 
 
-def _insert(db: Database) -> Any:
-    return sqlite_insert if db.is_sqlite else pg_insert
-
-
-async def _series_ids(
-    db: Database, conn: AsyncConnection, operation_id: str, names: Iterable[str]
+def _series_ids(
+    conn: Connection, is_sqlite: bool, operation_id: str, names: Iterable[str]
 ) -> dict[str, int]:
     wanted = set(names)
     query = select(series.c.name, series.c.id).where(
         series.c.operation_id == operation_id, series.c.name.in_(wanted)
     )
-    ids: dict[str, int] = {name: sid for name, sid in (await conn.execute(query)).all()}
+    ids: dict[str, int] = {name: sid for name, sid in conn.execute(query).all()}
     missing = wanted - ids.keys()
     if missing:
-        stmt = _insert(db)(series).on_conflict_do_nothing()
-        await conn.execute(
+        stmt = (sqlite_insert if is_sqlite else pg_insert)(series).on_conflict_do_nothing()
+        conn.execute(
             stmt,
             [{"operation_id": operation_id, "name": n, "n_points": 0} for n in sorted(missing)],
         )
-        ids.update({name: sid for name, sid in (await conn.execute(query)).all()})
+        ids.update({name: sid for name, sid in conn.execute(query).all()})
     return ids
 
 
@@ -98,9 +94,11 @@ async def append_points(
     records, in the same transaction, how many epochs the run has finished."""
     batch = validate_points(raw_points)
     now_ms = int(time.time() * 1000)
-    async with db.write() as conn:
-        status = (
-            await conn.execute(select(operations.c.status).where(operations.c.id == operation_id))
+    is_sqlite = db.is_sqlite
+
+    def transaction(conn: Connection) -> AppendResult:
+        status = conn.execute(
+            select(operations.c.status).where(operations.c.id == operation_id)
         ).scalar_one_or_none()
         if status is None:
             raise OperationNotFoundError(operation_id)
@@ -108,7 +106,7 @@ async def append_points(
             raise OperationFinishedError(operation_id, status)
         stored = 0
         if batch:
-            ids = await _series_ids(db, conn, operation_id, {p.name for p in batch})
+            ids = _series_ids(conn, is_sqlite, operation_id, {p.name for p in batch})
             rows = [
                 {
                     "series_id": ids[p.name],
@@ -121,11 +119,11 @@ async def append_points(
                 for p in batch
             ]
             insert_points = (
-                _insert(db)(points)
+                (sqlite_insert if is_sqlite else pg_insert)(points)
                 .on_conflict_do_nothing()
                 .returning(points.c.series_id, points.c.step)
             )
-            added = {(r[0], r[1]) for r in (await conn.execute(insert_points, rows)).all()}
+            added = {(r[0], r[1]) for r in conn.execute(insert_points, rows).all()}
             stored = len(added)
             if added:
                 new_rows = [r for r in rows if (r["series_id"], r["step"]) in added]
@@ -133,14 +131,16 @@ async def append_points(
                     new_rows = list(
                         {(r["series_id"], r["step"]): r for r in reversed(new_rows)}.values()
                     )
-                await conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
+                conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
         if progress_epoch is not None:
-            await conn.execute(
+            conn.execute(
                 update(operations)
                 .where(operations.c.id == operation_id, operations.c.epochs_done < progress_epoch)
                 .values(epochs_done=progress_epoch, heartbeat_at=time.time())
             )
-    return AppendResult(len(batch), stored)
+        return AppendResult(len(batch), stored)
+
+    return await db.run_write(transaction)
 
 
 # Keep each series' count, first step and latest point current without reading it first. In an
