@@ -50,6 +50,19 @@ class Database:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(body)
 
+    async def run_read(self, body: Callable[[Connection], T]) -> T:
+        """Run `body` (plain synchronous SQLAlchemy) on one connection, in one hop to a worker
+        thread on a SQLite file (see `run_write`)."""
+        if self.sync_engine is not None:
+            return await anyio.to_thread.run_sync(self._read_in_thread, body)
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(body)
+
+    def _read_in_thread(self, body: Callable[[Connection], T]) -> T:
+        assert self.sync_engine is not None
+        with self.sync_engine.connect() as conn:
+            return body(conn)
+
     def _in_thread(self, body: Callable[[Connection], T]) -> T:
         assert self.sync_engine is not None
         with self.sync_engine.begin() as conn:

@@ -11,7 +11,6 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import Database
 from storage.errors import InvalidPointError, OperationFinishedError, OperationNotFoundError
@@ -184,13 +183,14 @@ def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def latest_values(db: Database, operation_id: str) -> list[SeriesLatest]:
     """The latest value of every metric of an operation, from the series summaries."""
-    async with db.read() as conn:
-        rows = (
-            await conn.execute(
-                select(series).where(series.c.operation_id == operation_id).order_by(series.c.name)
-            )
+
+    def query(conn: Connection) -> list[SeriesLatest]:
+        rows = conn.execute(
+            select(series).where(series.c.operation_id == operation_id).order_by(series.c.name)
         ).all()
-    return [SeriesLatest.from_row(r) for r in rows]
+        return [SeriesLatest.from_row(r) for r in rows]
+
+    return await db.run_read(query)
 
 
 async def read_metrics(
@@ -208,14 +208,16 @@ async def read_metrics(
     and any non-finite point. Every series reports total, matching and returned counts."""
     if max_points is not None and max_points < 4:
         raise ValueError("max_points: must be at least 4")
-    async with db.read() as conn:
-        query = select(series).where(series.c.operation_id == operation_id)
+    is_sqlite = db.is_sqlite
+
+    def query(conn: Connection) -> MetricsRead:
+        wanted = select(series).where(series.c.operation_id == operation_id)
         if names is not None:
-            query = query.where(series.c.name.in_(list(names)))
-        found = {r.name: r for r in (await conn.execute(query.order_by(series.c.name))).all()}
+            wanted = wanted.where(series.c.name.in_(list(names)))
+        found = {r.name: r for r in conn.execute(wanted.order_by(series.c.name)).all()}
         if not found:
             exists = (
-                await conn.execute(select(operations.c.id).where(operations.c.id == operation_id))
+                conn.execute(select(operations.c.id).where(operations.c.id == operation_id))
             ).scalar_one_or_none()
             if exists is None:
                 raise OperationNotFoundError(operation_id)
@@ -225,7 +227,7 @@ async def read_metrics(
             for n in order
             if last is None and (max_points is None or found[n].n_points <= max_points)
         ]
-        fetched = await _read_whole(conn, [found[n] for n in small], after_step)
+        fetched = _read_whole(conn, [found[n] for n in small], after_step)
         result: list[SeriesData] = []
         for name in order:
             row = found[name]
@@ -236,13 +238,15 @@ async def read_metrics(
                 )
                 continue
             after = after_step.get(name) if isinstance(after_step, Mapping) else after_step
-            result.append(await _read_series(db, conn, row, after, last, max_points))
-    missing = [n for n in (names or []) if n not in found]
-    return MetricsRead(operation_id=operation_id, series=result, missing=missing)
+            result.append(_read_series(is_sqlite, conn, row, after, last, max_points))
+        missing = [n for n in (names or []) if n not in found]
+        return MetricsRead(operation_id=operation_id, series=result, missing=missing)
+
+    return await db.run_read(query)
 
 
-async def _read_whole(
-    conn: AsyncConnection, rows: list[Any], after_step: int | Mapping[str, int] | None
+def _read_whole(
+    conn: Connection, rows: list[Any], after_step: int | Mapping[str, int] | None
 ) -> dict[str, list[Row]]:
     """Every point after the cursor of several series, in one query (the common, small case)."""
     if not rows:
@@ -255,7 +259,7 @@ async def _read_whole(
         query = query.where(points.c.step > after_step)
     out: dict[str, list[Row]] = {name: [] for name in by_id.values()}
     cursors = after_step if isinstance(after_step, Mapping) else {}
-    fetched = (await conn.execute(query.order_by(points.c.series_id, points.c.step))).all()
+    fetched = (conn.execute(query.order_by(points.c.series_id, points.c.step))).all()
     for sid, step, value, special in fetched:
         name = by_id[sid]
         if step > cursors.get(name, -1):
@@ -263,9 +267,9 @@ async def _read_whole(
     return out
 
 
-async def _read_series(
-    db: Database,
-    conn: AsyncConnection,
+def _read_series(
+    is_sqlite: bool,
+    conn: Connection,
     row: Any,
     after: int | None,
     last: int | None,
@@ -279,14 +283,14 @@ async def _read_series(
         matching = total
     else:
         matching = (
-            await conn.execute(
+            conn.execute(
                 select(func.count())
                 .select_from(points)
                 .where(points.c.series_id == sid, points.c.step > after)
             )
         ).scalar_one()
     if last is not None and last < matching:
-        rows = (await conn.execute(cols.order_by(points.c.step.desc()).limit(last))).all()
+        rows = (conn.execute(cols.order_by(points.c.step.desc()).limit(last))).all()
         selected: list[Row] = [(r[0], r[1], r[2]) for r in reversed(rows)]
         matching_in = last
     else:
@@ -294,13 +298,13 @@ async def _read_series(
         matching_in = matching
     if max_points is None or matching_in <= max_points:
         if not selected:
-            rows = (await conn.execute(cols.order_by(points.c.step))).all()
+            rows = (conn.execute(cols.order_by(points.c.step))).all()
             selected = [(r[0], r[1], r[2]) for r in rows]
         return SeriesData.build(row.name, total, matching, selected, downsampled=False)
     if selected:  # last N, then downsampled in memory (N is already bounded by the caller)
         kept = downsample_rows(selected, max_points, nonfinite=row.nonfinite > 0)
     else:
-        kept = await _downsample_in_db(db, conn, sid, after, row, max_points)
+        kept = _downsample_in_db(is_sqlite, conn, sid, after, row, max_points)
     return SeriesData.build(row.name, total, matching, kept, downsampled=True)
 
 
@@ -356,9 +360,9 @@ _SPECIAL = (
 )
 
 
-async def _downsample_in_db(
-    db: Database,
-    conn: AsyncConnection,
+def _downsample_in_db(
+    is_sqlite: bool,
+    conn: Connection,
     sid: int,
     after: int | None,
     row: Any,
@@ -369,13 +373,13 @@ async def _downsample_in_db(
     lo = row.first_step if after is None else after + 1
     hi = row.last_step
     first_step = (
-        await conn.execute(
+        conn.execute(
             select(func.min(points.c.step)).where(points.c.series_id == sid, points.c.step >= lo)
         )
     ).scalar_one()
     lo = first_step
     span = hi - lo + 1
-    if db.is_sqlite:
+    if is_sqlite:
         pick_min = _SQLITE_MIN
         pick_max = _SQLITE_MIN.replace("min(value)", "max(value)")
     else:
@@ -386,12 +390,12 @@ async def _downsample_in_db(
     )
     params = {"nb": nb, "lo": lo, "span": span, "sid": sid}
     steps = {first_step}
-    for picked in (await conn.execute(text(sql), params)).all():
+    for picked in (conn.execute(text(sql), params)).all():
         steps.update(s for s in picked if s is not None)
     fetch = (
         select(points.c.step, points.c.value, points.c.special)
         .where(points.c.series_id == sid, points.c.step.in_(bindparam("steps", expanding=True)))
         .order_by(points.c.step)
     )
-    rows = (await conn.execute(fetch, {"steps": sorted(steps)})).all()
+    rows = (conn.execute(fetch, {"steps": sorted(steps)})).all()
     return [(r[0], r[1], r[2]) for r in rows]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from storage.database import Database
 from storage.errors import IllegalTransitionError, OperationNotFoundError
@@ -68,10 +68,10 @@ async def create_operation(
 
 
 async def get_operation(db: Database, operation_id: str) -> Operation:
-    async with db.read() as conn:
-        row = (
-            await conn.execute(select(operations).where(operations.c.id == operation_id))
-        ).one_or_none()
+    def query(conn: Connection) -> Any:
+        return conn.execute(select(operations).where(operations.c.id == operation_id)).one_or_none()
+
+    row = await db.run_read(query)
     if row is None:
         raise OperationNotFoundError(operation_id)
     return Operation.from_row(row)
@@ -90,8 +90,7 @@ async def list_operations(
         query = query.where(operations.c.status == status.value)
     if backend is not None:
         query = query.where(operations.c.backend == backend.value)
-    async with db.read() as conn:
-        rows = (await conn.execute(query.limit(limit))).all()
+    rows = await db.run_read(lambda conn: conn.execute(query.limit(limit)).all())
     return [Operation.from_row(r) for r in rows]
 
 
