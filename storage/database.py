@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storage.errors import StorageError
 from storage.schema import metadata
 
 T = TypeVar("T")
@@ -27,6 +28,27 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / DB_FILENAME).resolve()}"
 
 
+class _Pending(Generic[T]):
+    """A write waiting for its group's transaction."""
+
+    __slots__ = ("body", "done", "error", "result")
+
+    def __init__(self, body: Callable[[Connection], T]) -> None:
+        self.body = body
+        self.done = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+def _run_group(conn: Connection, group: list[_Pending[Any]]) -> None:
+    for item in group:
+        try:
+            item.result = item.body(conn)
+        except StorageError as exc:  # refused before writing: the others go on
+            item.error = exc
+        item.done = True
+
+
 @dataclass(eq=False)
 class Database:
     """An open database. Writes go through `write()` or `run_write()`, which serialise writers in
@@ -36,19 +58,47 @@ class Database:
     url: str
     sync_engine: Engine | None = None  # SQLite files: hot writes run whole in one worker thread
     _write_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _pending: list[_Pending[Any]] = field(default_factory=list)
 
     async def run_write(self, body: Callable[[Connection], T]) -> T:
-        """Run `body` (plain synchronous SQLAlchemy) as one write transaction.
+        """Run `body` (plain synchronous SQLAlchemy) in a write transaction.
 
         On a SQLite file the whole transaction runs in one hop to a worker thread: aiosqlite
         would hop to its thread several times per statement (~0.1 ms each), which dominated the
         cost of storing an epoch. Elsewhere (asyncpg) it runs through the async connection.
+
+        Group commit: bodies that arrive while another transaction runs are committed together
+        in the next one. A body may raise a `StorageError` only before it writes anything (it is
+        then refused alone); any other error rolls the group back and each body is retried in a
+        transaction of its own.
         """
+        item: _Pending[T] = _Pending(body)
+        self._pending.append(item)
         async with self._write_lock:
-            if self.sync_engine is not None:
-                return await anyio.to_thread.run_sync(self._in_thread, body)
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(body)
+            if not item.done:
+                group, self._pending = self._pending, []
+                await self._commit_group(group)
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]  # set whenever error is None
+
+    async def _commit_group(self, group: list[_Pending[Any]]) -> None:
+        try:
+            await self._transaction(lambda conn: _run_group(conn, group))
+        except Exception:  # the group failed as a whole: run each body on its own
+            for item in group:
+                item.done, item.error = False, None
+                try:
+                    item.result = await self._transaction(item.body)
+                except Exception as exc:
+                    item.error = exc
+                item.done = True
+
+    async def _transaction(self, body: Callable[[Connection], T]) -> T:
+        if self.sync_engine is not None:
+            return await anyio.to_thread.run_sync(self._in_thread, body)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(body)
 
     async def run_read(self, body: Callable[[Connection], T]) -> T:
         """Run `body` (plain synchronous SQLAlchemy) on one connection, in one hop to a worker

@@ -195,3 +195,24 @@ async def test_a_retry_that_overlaps_stored_points_keeps_counts_and_latest_exact
     assert (latest["val_loss"].count, latest["val_loss"].step) == (5, 5)
     assert latest["val_loss"].value == 2.0 / 5
     assert read.series[0].values[1] == 2.0 / 2  # the first point stored for a step wins
+
+
+async def test_a_refused_write_does_not_take_concurrent_writes_down_with_it(db_url: str) -> None:
+    async with connect(db_url) as db:
+        live, done = await _op(db), await _op(db)
+        await set_status(db, done, OperationStatus.CANCELLED)
+        outcomes: dict[str, int | OperationFinishedError] = {}
+
+        async def push(op: str, key: str) -> None:
+            try:
+                outcomes[key] = (await append_points(db, op, _epochs(3))).stored
+            except OperationFinishedError as exc:
+                outcomes[key] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):  # interleaved, so some share one group transaction
+                tg.start_soon(push, live if i % 2 else done, f"{'live' if i % 2 else 'done'}{i}")
+        read = await read_metrics(db, live)
+    assert sorted(v for k, v in outcomes.items() if isinstance(v, int)) == [0, 0, 6]
+    assert all(isinstance(v, OperationFinishedError) for k, v in outcomes.items() if "done" in k)
+    assert [s.total_points for s in read.series] == [3, 3]
