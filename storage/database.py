@@ -127,11 +127,6 @@ class Database:
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
-
     async def close(self) -> None:
         await self.engine.dispose()
         if self.sync_engine is not None:
