@@ -22,15 +22,9 @@ async def load_history(db: Database, operation_id: str) -> list[EpochMetrics]:
     for series in read.series:
         if is_step_metric(series.name):
             continue
-        for step, value in zip(series.steps, series.values, strict=True):
-            rows[step][series.name] = (
-                value if value is not None else _non_finite(series.non_finite[str(step)])
-            )
+        for step, value in zip(series.steps, series.floats(), strict=True):
+            rows[step][series.name] = value
     return [EpochMetrics(epoch=epoch, values=rows[epoch]) for epoch in sorted(rows)]
-
-
-def _non_finite(kind: str) -> float:
-    return {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}[kind]
 
 
 class AnalysisCache:

@@ -63,7 +63,7 @@ class Ingestor:
         """A local run's epoch (with the per-step losses logged during it)."""
         points = [*step_points(steps), *epoch_points(record)]
         await append_points(self.db, operation_id, points, progress_epoch=record.epoch)
-        self.analyses.add(operation_id, EpochMetrics(epoch=record.epoch, values=record.metrics()))
+        self.analyses.add(operation_id, EpochMetrics.from_record(record))
         await self.notifier.publish(Change(operation_id, "epoch", epoch=record.epoch))
 
     async def record_steps(self, operation_id: str, steps: Sequence[StepRecord]) -> None:

@@ -126,11 +126,9 @@ class TrainingService:
         if args.backend == "external":
             return await self._register_external(args)
         spec = self._build_spec(args)
-        backend = args.backend
-        if backend == "auto":
-            backend = "bridge" if spec.device == "cuda" and self.config.bridges else "local"
-        if backend == "bridge" or (spec.device == "cuda" and args.backend == "auto"):
-            name = args.name or _default_name(spec)
+        name = args.name or _default_name(spec)
+        # 'auto' sends cuda runs to a bridge (which says clearly when none is configured).
+        if args.backend == "bridge" or (args.backend == "auto" and spec.device == "cuda"):
             return self._started(await self.bridges.dispatch(spec, name=name, tags=args.tags))
         try:
             check_spec(spec, self._trainer_options())
@@ -138,7 +136,7 @@ class TrainingService:
             raise translate(exc) from exc
         op = await create_operation(
             self.db,
-            name=args.name or _default_name(spec),
+            name=name,
             backend=Backend.LOCAL,
             spec=spec.model_dump(mode="json"),
             epochs_total=spec.epochs,
@@ -503,6 +501,7 @@ class TrainingService:
                         steps=s.steps,
                         values=s.values,
                         metric=s.name,
+                        best_step=analysis.best_epoch,
                     )
                 )
             if analysis.best_epoch is not None:
@@ -512,9 +511,6 @@ class TrainingService:
                 )
             else:
                 notes.append(f"{oid}: no epochs yet")
-            for c in curves:
-                if c.label.startswith(f"{op.name} ({oid})") and analysis.best_epoch is not None:
-                    c.best_step = analysis.best_epoch
         if not any(c.steps for c in curves):
             raise NotFoundError(
                 "metrics: nothing stored yet for " + ", ".join(metrics), field="metrics"

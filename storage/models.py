@@ -23,7 +23,6 @@ __all__ = [
     "SeriesData",
     "SeriesLatest",
     "special_of",
-    "value_of",
 ]
 
 # Metric names: letters, digits and `_ . / -`, starting with a letter, at most 128 characters.
@@ -88,12 +87,7 @@ def special_of(value: float) -> int:
     return 2 if value > 0 else 3
 
 
-def value_of(stored: float | None, special: int) -> float:
-    """The float a stored (value, special) pair stands for."""
-    if special == 0:
-        assert stored is not None
-        return stored
-    return {1: math.nan, 2: math.inf, 3: -math.inf}[special]
+_NON_FINITE_FLOATS: dict[NonFinite, float] = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def _iso(ts: float) -> datetime:
@@ -192,6 +186,13 @@ class SeriesData(BaseModel):
     steps: list[int]
     values: list[float | None]
     non_finite: dict[str, NonFinite] = Field(default_factory=dict)
+
+    def floats(self) -> list[float]:
+        """The values as stored, NaN and infinities restored where `values` holds None."""
+        return [
+            v if v is not None else _NON_FINITE_FLOATS[self.non_finite[str(step)]]
+            for step, v in zip(self.steps, self.values, strict=True)
+        ]
 
     @classmethod
     def build(
