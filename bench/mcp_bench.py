@@ -16,8 +16,8 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from mcp_server.config import ServerConfig
+from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
-from mcp_server.service import TrainingService, open_service
 from storage import Backend, create_operation
 from trainer.records import EpochRecord
 

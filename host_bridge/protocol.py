@@ -1,6 +1,7 @@
 """The host bridge's HTTP contract: what the server sends to start a session and what the bridge
-answers. The same models are the bridge's JSON and what the server's client (`mcp_server.bridges`)
-parses, so the two sides cannot drift. Torch-free: the server imports this module.
+answers. The same models are the bridge's JSON and what the server's client
+(`mcp_server.core.dispatch`) parses, so the two sides cannot drift.
+Torch-free: the server imports this module.
 
     GET    /health           BridgeHealth (no token needed)
     GET    /sessions         SessionList

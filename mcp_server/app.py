@@ -14,9 +14,9 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_server.config import Secret
-from mcp_server.rest import OPEN_PATHS, rest_routes
+from mcp_server.core.service import TrainingService
+from mcp_server.rest.routes import OPEN_PATHS, rest_routes
 from mcp_server.server import build_mcp_server
-from mcp_server.service import TrainingService
 
 __all__ = ["BearerAuth", "build_app", "is_loopback"]
 

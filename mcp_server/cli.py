@@ -172,8 +172,8 @@ def _configure_logging(level: str) -> None:
 
 
 async def _serve_stdio(config: ServerConfig) -> None:
+    from mcp_server.core.service import open_service
     from mcp_server.server import build_mcp_server
-    from mcp_server.service import open_service
 
     async with open_service(config) as service:
         await build_mcp_server(service).run_stdio_async()
@@ -183,7 +183,7 @@ async def _serve_http(config: ServerConfig, host: str, port: int, log_level: str
     import uvicorn
 
     from mcp_server.app import build_app
-    from mcp_server.service import open_service
+    from mcp_server.core.service import open_service
 
     async with open_service(config) as service:
         app = build_app(service, host=host, port=port, token=config.token)

@@ -15,8 +15,8 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from mcp_server import __version__
-from mcp_server.errors import NotFoundError, ServiceError
-from mcp_server.models import (
+from mcp_server.core.errors import NotFoundError, ServiceError
+from mcp_server.core.models import (
     Comparison,
     OperationInfo,
     OperationList,
@@ -25,8 +25,8 @@ from mcp_server.models import (
     StartTrainingResult,
     WaitResult,
 )
+from mcp_server.core.service import MAX_WAIT_S, TrainingService
 from mcp_server.prompt_files import load_prompt_files, to_mcp_prompt
-from mcp_server.service import MAX_WAIT_S, TrainingService
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
 from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
@@ -310,7 +310,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
 def _analysis_params(given: dict[str, Any]) -> AnalysisParams:
     from pydantic import ValidationError
 
-    from mcp_server.errors import from_validation_error
+    from mcp_server.core.errors import from_validation_error
 
     try:
         return AnalysisParams(**given)

@@ -18,7 +18,7 @@ from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, ResourceUpdated
 from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
-from mcp_server.notify import Change
+from mcp_server.core.notify import Change
 
 __all__ = ["OPERATIONS_URI", "Subscriptions", "uris_for"]
 

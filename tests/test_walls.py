@@ -39,6 +39,25 @@ def test_a_package_imports_nothing_across_its_wall(package: str, forbidden: set[
     assert {f: n for f, n in crossings.items() if n} == {}
 
 
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        ("mcp_server/core", {"mcp", "starlette", "uvicorn"}),
+        ("mcp_server/rest", {"mcp"}),
+    ],
+)
+def test_the_core_and_the_rest_door_import_no_other_door(folder: str, forbidden: set[str]) -> None:
+    crossings = {f: sorted(names & forbidden) for f, names in _imports(folder).items()}
+    assert {f: n for f, n in crossings.items() if n} == {}
+
+
+def test_the_mcp_door_never_imports_the_rest_door() -> None:
+    for name in ("server.py", "subscriptions.py", "prompt_files.py"):
+        tree = ast.parse((ROOT / "mcp_server" / name).read_text(encoding="utf-8"))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in modules if m.startswith("mcp_server.rest")}, name
+
+
 def test_the_server_starts_without_importing_torch() -> None:
     code = (
         "import sys, mcp_server.server, mcp_server.app, mcp_server.cli; "

@@ -17,9 +17,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextResourceContents
 
 from mcp_server.config import BridgeTarget, Secret, ServerConfig
-from mcp_server.errors import UnavailableError
-from mcp_server.models import StartTrainingArgs
-from mcp_server.service import open_service
+from mcp_server.core.errors import UnavailableError
+from mcp_server.core.models import StartTrainingArgs
+from mcp_server.core.service import open_service
 from tests.host_bridge import processes
 from tests.host_bridge.processes import Process, poll_until
 

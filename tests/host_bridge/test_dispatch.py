@@ -14,18 +14,18 @@ import httpx
 import pytest
 
 from host_bridge.protocol import BridgeHealth, GpuInfo
-from mcp_server.bridges import (
+from mcp_server.config import BridgeTarget, Secret, ServerConfig
+from mcp_server.core.dispatch import (
     BRIDGE_LOST,
     BridgeDispatcher,
     BridgeState,
     choose_bridge,
     open_bridges,
 )
-from mcp_server.config import BridgeTarget, Secret, ServerConfig
-from mcp_server.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
-from mcp_server.history import AnalysisCache
-from mcp_server.ingest import Ingestor
-from mcp_server.notify import Notifier
+from mcp_server.core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from mcp_server.core.history import AnalysisCache
+from mcp_server.core.ingest import Ingestor
+from mcp_server.core.notify import Notifier
 from storage import (
     Backend,
     Database,

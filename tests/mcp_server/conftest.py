@@ -7,8 +7,8 @@ import pytest
 from mcp import Client
 
 from mcp_server.config import ServerConfig
+from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
-from mcp_server.service import TrainingService, open_service
 
 # Small, fast runs: a few hundred samples, a tiny MLP, one torch thread.
 TINY = {"dataset": "blobs", "epochs": 3, "hidden_sizes": [16], "batch_size": 64}

@@ -13,9 +13,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import ResourceUpdatedNotification
 
-from mcp_server.service import TrainingService
+from mcp_server.core.service import TrainingService
 from tests.mcp_server.conftest import TINY
-from tests.mcp_server.rest_support import live_server
+from tests.mcp_server.rest.support import live_server
 
 pytestmark = pytest.mark.anyio
 

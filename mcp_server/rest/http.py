@@ -13,8 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mcp_server.errors import InvalidInputError, ServiceError, from_validation_error
-from mcp_server.rest_models import MAX_BODY_BYTES, ApiError, ErrorDetail
+from mcp_server.core.errors import InvalidInputError, ServiceError, from_validation_error
+from mcp_server.rest.models import MAX_BODY_BYTES, ApiError, ErrorDetail
 
 __all__ = [
     "Endpoint",

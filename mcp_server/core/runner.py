@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from mcp_server.ingest import Ingestor
+from mcp_server.core.ingest import Ingestor
 from storage import IllegalTransitionError, OperationStatus
 from trainer.preflight import TrainerOptions
 from trainer.records import EpochRecord, RunResult, StepRecord

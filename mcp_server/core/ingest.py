@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mcp_server.history import AnalysisCache, is_step_metric
-from mcp_server.notify import Change, Notifier
+from mcp_server.core.history import AnalysisCache, is_step_metric
+from mcp_server.core.notify import Change, Notifier
 from storage import (
     AppendResult,
     Database,

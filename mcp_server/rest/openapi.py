@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mcp_server import __version__
-from mcp_server.rest_http import Endpoint
-from mcp_server.rest_models import ApiError
+from mcp_server.rest.http import Endpoint
+from mcp_server.rest.models import ApiError
 
 __all__ = ["docs_page", "openapi_document"]
 

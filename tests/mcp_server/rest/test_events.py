@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from mcp_server.errors import InvalidInputError
-from mcp_server.models import StartTrainingArgs
-from mcp_server.rest_events import StreamPosition, operation_events, parse_last_event_id
-from mcp_server.service import TrainingService
+from mcp_server.core.errors import InvalidInputError
+from mcp_server.core.models import StartTrainingArgs
+from mcp_server.core.service import TrainingService
+from mcp_server.rest.events import StreamPosition, operation_events, parse_last_event_id
 from storage import OperationStatus
-from tests.mcp_server.rest_support import parse_events
+from tests.mcp_server.rest.support import parse_events
 
 pytestmark = pytest.mark.anyio
 

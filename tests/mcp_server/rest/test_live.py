@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from host_bridge import MetricsReporter, ReportError, RetryPolicy
-from mcp_server.service import TrainingService
+from mcp_server.core.service import TrainingService
 from tests.mcp_server.conftest import TINY
-from tests.mcp_server.rest_support import Event, live_server, read_events
+from tests.mcp_server.rest.support import Event, live_server, read_events
 
 pytestmark = pytest.mark.anyio
 

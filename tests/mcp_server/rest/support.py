@@ -14,7 +14,7 @@ import uvicorn
 
 from mcp_server.app import build_app
 from mcp_server.config import Secret
-from mcp_server.service import TrainingService
+from mcp_server.core.service import TrainingService
 
 
 @asynccontextmanager

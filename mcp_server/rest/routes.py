@@ -2,7 +2,7 @@
 
 Thin edges: each route parses its input into a shared model, calls one service function and
 answers with the model it returns. Every error is `{"error": {"code", "message", "field"}}` with
-the status of the service error (`mcp_server.errors`); a client mistake never gets a 500. The
+the status of the service error (`mcp_server.core.errors`); a client mistake never gets a 500. The
 endpoint table below is also the OpenAPI document (`/api/v1/openapi.json`).
 """
 
@@ -21,12 +21,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import BaseRoute, Mount, Route
 
 from mcp_server import __version__
-from mcp_server.errors import InvalidInputError, ServiceError
-from mcp_server.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
-from mcp_server.models import StartTrainingResult as Started
-from mcp_server.rest_bridge import bridge_endpoints
-from mcp_server.rest_events import is_exhausted, operation_events, parse_last_event_id
-from mcp_server.rest_http import (
+from mcp_server.core.errors import InvalidInputError, ServiceError
+from mcp_server.core.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
+from mcp_server.core.models import StartTrainingResult as Started
+from mcp_server.core.service import TrainingService
+from mcp_server.rest.bridge import bridge_endpoints
+from mcp_server.rest.events import is_exhausted, operation_events, parse_last_event_id
+from mcp_server.rest.http import (
     Endpoint,
     Handler,
     PayloadTooLargeError,
@@ -38,7 +39,7 @@ from mcp_server.rest_http import (
     read_json,
     service_error_response,
 )
-from mcp_server.rest_models import (
+from mcp_server.rest.models import (
     MAX_POINTS,
     CancelRequest,
     EpochEvent,
@@ -50,8 +51,7 @@ from mcp_server.rest_models import (
     PlotQuery,
     StatusReport,
 )
-from mcp_server.rest_openapi import docs_page, openapi_document
-from mcp_server.service import TrainingService
+from mcp_server.rest.openapi import docs_page, openapi_document
 from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import anyio
 
-from mcp_server.errors import InvalidInputError
-from mcp_server.models import OperationMetrics
-from mcp_server.rest_models import EpochEvent
-from mcp_server.service import TrainingService
+from mcp_server.core.errors import InvalidInputError
+from mcp_server.core.models import OperationMetrics
+from mcp_server.core.service import TrainingService
+from mcp_server.rest.models import EpochEvent
 from storage import TERMINAL_STATUSES, NonFinite, OperationStatus
 
 __all__ = ["HEARTBEAT_S", "StreamPosition", "operation_events", "parse_last_event_id"]

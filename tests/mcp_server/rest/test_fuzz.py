@@ -29,9 +29,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from mcp_server.config import ServerConfig
-from mcp_server.rest import rest_endpoints
-from mcp_server.service import open_service
-from tests.mcp_server.rest_support import live_server
+from mcp_server.core.service import open_service
+from mcp_server.rest.routes import rest_endpoints
+from tests.mcp_server.rest.support import live_server
 
 pytestmark = pytest.mark.anyio
 

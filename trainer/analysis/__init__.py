@@ -18,8 +18,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from trainer._analysis_engine import Engine, plan_roles
-from trainer._analysis_models import (
+from trainer.analysis.engine import Engine, plan_roles
+from trainer.analysis.models import (
     AnalysisParams,
     FlagName,
     GeneralizationGap,
@@ -33,7 +33,7 @@ from trainer._analysis_models import (
     Verdict,
     output_float,
 )
-from trainer._analysis_report import Report
+from trainer.analysis.report import Report
 from trainer.records import EpochRecord
 
 __all__ = [

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mcp_server.service import TrainingService
+from mcp_server.core.service import TrainingService
 from storage import METRIC_NAME_PATTERN
-from tests.mcp_server.rest_support import asgi_client, parse_events
+from tests.mcp_server.rest.support import asgi_client, parse_events
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,7 @@
 """The service functions every door calls: MCP tools, MCP resources and the REST mirror.
 
 Each takes plain values, does one thing through storage / the runner / the analysis, and returns a
-shared model from `mcp_server.models`. Errors are `mcp_server.errors.ServiceError`s.
+shared model from `mcp_server.core.models`. Errors are `mcp_server.core.errors.ServiceError`s.
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from typing import Any, Literal
 import anyio
 from pydantic import ValidationError
 
-from mcp_server.bridges import BridgeDispatcher, open_bridges
 from mcp_server.config import ServerConfig
-from mcp_server.errors import (
+from mcp_server.core.dispatch import BridgeDispatcher, open_bridges
+from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
     from_validation_error,
     translate,
 )
-from mcp_server.history import AnalysisCache, is_step_metric, load_history
-from mcp_server.ingest import Ingestor
-from mcp_server.models import (
+from mcp_server.core.history import AnalysisCache, is_step_metric, load_history
+from mcp_server.core.ingest import Ingestor
+from mcp_server.core.models import (
     DEFAULT_METRICS,
     ComparedRun,
     Comparison,
@@ -41,8 +41,8 @@ from mcp_server.models import (
     StartTrainingResult,
     WaitResult,
 )
-from mcp_server.notify import Notifier
-from mcp_server.runner import SHUTDOWN_REASON, LocalRunner
+from mcp_server.core.notify import Notifier
+from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from storage import (
     AppendResult,
     Backend,
@@ -484,7 +484,7 @@ class TrainingService:
         self, operation_ids: Sequence[str], metrics: Sequence[str] = ("train_loss", "val_loss")
     ) -> tuple[bytes, str]:
         """A PNG of the runs' curves (best epoch marked) and a one-line caption."""
-        from mcp_server.plot import Curve, render_png
+        from mcp_server.core.plot import Curve, render_png
 
         if not 1 <= len(operation_ids) <= 10:
             raise InvalidInputError("operation_ids: give 1 to 10 ids", field="operation_ids")

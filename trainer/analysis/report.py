@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from trainer._analysis_engine import MIN_POINTS, Criterion, Engine, Series, Trend
-from trainer._analysis_models import (
+from trainer.analysis.engine import MIN_POINTS, Criterion, Engine, Series, Trend
+from trainer.analysis.models import (
     FlagName,
     GeneralizationGap,
     LossAnalysis,

@@ -31,14 +31,14 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from host_bridge.protocol import BridgeError, BridgeHealth, SessionInfo, SessionRequest
 from mcp_server.config import BridgeTarget, ServerConfig
-from mcp_server.errors import (
+from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
     ServiceError,
     UnavailableError,
     translate,
 )
-from mcp_server.ingest import Ingestor
+from mcp_server.core.ingest import Ingestor
 from storage import (
     Backend,
     Database,

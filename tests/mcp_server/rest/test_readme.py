@@ -26,7 +26,7 @@ from anyio.streams.text import TextReceiveStream
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 SERVE = "training-mcp serve --http"
 

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mcp_server.rest_http import Endpoint, json_response, parse_body, read_json
-from mcp_server.service import TrainingService
+from mcp_server.core.service import TrainingService
+from mcp_server.rest.http import Endpoint, json_response, parse_body, read_json
 from storage import Operation
 
 __all__ = ["Heartbeat", "bridge_endpoints"]

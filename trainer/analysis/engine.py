@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Literal
 
-from trainer._analysis_models import AnalysisParams, Mode
+from trainer.analysis.models import AnalysisParams, Mode
 
 __all__ = [
     "MIN_POINTS",

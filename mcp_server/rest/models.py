@@ -1,6 +1,6 @@
 """The REST mirror's own request and response models: only what the MCP tools have no twin for.
 
-Everything else the REST JSON carries is a shared model from `mcp_server.models`, `storage` or
+Everything else the REST JSON carries is a shared model from `mcp_server.core.models`, `storage` or
 `trainer.analysis`. Query models validate query strings; their fields are also the OpenAPI
 parameters.
 """
