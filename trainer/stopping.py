@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from trainer.criteria import Prechelt
 from trainer.spec import EarlyStoppingSpec, MonitorName, monitor_mode
 
 __all__ = ["Criterion", "EarlyStopper", "StopDecision"]
@@ -44,10 +45,9 @@ class EarlyStopper:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0  # Keras: epochs since the count was last reset
-        self._lowest: float | None = None  # Prechelt's E_opt: the plain minimum, no min_delta
-        self._monitored: dict[int, float] = {}  # epoch -> monitor value (for UP)
-        self._train: dict[int, float] = {}  # epoch -> train_loss (for PQ strips)
-        self._ups = 0  # successive strip ends at which the monitor rose
+        # GL/PQ/UP, shared with the analysis; Prechelt's criteria need a minimised monitor (the
+        # spec refuses them otherwise), but the state follows the mode either way.
+        self._prechelt = Prechelt(spec.pq_strip_k, 1 if self.mode == "min" else -1)
 
     def update(self, epoch: int, metrics: Mapping[str, float]) -> StopDecision:
         """Judge epoch `epoch` from its metrics (must hold the monitor, and train_loss for PQ)."""
@@ -76,50 +76,37 @@ class EarlyStopper:
         elif s.patience is not None and self.wait >= s.patience and epoch > 1:
             return self._stop("patience", self._patience_reason(epoch), improved)
 
-        self._lowest = current if self._lowest is None else min(self._lowest, current)
-        self._monitored[epoch] = current
         if "train_loss" in metrics:
-            self._train[epoch] = metrics["train_loss"]
-        gl = _generalization_loss(current, self._lowest)
-        if s.gl_alpha is not None and gl > s.gl_alpha:
+            self._prechelt.train(epoch, metrics["train_loss"])
+        reading = self._prechelt.observe(epoch, current)
+        if reading is None:  # not finite (check_finite is off): nothing to judge
+            return StopDecision(stop=False, improved=improved)
+        if s.gl_alpha is not None and reading.gl > s.gl_alpha:
             return self._stop(
                 "gl",
-                f"generalization loss GL = {gl:.3g}% > gl_alpha {s.gl_alpha:g} at epoch {epoch} "
-                f"({self.monitor} {current:.6g}, lowest {self._lowest:.6g})",
+                f"generalization loss GL = {reading.gl:.3g}% > gl_alpha {s.gl_alpha:g} at epoch "
+                f"{epoch} ({self.monitor} {current:.6g}, lowest {self._prechelt.opt:.6g})",
                 improved,
             )
         k = s.pq_strip_k
-        if epoch % k == 0:
-            decision = self._end_of_strip(epoch, k, gl, improved)
-            if decision is not None:
-                return decision
-        return StopDecision(stop=False, improved=improved)
-
-    def _end_of_strip(self, epoch: int, k: int, gl: float, improved: bool) -> StopDecision | None:
-        s = self.spec
-        strip = [self._train.get(t) for t in range(epoch - k + 1, epoch + 1)]
-        if s.pq_alpha is not None and all(v is not None for v in strip):
-            progress = _training_progress([v for v in strip if v is not None])
-            pq = math.inf if progress == 0 and gl > 0 else gl / progress if progress else 0.0
-            if pq > s.pq_alpha:
-                return self._stop(
-                    "pq",
-                    f"progress quotient GL/P_{k} = {pq:.3g} > pq_alpha {s.pq_alpha:g} at epoch "
-                    f"{epoch} (GL {gl:.3g}%, P_{k} {progress:.3g} per mille)",
-                    improved,
-                )
-        previous = self._monitored.get(epoch - k)
-        rose = previous is not None and self._monitored[epoch] > previous
-        self._ups = self._ups + 1 if rose else 0
-        if s.up_strips is not None and self._ups >= s.up_strips:
+        if s.pq_alpha is not None and reading.pq is not None and reading.pq > s.pq_alpha:
             return self._stop(
-                "up",
-                f"{self.monitor} rose at the end of {self._ups} successive strips of {k} epochs "
-                f"(UP_{s.up_strips}), last from {previous:.6g} at epoch {epoch - k} to "
-                f"{self._monitored[epoch]:.6g} at epoch {epoch}",
+                "pq",
+                f"progress quotient GL/P_{k} = {reading.pq:.3g} > pq_alpha {s.pq_alpha:g} at "
+                f"epoch {epoch} (GL {reading.gl:.3g}%, P_{k} {reading.progress:.3g} per mille)",
                 improved,
             )
-        return None
+        ups, previous = reading.ups, reading.previous
+        if s.up_strips is not None and ups is not None and ups >= s.up_strips:
+            assert previous is not None  # a count above 0 compared against a strip end
+            return self._stop(
+                "up",
+                f"{self.monitor} rose at the end of {ups} successive strips of {k} epochs "
+                f"(UP_{s.up_strips}), last from {previous[1]:.6g} at epoch {previous[0]} to "
+                f"{current:.6g} at epoch {epoch}",
+                improved,
+            )
+        return StopDecision(stop=False, improved=improved)
 
     def _better(self, value: float, reference: float, min_delta: float = 0.0) -> bool:
         if self.mode == "min":
@@ -139,19 +126,3 @@ class EarlyStopper:
 
     def _stop(self, criterion: Criterion, reason: str, improved: bool = False) -> StopDecision:
         return StopDecision(stop=True, improved=improved, criterion=criterion, reason=reason)
-
-
-def _generalization_loss(current: float, lowest: float) -> float:
-    """Prechelt's GL in percent, with |E_opt| so a zero or negative optimum stays defined."""
-    if lowest == 0:
-        return 0.0 if current == 0 else math.inf
-    return 100.0 * (current - lowest) / abs(lowest)
-
-
-def _training_progress(strip: list[float]) -> float:
-    """Prechelt's P_k in per mille: how far the strip's mean training loss is above its minimum."""
-    lowest = min(strip)
-    mean = sum(strip) / len(strip)
-    if lowest == 0:
-        return 0.0 if mean == 0 else math.inf
-    return 1000.0 * (mean - lowest) / abs(lowest)

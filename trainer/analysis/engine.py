@@ -16,6 +16,7 @@ from statistics import median
 from typing import Literal
 
 from trainer.analysis.models import AnalysisParams, Mode
+from trainer.criteria import Prechelt
 
 __all__ = [
     "MIN_POINTS",
@@ -300,7 +301,7 @@ class Engine:
         self.mon = self.series[plan.monitor]
         self.train = self.series[plan.train] if plan.train is not None else None
         self.gap = Series("gap", self.sign, params) if plan.gap else None
-        self.strip: deque[tuple[int, float]] = deque(maxlen=params.pq_strip_k)
+        self.prechelt = Prechelt(params.pq_strip_k, self.sign)
         self.epochs = 0
         self.first_epoch: int | None = None
         self.last_epoch: int | None = None
@@ -310,8 +311,6 @@ class Engine:
         self.up = Criterion()
         self.patience = Criterion()
         self.pq_now = False
-        self.up_prev: float | None = None
-        self.up_count = 0
         # Current flag episodes: name -> first epoch of the episode.
         self.since: dict[str, int] = {}
         self.overfit_gl = False
@@ -335,7 +334,7 @@ class Engine:
             if val is not None and train is not None and math.isfinite(val - train):
                 self.gap.observe(epoch, val - train)
         if self.train is not None and self.plan.train in fresh:
-            self.strip.append((epoch, values[self.plan.train]))
+            self.prechelt.train(epoch, values[self.plan.train])
         if self.plan.monitor in fresh:
             self._criteria(epoch, values[self.plan.monitor])
         mon_best = self.mon.best
@@ -346,32 +345,24 @@ class Engine:
         self._flags(epoch)
 
     def _criteria(self, epoch: int, value: float) -> None:
-        p, mon = self.params, self.mon
-        assert mon.opt is not None
-        gl = 100.0 * relative_excess(value, mon.opt[1], self.sign)
-        self.gl.measure(epoch, gl)
-        if gl > p.gl_alpha:
+        p = self.params
+        reading = self.prechelt.observe(epoch, value)
+        assert reading is not None  # only finite monitored values arrive here
+        self.gl.measure(epoch, reading.gl)
+        if reading.gl > p.gl_alpha:
             self.gl.fire(epoch)
-        if epoch % p.pq_strip_k != 0:
+        if not reading.strip_end:
             return
-        if self.up_prev is not None:
-            self.up_count = self.up_count + 1 if self.sign * (value - self.up_prev) > 0 else 0
-        self.up_prev = value
-        self.up.measure(epoch, float(self.up_count))
-        if self.up_count >= p.up_strips:
+        assert reading.ups is not None
+        self.up.measure(epoch, float(reading.ups))
+        if reading.ups >= p.up_strips:
             self.up.fire(epoch)
-        strip = [v for e, v in self.strip if e > epoch - p.pq_strip_k]
-        if self.train is None or len(strip) < 2:
-            self.pq_now = False
-            return
-        best = min(strip) if self.sign > 0 else max(strip)
-        progress = 1000.0 * relative_excess(_mean(strip), best, self.sign)
-        # No progress at all makes any generalisation loss an infinite quotient.
-        pq = gl / progress if progress > 0 else math.inf if gl > 0 else 0.0
-        self.pq.measure(epoch, pq)
-        self.pq_now = pq > p.pq_alpha
-        if self.pq_now:
-            self.pq.fire(epoch)
+        self.pq_now = False
+        if reading.pq is not None:
+            self.pq.measure(epoch, reading.pq)
+            self.pq_now = reading.pq > p.pq_alpha
+            if self.pq_now:
+                self.pq.fire(epoch)
 
     def _flags(self, epoch: int) -> None:
         p, mon = self.params, self.mon
