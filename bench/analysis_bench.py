@@ -11,8 +11,15 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import anyio
+
+from mcp_server.config import ServerConfig
+from mcp_server.core.models import StartTrainingArgs
+from mcp_server.core.service import open_service
 from trainer.analysis import EpochMetrics, LossAnalyzer, analyze_loss
 
 EPOCHS = 1_000
@@ -49,6 +56,31 @@ def _history(seed: int) -> list[EpochMetrics]:
             )
         )
     return points
+
+
+async def _pushed(parts: bool) -> dict[int, list[float]]:
+    """ms for one pushed epoch (train_loss and val_loss, in one request or in two) followed by
+    the analysis, through the service as the REST route calls it, at epochs ~100 and ~1,000."""
+    measured = {100: list(range(91, 101)), 1000: list(range(991, 1001))}
+    costs: dict[int, list[float]] = {k: [] for k in measured}
+    points = _history(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with open_service(ServerConfig(data_dir=Path(tmp))) as service:
+            args = StartTrainingArgs.model_validate({"backend": "external"})
+            op = (await service.start_training(args)).operation_id
+            for point in points:
+                batch = [
+                    {"name": n, "step": point.epoch, "value": point.values[n]}
+                    for n in ("train_loss", "val_loss")
+                ]
+                t = time.perf_counter()
+                for request in [batch[:1], batch[1:]] if parts else [batch]:
+                    await service.push_metrics(op, request)
+                await service.analyze(op)
+                for key, epochs in measured.items():
+                    if point.epoch in epochs:
+                        costs[key].append((time.perf_counter() - t) * 1000)
+    return costs
 
 
 def main() -> None:
@@ -102,6 +134,26 @@ def main() -> None:
             "rare path: out-of-order or repeated epoch",
         ),
     ]
+    for parts in (False, True):
+        costs = anyio.run(_pushed, parts)
+        at100, at1000 = statistics.median(costs[100]), statistics.median(costs[1000])
+        how = "in two parts" if parts else "whole"
+        rows.append(
+            (
+                f"pushed epoch ({how}) + analysis, epoch 100",
+                f"p50 {at100:.2f} ms",
+                "",
+                "service path, SQLite file",
+            )
+        )
+        rows.append(
+            (
+                f"pushed epoch ({how}) + analysis, epoch 1,000",
+                f"p50 {at1000:.2f} ms",
+                "<= 2x epoch 100",
+                f"{at1000 / at100:.2f}x epoch 100",
+            )
+        )
     header = ("figure", "measured", "target", "same-run comparison")
     widths = [max(len(r[i]) for r in [*rows, header]) for i in range(4)]
     for r in [header, tuple("-" * w for w in widths), *rows]:

@@ -16,10 +16,9 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from mcp_server.config import ServerConfig
+from mcp_server.core.models import StartTrainingArgs
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
-from storage import Backend, create_operation
-from trainer.records import EpochRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,31 +28,23 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def _record(epoch: int) -> EpochRecord:
-    return EpochRecord(
-        epoch=epoch,
-        train_loss=1.0 / epoch,
-        val_loss=1.2 / epoch,
-        train_accuracy=0.5,
-        val_accuracy=0.5,
-        learning_rate=1e-3,
-        epoch_duration_s=0.1,
-        samples_per_s=1000.0,
-        grad_norm=1.0,
-        timestamp=time.time(),
-    )
+def _epoch(epoch: int) -> list[dict[str, float | int | str]]:
+    values = {"train_loss": 1.0 / epoch, "val_loss": 1.2 / epoch, "learning_rate": 1e-3}
+    return [{"name": k, "step": epoch, "value": v} for k, v in values.items()]
 
 
 async def notify_latency(service: TrainingService, client: Client, epochs: int) -> list[float]:
-    """Ingest an epoch; time until the client's subscription yields its update."""
-    op = await create_operation(service.db, name="bench", backend=Backend.EXTERNAL, spec={})
-    uri = f"training://operations/{op.operation_id}/metrics"
+    """Push an epoch; time until the client's subscription yields its update."""
+    started_run = await service.start_training(
+        StartTrainingArgs.model_validate({"backend": "external", "name": "bench"})
+    )
+    uri = f"training://operations/{started_run.operation_id}/metrics"
     latencies: list[float] = []
     async with client.listen(resource_subscriptions=[uri]) as events:
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(service.ingestor.record_epoch, op.operation_id, _record(epoch))
+                tg.start_soon(service.push_metrics, started_run.operation_id, _epoch(epoch))
                 await events.__anext__()
                 latencies.append((time.perf_counter() - started) * 1000)
     return latencies
@@ -105,7 +96,7 @@ async def main() -> None:
             ms = await notify_latency(service, client, 200)
             rows.append(
                 (
-                    "epoch stored -> subscriber notified",
+                    "epoch pushed -> subscriber notified",
                     f"p50 {_p(ms, 0.5):.1f} ms, p99 {_p(ms, 0.99):.1f} ms",
                     "p99 <= 20 ms",
                     "in-process client, includes the SQLite write",

@@ -12,6 +12,7 @@ from storage.errors import (
     StorageError,
 )
 from storage.metrics import (
+    MIN_SAMPLE_POINTS,
     AppendResult,
     append_points,
     latest_values,
@@ -44,6 +45,7 @@ from storage.operations import (
 __all__ = [
     "DB_FILENAME",
     "METRIC_NAME_PATTERN",
+    "MIN_SAMPLE_POINTS",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
     "AppendResult",

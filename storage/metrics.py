@@ -25,7 +25,17 @@ from storage.models import (
 )
 from storage.schema import operations, points, series
 
-__all__ = ["AppendResult", "append_points", "latest_values", "read_metrics", "validate_points"]
+__all__ = [
+    "MIN_SAMPLE_POINTS",
+    "AppendResult",
+    "append_points",
+    "latest_values",
+    "read_metrics",
+    "validate_points",
+]
+
+# Downsampling keeps each bucket's first, min, max and last point: fewer than this is no sample.
+MIN_SAMPLE_POINTS = 4
 
 Row = tuple[int, float | None, int]  # (step, stored value, special code)
 
@@ -206,8 +216,8 @@ async def read_metrics(
     per name), then the `last` N of those, then at most `max_points`, downsampled in
     deterministic step buckets that keep each bucket's min, max and last point, the first point,
     and any non-finite point. Every series reports total, matching and returned counts."""
-    if max_points is not None and max_points < 4:
-        raise ValueError("max_points: must be at least 4")
+    if max_points is not None and max_points < MIN_SAMPLE_POINTS:
+        raise ValueError(f"max_points: must be at least {MIN_SAMPLE_POINTS}")
     is_sqlite = db.is_sqlite
 
     def query(conn: Connection) -> MetricsRead:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from storage import Database, read_metrics
 from trainer.analysis import AnalysisParams, EpochMetrics, LossAnalysis, LossAnalyzer, analyze_loss
@@ -27,39 +29,85 @@ async def load_history(db: Database, operation_id: str) -> list[EpochMetrics]:
     return [EpochMetrics(epoch=epoch, values=rows[epoch]) for epoch in sorted(rows)]
 
 
+@dataclass
+class _Tracked:
+    """One run's analyzer: every sealed epoch fed in order, and the newest epoch held open while
+    its parts may still arrive (a pushed run may send train_loss and val_loss separately)."""
+
+    analyzer: LossAnalyzer
+    sealed: int  # the last epoch fed to the analyzer, 0 before any
+    open_epoch: int | None = None
+    open_values: dict[str, float] = field(default_factory=dict)
+    result: LossAnalysis | None = None
+
+    def seal(self) -> None:
+        if self.open_epoch is not None:
+            self.analyzer.add(EpochMetrics(self.open_epoch, self.open_values))
+            self.sealed, self.open_epoch, self.open_values = self.open_epoch, None, {}
+
+    def take(self, epoch: int, values: Mapping[str, float]) -> bool:
+        """Merge one epoch's values; False when they belong to an epoch already sealed (the
+        caller rebuilds from storage then)."""
+        if epoch <= self.sealed or (self.open_epoch is not None and epoch < self.open_epoch):
+            return False
+        if epoch != self.open_epoch:
+            self.seal()
+            self.open_epoch = epoch
+        self.open_values.update(values)
+        self.result = None
+        return True
+
+    def current(self) -> LossAnalysis:
+        if self.result is None:
+            self.result = (
+                self.analyzer.result()
+                if self.open_epoch is None
+                else self.analyzer.result_with(EpochMetrics(self.open_epoch, self.open_values))
+            )
+        return self.result
+
+
 class AnalysisCache:
     """The default-parameter analysis of each operation, updated as epochs arrive.
 
-    Built from storage on first use; local runs then add each epoch in O(window). Pushed metrics
-    (which may arrive in any order or in parts) just invalidate it. A version counter makes a build
-    that raced with new epochs start again rather than miss them.
+    Built from storage on first use; then every source updates it in O(window) per epoch: a local
+    run's whole epochs, and pushed points, merged per epoch while the newest epoch is still
+    arriving. Only what cannot be merged in order (a value for an epoch already sealed, a batch
+    with duplicates whose stored values may differ from the sent ones) drops it, to be rebuilt
+    from storage on the next read. A version counter makes a build that raced with new epochs
+    start again rather than miss them.
     """
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._analyzers: dict[str, LossAnalyzer] = {}
-        self._last_epoch: dict[str, int] = {}
+        self._runs: dict[str, _Tracked] = {}
         self._versions: dict[str, int] = defaultdict(int)
 
     def add(self, operation_id: str, point: EpochMetrics) -> None:
+        """A whole epoch (a local run's)."""
+        self.merge(operation_id, {point.epoch: point.values})
+        tracked = self._runs.get(operation_id)
+        if tracked is not None:
+            tracked.seal()
+
+    def merge(self, operation_id: str, epochs: Mapping[int, Mapping[str, float]]) -> None:
+        """Epoch-level values just stored, epoch -> metric -> value, in any grouping."""
         self._versions[operation_id] += 1
-        analyzer = self._analyzers.get(operation_id)
-        if analyzer is None:
+        tracked = self._runs.get(operation_id)
+        if tracked is None:
             return
-        if point.epoch <= self._last_epoch.get(operation_id, 0):
-            self.invalidate(operation_id)
-            return
-        analyzer.add(point)
-        self._last_epoch[operation_id] = point.epoch
+        for epoch in sorted(epochs):
+            if not tracked.take(epoch, epochs[epoch]):
+                self.invalidate(operation_id)
+                return
 
     def invalidate(self, operation_id: str) -> None:
         self._versions[operation_id] += 1
-        self._analyzers.pop(operation_id, None)
-        self._last_epoch.pop(operation_id, None)
+        self._runs.pop(operation_id, None)
 
     async def current(self, operation_id: str) -> LossAnalysis:
-        analyzer = self._analyzers.get(operation_id)
-        while analyzer is None:
+        tracked = self._runs.get(operation_id)
+        while tracked is None:
             version = self._versions[operation_id]
             history = await load_history(self._db, operation_id)
             if version != self._versions[operation_id]:
@@ -67,9 +115,9 @@ class AnalysisCache:
             analyzer = LossAnalyzer()
             for point in history:
                 analyzer.add(point)
-            self._analyzers[operation_id] = analyzer
-            self._last_epoch[operation_id] = history[-1].epoch if history else 0
-        return analyzer.result()
+            tracked = _Tracked(analyzer, sealed=history[-1].epoch if history else 0)
+            self._runs[operation_id] = tracked
+        return tracked.current()
 
     async def with_params(self, operation_id: str, params: AnalysisParams) -> LossAnalysis:
         if params == AnalysisParams():

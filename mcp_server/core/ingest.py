@@ -3,6 +3,7 @@ which then updates the analysis and notifies every listener."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,7 +80,15 @@ class Ingestor:
             self.db, operation_id, batch, progress_epoch=max(epochs) if epochs else None
         )
         if result.stored and epochs:
-            self.analyses.invalidate(operation_id)
+            if result.stored < result.received:
+                # Some were already stored, perhaps with other values: storage is the truth.
+                self.analyses.invalidate(operation_id)
+            else:
+                by_epoch: dict[int, dict[str, float]] = defaultdict(dict)
+                for p in batch:
+                    if not is_step_metric(p.name):
+                        by_epoch[p.step][p.name] = p.value
+                self.analyses.merge(operation_id, by_epoch)
             await self.notifier.publish(Change(operation_id, "epoch", epoch=max(epochs)))
         elif result.stored:
             await self.notifier.publish(Change(operation_id, "metrics"))

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from pydantic import ValidationError
@@ -41,7 +41,14 @@ from mcp_server.core.models import (
     StartTrainingResult,
     WaitResult,
 )
-from mcp_server.core.notify import Notifier
+from mcp_server.core.notify import Listener, Notifier
+from mcp_server.core.queries import (
+    CompareQuery,
+    ListQuery,
+    MetricsQuery,
+    PlotQuery,
+    WaitQuery,
+)
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from storage import (
     AppendResult,
@@ -67,9 +74,11 @@ __all__ = ["ProgressCallback", "TrainingService", "open_service", "resource_link
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
-WaitUntil = Literal["next_epoch", "epochs", "end"]
 _CURSOR = re.compile(r"^e(-1|\d+)(?:\.s(-1|\d+))?$")
-MAX_WAIT_S = 55.0
+_LIST = ListQuery()
+_METRICS = MetricsQuery()
+_WAIT = WaitQuery()
+_PLOT = PlotQuery()
 
 
 def resource_links(operation_id: str) -> ResourceLinks:
@@ -112,13 +121,34 @@ class TrainingService:
         runner: LocalRunner,
         bridges: BridgeDispatcher,
     ) -> None:
-        self.config = config
-        self.db = db
-        self.notifier = notifier
-        self.analyses = analyses
-        self.ingestor = ingestor
-        self.runner = runner
-        self.bridges = bridges
+        self._config = config
+        self._db = db
+        self._notifier = notifier
+        self._analyses = analyses
+        self._ingestor = ingestor
+        self._runner = runner
+        self._bridges = bridges
+
+    # -- what the doors need besides the tools ----------------------------------------------
+
+    def on_change(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with every change (an epoch stored, a status changed); returns the
+        function that stops it."""
+        return self._notifier.listen(listener)
+
+    def changed(self, operation_id: str) -> anyio.Event:
+        """An event set at the next change of this run: take it before reading, so no change
+        slips by between the read and the wait."""
+        return self._notifier.changed(operation_id)
+
+    @property
+    def runs_active(self) -> int:
+        """Local runs training now."""
+        return self._runner.active
+
+    async def bridge_heartbeat(self, operation_id: str) -> Operation:
+        """A bridge's periodic word that a run it trains is alive."""
+        return await self._bridges.heartbeat(operation_id)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -129,26 +159,26 @@ class TrainingService:
         name = args.name or _default_name(spec)
         # 'auto' sends cuda runs to a bridge (which says clearly when none is configured).
         if args.backend == "bridge" or (args.backend == "auto" and spec.device == "cuda"):
-            return self._started(await self.bridges.dispatch(spec, name=name, tags=args.tags))
+            return self._started(await self._bridges.dispatch(spec, name=name, tags=args.tags))
         try:
             check_spec(spec, self._trainer_options())
         except Exception as exc:
             raise translate(exc) from exc
         op = await create_operation(
-            self.db,
+            self._db,
             name=name,
             backend=Backend.LOCAL,
             spec=spec.model_dump(mode="json"),
             epochs_total=spec.epochs,
             tags=args.tags,
         )
-        await self.ingestor.announce(op)
-        self.runner.start(op.operation_id, spec)
+        await self._ingestor.announce(op)
+        self._runner.start(op.operation_id, spec)
         return self._started(op)
 
     async def _register_external(self, args: StartTrainingArgs) -> StartTrainingResult:
         op = await create_operation(
-            self.db,
+            self._db,
             name=args.name or "external run",
             backend=Backend.EXTERNAL,
             spec=args.spec or {},
@@ -156,7 +186,7 @@ class TrainingService:
             tags=args.tags,
             status=OperationStatus.RUNNING,
         )
-        await self.ingestor.announce(op)
+        await self._ingestor.announce(op)
         return self._started(op)
 
     def _started(self, op: Operation) -> StartTrainingResult:
@@ -224,7 +254,7 @@ class TrainingService:
 
     def _trainer_options(self) -> TrainerOptions:
         return TrainerOptions(
-            data_roots=self.config.allowed_data_roots, allow_factory=self.config.allow_factory
+            data_roots=self._config.allowed_data_roots, allow_factory=self._config.allow_factory
         )
 
     async def stop_training(self, operation_id: str, reason: str | None = None) -> Operation:
@@ -237,21 +267,21 @@ class TrainingService:
                 field="operation_id",
             )
         if op.backend is Backend.BRIDGE:
-            return await self.bridges.stop(op, why)
-        if self.runner.cancel(operation_id, why):
+            return await self._bridges.stop(op, why)
+        if self._runner.cancel(operation_id, why):
             if op.status is OperationStatus.QUEUED:
-                return await self.ingestor.record_status(
+                return await self._ingestor.record_status(
                     operation_id, OperationStatus.CANCELLED, reason=why
                 )
             return await self._await_end(operation_id, timeout_s=10.0)
-        return await self.ingestor.record_status(
+        return await self._ingestor.record_status(
             operation_id, OperationStatus.CANCELLED, reason=why
         )
 
     async def _await_end(self, operation_id: str, timeout_s: float) -> Operation:
         with anyio.move_on_after(timeout_s):
             while True:
-                changed = self.notifier.changed(operation_id)
+                changed = self._notifier.changed(operation_id)
                 op = await self._get(operation_id)
                 if op.finished:
                     return op
@@ -276,7 +306,7 @@ class TrainingService:
                 field="status",
             )
         try:
-            return await self.ingestor.record_status(
+            return await self._ingestor.record_status(
                 operation_id, status, error=error, reason=reason
             )
         except Exception as exc:
@@ -286,7 +316,7 @@ class TrainingService:
         self, operation_id: str, points: Sequence[MetricPointIn | Mapping[str, Any]]
     ) -> AppendResult:
         try:
-            return await self.ingestor.record_points(operation_id, points)
+            return await self._ingestor.record_points(operation_id, points)
         except Exception as exc:
             raise translate(exc) from exc
 
@@ -294,44 +324,29 @@ class TrainingService:
 
     async def _get(self, operation_id: str) -> Operation:
         try:
-            return await get_operation(self.db, operation_id)
+            return await get_operation(self._db, operation_id)
         except Exception as exc:
             raise translate(exc) from exc
 
     async def get_operation(self, operation_id: str) -> OperationInfo:
         op = await self._get(operation_id)
-        latest = [s for s in await latest_values(self.db, operation_id) if s.count]
+        latest = [s for s in await latest_values(self._db, operation_id) if s.count]
         return OperationInfo(
             **op.model_dump(), latest=latest, resources=resource_links(operation_id)
         )
 
-    async def list_operations(
-        self, status: OperationStatus | None = None, limit: int = 20
-    ) -> OperationList:
-        if not 1 <= limit <= 500:
-            raise InvalidInputError("limit: must be between 1 and 500", field="limit")
-        ops = await list_operations(self.db, status=status, limit=limit)
-        return OperationList(operations=ops, returned=len(ops), status_filter=status)
+    async def list_operations(self, query: ListQuery = _LIST) -> OperationList:
+        ops = await list_operations(self._db, status=query.status, limit=query.limit)
+        return OperationList(operations=ops, returned=len(ops), status_filter=query.status)
 
     async def get_metrics(
-        self,
-        operation_id: str,
-        *,
-        metrics: Sequence[str] | None = None,
-        cursor: str | None = None,
-        last_epochs: int | None = None,
-        max_points: int = 100,
-        include_steps: bool = False,
+        self, operation_id: str, query: MetricsQuery = _METRICS
     ) -> OperationMetrics:
-        after_epoch, after_step = _parse_cursor(cursor)
-        if not 4 <= max_points <= 10_000:
-            raise InvalidInputError("max_points: must be between 4 and 10000", field="max_points")
-        if last_epochs is not None and not 1 <= last_epochs <= 100_000:
-            raise InvalidInputError(
-                "last_epochs: must be between 1 and 100000", field="last_epochs"
-            )
+        metrics, last_epochs, max_points = query.metrics, query.last_epochs, query.max_points
+        include_steps = query.include_steps
+        after_epoch, after_step = _parse_cursor(query.cursor)
         op = await self._get(operation_id)
-        stored = [s.name for s in await latest_values(self.db, operation_id)]
+        stored = [s.name for s in await latest_values(self._db, operation_id)]
         if metrics is None or list(metrics) == []:
             wanted = [m for m in DEFAULT_METRICS if m in stored]
         elif list(metrics) == ["all"]:
@@ -351,7 +366,7 @@ class TrainingService:
             if not names:
                 continue
             read = await read_metrics(
-                self.db,
+                self._db,
                 operation_id,
                 names=names,
                 after_step=after if after >= 0 else None,
@@ -379,7 +394,7 @@ class TrainingService:
         )
 
     async def indicators(self, operation_id: str) -> Indicators | None:
-        analysis = await self.analyses.current(operation_id)
+        analysis = await self._analyses.current(operation_id)
         if analysis.epochs_analyzed == 0:
             return None
         flags = {f.name for f in analysis.flags}
@@ -399,24 +414,16 @@ class TrainingService:
         self, operation_id: str, params: AnalysisParams | None = None
     ) -> LossAnalysis:
         await self._get(operation_id)
-        return await self.analyses.with_params(operation_id, params or AnalysisParams())
+        return await self._analyses.with_params(operation_id, params or AnalysisParams())
 
     async def wait_for_operation(
         self,
         operation_id: str,
+        query: WaitQuery = _WAIT,
         *,
-        until: WaitUntil = "next_epoch",
-        epochs: int = 1,
-        timeout_s: float = 30.0,
         progress: ProgressCallback | None = None,
     ) -> WaitResult:
-        if not 0 < timeout_s <= MAX_WAIT_S:
-            raise InvalidInputError(
-                f"timeout_s: must be more than 0 and at most {MAX_WAIT_S:g} seconds",
-                field="timeout_s",
-            )
-        if epochs < 1:
-            raise InvalidInputError("epochs: must be at least 1", field="epochs")
+        until, epochs, timeout_s = query.until, query.epochs, query.timeout_s
         op = await self._get(operation_id)
         start_epoch = op.epochs_done
         target = start_epoch + (1 if until == "next_epoch" else epochs)
@@ -428,7 +435,7 @@ class TrainingService:
 
         with anyio.move_on_after(timeout_s):
             while True:
-                changed = self.notifier.changed(operation_id)
+                changed = self._notifier.changed(operation_id)
                 op = await self._get(operation_id)
                 if progress is not None:
                     total = float(op.epochs_total) if op.epochs_total else None
@@ -443,7 +450,7 @@ class TrainingService:
                 with anyio.move_on_after(5.0):  # a progress beat at least every 5 s
                     await changed.wait()
         since = f"e{start_epoch}" if start_epoch > 0 else None
-        metrics = await self.get_metrics(operation_id, cursor=since)
+        metrics = await self.get_metrics(operation_id, MetricsQuery(cursor=since))
         return WaitResult(
             operation_id=operation_id,
             reached=reached,
@@ -452,14 +459,13 @@ class TrainingService:
             metrics=metrics,
         )
 
-    async def compare_operations(self, operation_ids: Sequence[str]) -> Comparison:
-        if not 2 <= len(operation_ids) <= 10:
-            raise InvalidInputError("operation_ids: give 2 to 10 ids", field="operation_ids")
+    async def compare_operations(self, query: CompareQuery) -> Comparison:
+        operation_ids = query.operation_ids
         runs: list[ComparedRun] = []
         specs: dict[str, dict[str, Any]] = {}
         for oid in operation_ids:
             op = await self._get(oid)
-            summary = summarize_run(await load_history(self.db, oid))
+            summary = summarize_run(await load_history(self._db, oid))
             runs.append(
                 ComparedRun(operation_id=oid, name=op.name, status=op.status, summary=summary)
             )
@@ -481,19 +487,19 @@ class TrainingService:
         )
 
     async def plot(
-        self, operation_ids: Sequence[str], metrics: Sequence[str] = ("train_loss", "val_loss")
+        self, operation_ids: Sequence[str], query: PlotQuery = _PLOT
     ) -> tuple[bytes, str]:
-        """A PNG of the runs' curves (best epoch marked) and a one-line caption."""
+        """A PNG of the runs' curves (best epoch marked) and a one-line caption: `operation_ids`
+        come from a `PlotRequest` (1 to 10) or a REST path (one)."""
         from mcp_server.core.plot import Curve, render_png
 
-        if not 1 <= len(operation_ids) <= 10:
-            raise InvalidInputError("operation_ids: give 1 to 10 ids", field="operation_ids")
+        metrics = query.metrics
         curves: list[Curve] = []
         notes: list[str] = []
         for oid in operation_ids:
             op = await self._get(oid)
-            read = await read_metrics(self.db, oid, names=list(metrics), max_points=2000)
-            analysis = await self.analyses.current(oid)
+            read = await read_metrics(self._db, oid, names=list(metrics), max_points=2000)
+            analysis = await self._analyses.current(oid)
             for s in read.series:
                 curves.append(
                     Curve(
@@ -525,9 +531,9 @@ class TrainingService:
         count = 0
         for status in (OperationStatus.RUNNING, OperationStatus.QUEUED):
             for op in await list_operations(
-                self.db, status=status, backend=Backend.LOCAL, limit=10_000
+                self._db, status=status, backend=Backend.LOCAL, limit=10_000
             ):
-                await self.ingestor.record_status(
+                await self._ingestor.record_status(
                     op.operation_id,
                     OperationStatus.INTERRUPTED,
                     reason=f"the server stopped while this run was {status.value}; "

@@ -24,7 +24,7 @@ def bridge_endpoints(service: TrainingService) -> list[Endpoint]:
     async def heartbeat(request: Request) -> Response:
         parse_body(Heartbeat, await read_json(request, required=False) or {})
         operation_id: str = request.path_params["operation_id"]
-        return json_response(await service.bridges.heartbeat(operation_id))
+        return json_response(await service.bridge_heartbeat(operation_id))
 
     return [
         Endpoint(

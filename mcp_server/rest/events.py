@@ -21,6 +21,7 @@ import anyio
 
 from mcp_server.core.errors import InvalidInputError
 from mcp_server.core.models import OperationMetrics
+from mcp_server.core.queries import MetricsQuery
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.models import EpochEvent
 from storage import TERMINAL_STATUSES, NonFinite, OperationStatus
@@ -95,10 +96,9 @@ async def operation_events(
     """The stream's bytes, from `position` until the run has ended and all of it was sent."""
     yield f"retry: {RETRY_MS}\n\n".encode()
     while True:
-        changed = service.notifier.changed(operation_id)  # taken first: no change slips by
-        read = await service.get_metrics(
-            operation_id, metrics=["all"], cursor=f"e{position.epoch}", max_points=_PAGE
-        )
+        changed = service.changed(operation_id)  # taken first: no change slips by
+        query = MetricsQuery(metrics=["all"], cursor=f"e{position.epoch}", max_points=_PAGE)
+        read = await service.get_metrics(operation_id, query)
         for event in _epoch_events(read):
             position = StreamPosition(event.epoch, position.status)
             yield _frame("epoch", position, event.model_dump_json())

@@ -1,8 +1,8 @@
 """The REST mirror's own request and response models: only what the MCP tools have no twin for.
 
 Everything else the REST JSON carries is a shared model from `mcp_server.core.models`, `storage` or
-`trainer.analysis`. Query models validate query strings; their fields are also the OpenAPI
-parameters.
+`trainer.analysis`. The request models the tools share
+(query strings too) are `mcp_server.core.queries`.
 """
 
 from __future__ import annotations
@@ -17,22 +17,16 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_POINTS",
     "ApiError",
-    "CancelRequest",
     "EpochEvent",
     "ErrorDetail",
     "Health",
     "IngestResult",
-    "ListQuery",
     "MetricsBatch",
-    "MetricsQuery",
-    "PlotQuery",
     "StatusReport",
 ]
 
 MAX_POINTS = 10_000
 MAX_BODY_BYTES = 1024 * 1024
-
-_QUERY = ConfigDict(extra="forbid", frozen=True)
 
 
 class ErrorDetail(BaseModel):
@@ -86,54 +80,6 @@ class StatusReport(BaseModel):
     status: Literal["completed", "failed"]
     error: str | None = Field(None, max_length=10_000, description="Why it failed")
     reason: str | None = Field(None, max_length=2_000, description="Why it ended as it did")
-
-
-class CancelRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str | None = Field(None, max_length=500, description="Why; recorded on the run")
-
-
-class ListQuery(BaseModel):
-    model_config = _QUERY
-
-    status: OperationStatus | None = Field(None, description="Only runs in this status")
-    limit: int = Field(20, ge=1, le=500, description="At most this many, newest first")
-
-
-class MetricsQuery(BaseModel):
-    model_config = _QUERY
-
-    metrics: list[str] | None = Field(
-        None,
-        description="Metric names (repeat the parameter, or separate with commas); default "
-        "train/val loss and accuracy and learning_rate; 'all' for every epoch metric",
-    )
-    cursor: str | None = Field(
-        None,
-        max_length=64,
-        description="next_cursor of a previous answer: only newer points come back",
-    )
-    last_epochs: int | None = Field(None, ge=1, le=100_000, description="Only the last N epochs")
-    max_points: int = Field(
-        100,
-        ge=4,
-        le=10_000,
-        description="Per metric; longer series are downsampled keeping each bucket's min, max "
-        "and last point",
-    )
-    include_steps: bool = Field(False, description="Add the per-step training loss")
-
-
-class PlotQuery(BaseModel):
-    model_config = _QUERY
-
-    metrics: list[str] = Field(
-        default_factory=lambda: ["train_loss", "val_loss"],
-        min_length=1,
-        max_length=20,
-        description="Metrics to draw (repeat the parameter, or separate with commas)",
-    )
 
 
 class EpochEvent(BaseModel):

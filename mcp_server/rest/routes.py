@@ -24,6 +24,7 @@ from mcp_server import __version__
 from mcp_server.core.errors import InvalidInputError, ServiceError
 from mcp_server.core.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
 from mcp_server.core.models import StartTrainingResult as Started
+from mcp_server.core.queries import ListQuery, MetricsQuery, PlotQuery, StopRequest
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.bridge import bridge_endpoints
 from mcp_server.rest.events import is_exhausted, operation_events, parse_last_event_id
@@ -41,14 +42,10 @@ from mcp_server.rest.http import (
 )
 from mcp_server.rest.models import (
     MAX_POINTS,
-    CancelRequest,
     EpochEvent,
     Health,
     IngestResult,
-    ListQuery,
     MetricsBatch,
-    MetricsQuery,
-    PlotQuery,
     StatusReport,
 )
 from mcp_server.rest.openapi import docs_page, openapi_document
@@ -126,7 +123,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
 
     async def health(_request: Request) -> Response:
         try:
-            await service.list_operations(limit=1)
+            await service.list_operations(ListQuery(limit=1))
             database = True
         except Exception:  # a health check reports a failure instead of raising it
             log.exception("health: the database did not answer")
@@ -135,13 +132,12 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             status="ok" if database else "degraded",
             version=__version__,
             database=database,
-            runs_active=service.runner.active,
+            runs_active=service.runs_active,
         )
         return json_response(body, 200 if database else 503)
 
     async def list_operations(request: Request) -> Response:
-        query = parse_query(request, ListQuery)
-        return json_response(await service.list_operations(query.status, query.limit))
+        return json_response(await service.list_operations(parse_query(request, ListQuery)))
 
     async def start_operation(request: Request) -> Response:
         args = parse_body(StartTrainingArgs, await read_json(request, required=False) or {})
@@ -153,7 +149,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
         return json_response(await service.get_operation(op_id(request)))
 
     async def cancel_operation(request: Request) -> Response:
-        cancel = parse_body(CancelRequest, await read_json(request, required=False) or {})
+        cancel = parse_body(StopRequest, await read_json(request, required=False) or {})
         return json_response(await service.stop_training(op_id(request), cancel.reason))
 
     async def report_status(request: Request) -> Response:
@@ -166,15 +162,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
 
     async def get_metrics(request: Request) -> Response:
         query = parse_query(request, MetricsQuery)
-        metrics = await service.get_metrics(
-            op_id(request),
-            metrics=query.metrics,
-            cursor=query.cursor,
-            last_epochs=query.last_epochs,
-            max_points=query.max_points,
-            include_steps=query.include_steps,
-        )
-        return json_response(metrics)
+        return json_response(await service.get_metrics(op_id(request), query))
 
     async def push_metrics(request: Request) -> Response:
         points = _points(await read_json(request))
@@ -192,7 +180,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
 
     async def plot(request: Request) -> Response:
         query = parse_query(request, PlotQuery)
-        png, _caption = await service.plot([op_id(request)], query.metrics)
+        png, _caption = await service.plot([op_id(request)], query)
         return Response(png, media_type="image/png")
 
     async def stream_events(request: Request) -> Response:
@@ -263,7 +251,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             "cancel_operation",
             "Stop a queued or running run; its finished epochs are kept",
             ok=Operation,
-            body=CancelRequest,
+            body=StopRequest,
             body_required=False,
             errors=(404, 409, 413, 422),
         ),

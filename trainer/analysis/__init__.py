@@ -14,6 +14,7 @@ ending at epochs divisible by k, UP_s over strip ends. Patience follows Keras.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,20 @@ class LossAnalyzer:
         if self._result is None:
             self._result = Report(self._engine).build()
         return self._result
+
+    def result_with(self, point: EpochMetrics) -> LossAnalysis:
+        """The analysis as if `point` were the next epoch, leaving this analyzer as it was: for
+        an epoch still arriving in parts (train_loss in one push, val_loss in the next). Costs a
+        copy of the per-epoch state (O(window)), not a replay of the history."""
+        last = self._engine.last_epoch
+        values = _values(point)
+        if (last is not None and point.epoch <= last) or not values.keys() <= self._names:
+            trial = LossAnalyzer(self._params)
+            trial._load([*(EpochMetrics(e, v) for e, v in self._history.items()), point])
+            return trial.result()
+        engine = copy.deepcopy(self._engine)
+        engine.step(point.epoch, values)
+        return Report(engine).build()
 
     def _load(self, history: Iterable[EpochMetrics]) -> None:
         self._history = _points(history)

@@ -1,0 +1,111 @@
+"""One model per request: each range and description is said here once.
+
+The MCP tools' signatures are built from these models (`mcp_server.server`), the REST mirror parses
+its query strings and bodies into the same ones (`mcp_server.rest.routes`), and the service takes
+them. `trainer.analysis.AnalysisParams` is the analysis' own request model, used the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage import MIN_SAMPLE_POINTS, OperationStatus
+
+__all__ = [
+    "MAX_LIST",
+    "MAX_SERIES_POINTS",
+    "MAX_WAIT_S",
+    "CompareQuery",
+    "ListQuery",
+    "MetricsQuery",
+    "PlotQuery",
+    "PlotRequest",
+    "StopRequest",
+    "WaitQuery",
+]
+
+MAX_LIST = 500
+MAX_SERIES_POINTS = 10_000
+MAX_WAIT_S = 55.0  # under the 60 s request timeout most MCP clients use
+
+_QUERY = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListQuery(BaseModel):
+    model_config = _QUERY
+
+    status: OperationStatus | None = Field(default=None, description="Only runs in this status")
+    limit: int = Field(default=20, ge=1, le=MAX_LIST, description="At most this many, newest first")
+
+
+class MetricsQuery(BaseModel):
+    model_config = _QUERY
+
+    metrics: list[str] | None = Field(
+        default=None,
+        description="Metric names; default train/val loss and accuracy and learning_rate; "
+        "['all'] for every epoch metric",
+    )
+    cursor: str | None = Field(
+        default=None,
+        max_length=64,
+        description="next_cursor of a previous answer: only newer points",
+    )
+    last_epochs: int | None = Field(
+        default=None, ge=1, le=100_000, description="Only the last N epochs"
+    )
+    max_points: int = Field(
+        default=100,
+        ge=MIN_SAMPLE_POINTS,
+        le=MAX_SERIES_POINTS,
+        description="Per metric; longer series are downsampled keeping each bucket's min, max "
+        "and last point",
+    )
+    include_steps: bool = Field(default=False, description="Add the per-step training loss")
+
+
+class WaitQuery(BaseModel):
+    model_config = _QUERY
+
+    until: Literal["next_epoch", "epochs", "end"] = Field(
+        default="next_epoch",
+        description="Return after the next epoch, after `epochs` more epochs, or when the run ends",
+    )
+    epochs: int = Field(default=1, ge=1, le=100_000, description="With until='epochs'")
+    timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=MAX_WAIT_S,
+        description=f"Give up after this many seconds (<= {MAX_WAIT_S:g})",
+    )
+
+
+class CompareQuery(BaseModel):
+    model_config = _QUERY
+
+    operation_ids: list[str] = Field(min_length=2, max_length=10, description="2 to 10 ids")
+
+
+class PlotQuery(BaseModel):
+    model_config = _QUERY
+
+    metrics: list[str] = Field(
+        default_factory=lambda: ["train_loss", "val_loss"],
+        min_length=1,
+        max_length=20,
+        description="Metrics to draw",
+    )
+
+
+class PlotRequest(PlotQuery):
+    """The plot of several runs (the REST route plots the run in its path)."""
+
+    operation_ids: list[str] = Field(min_length=1, max_length=10, description="1 to 10 ids")
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500, description="Why; recorded on the run")
