@@ -259,6 +259,15 @@ class SessionManager:
             info = self.get(operation_id)
         return info, training
 
+    def wait(self, operation_id: str, timeout_s: float | None = None) -> SessionInfo | None:
+        """The session once this process is done with it (trained and delivered, or given up
+        and left in the spool), or None if it is still working after `timeout_s`."""
+        with self._lock:
+            live = self._live.get(operation_id)
+        if live is not None and not live.done.wait(timeout_s):
+            return None
+        return self.get(operation_id)
+
     # -- start-up and shutdown ----------------------------------------------------------------
 
     def resume(self) -> int:

@@ -98,6 +98,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=env.get("TRAINING_MCP_PUBLIC_URL"),
         help="this server's URL as bridges reach it (default http://HOST:PORT)",
     )
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=env.get("TRAINING_MCP_RAY"),
+        help="run backend='ray' (and device='cuda') runs on Ray: 'auto' starts or joins a local "
+        "Ray, else a cluster's address (env TRAINING_MCP_RAY; needs --http)",
+    )
+    serve.add_argument(
+        "--ray-retries",
+        type=int,
+        default=0,
+        help="times a run whose Ray worker or node died is started again (default 0: it fails)",
+    )
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
     _add_bridge_parser(sub, env)
     return parser
@@ -156,6 +169,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         heartbeat_timeout_s=args.heartbeat_timeout,
         public_url=args.public_url or f"http://{args.host}:{args.port}",
         token=Secret(args.token) if args.token else None,
+        ray_address=args.ray or None,
+        ray_retries=args.ray_retries,
     )
 
 
@@ -218,11 +233,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        problem = _ray_problem(args)
+        if problem:
+            print(f"training-mcp: {problem}", file=sys.stderr)
+            return 2
         if args.http:
             anyio.run(_serve_http, config, args.host, args.port, args.log_level)
         else:
             anyio.run(_serve_stdio, config)
     return 0
+
+
+def _ray_problem(args: argparse.Namespace) -> str | None:
+    """Why `--ray` cannot work as given, before anything starts."""
+    if not args.ray:
+        return None
+    from mcp_server.core.ray_backend import RAY_INSTALL, ray_installed
+
+    if not ray_installed():
+        return f"--ray: Ray is not installed; install it with {RAY_INSTALL}"
+    if not args.http:
+        return "--ray: Ray workers push their metrics over HTTP; serve with --http"
+    if not 0 <= args.ray_retries <= 100:
+        return f"--ray-retries: must be between 0 and 100, got {args.ray_retries}"
+    return None
 
 
 def _bridge_main(args: argparse.Namespace) -> int:

@@ -47,6 +47,9 @@ class ServerConfig:
     heartbeat_timeout_s: float = 60.0
     public_url: str | None = None  # how bridges reach this server's ingest route
     token: Secret | None = None
+    ray_address: str | None = None  # "auto" (a local Ray) or a cluster's address; None: no Ray
+    ray_namespace: str = "training-mcp"  # where the runs' named actors live on the cluster
+    ray_retries: int = 0  # times a run whose Ray worker died is started again from scratch
 
     @property
     def database_url(self) -> str:

@@ -43,6 +43,7 @@ class Backend(StrEnum):
     LOCAL = "local"
     BRIDGE = "bridge"
     EXTERNAL = "external"
+    RAY = "ray"
 
 
 TERMINAL_STATUSES = frozenset(

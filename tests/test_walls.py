@@ -28,8 +28,11 @@ def _imports(package: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("trainer", {"storage", "mcp_server", "host_bridge", "sqlalchemy", "httpx", "starlette"}),
-        ("storage", {"mcp_server", "host_bridge", "torch"}),
+        (
+            "trainer",
+            {"storage", "mcp_server", "host_bridge", "sqlalchemy", "httpx", "starlette", "ray"},
+        ),
+        ("storage", {"mcp_server", "host_bridge", "torch", "ray"}),
         ("host_bridge", {"storage", "mcp_server", "sqlalchemy"}),
         ("mcp_server", {"torch"}),
     ],
@@ -62,6 +65,21 @@ def test_the_server_starts_without_importing_torch() -> None:
     code = (
         "import sys, mcp_server.server, mcp_server.app, mcp_server.cli; "
         "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_ray_is_imported_only_by_the_ray_worker_and_lazily_by_the_ray_backend() -> None:
+    users = {
+        f for pkg in ("mcp_server", "host_bridge") for f, n in _imports(pkg).items() if "ray" in n
+    }
+    assert users == {"host_bridge/ray_worker.py"}
+    code = (
+        "import sys, mcp_server.server, mcp_server.app, mcp_server.cli, "
+        "mcp_server.core.ray_backend, host_bridge.ray_worker; print('ray' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True

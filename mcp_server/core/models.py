@@ -19,6 +19,7 @@ __all__ = [
     "OperationList",
     "OperationMetrics",
     "ResourceLinks",
+    "RunResources",
     "SpecDifference",
     "StartTrainingArgs",
     "StartTrainingResult",
@@ -27,6 +28,20 @@ __all__ = [
 
 # What get_operation_metrics returns when no names are given: compact, enough to judge a run.
 DEFAULT_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "learning_rate")
+
+
+class RunResources(BaseModel):
+    """What one Ray run reserves on its node; Ray places it where these are free."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float | None = Field(default=None, ge=0, le=1024, description="CPUs (default 1)")
+    num_gpus: float | None = Field(
+        default=None, ge=0, le=64, description="GPUs (default 1 for device 'cuda', else 0)"
+    )
+    memory_mb: int | None = Field(
+        default=None, ge=1, le=16_777_216, description="RAM to reserve, MiB"
+    )
 
 
 class StartTrainingArgs(BaseModel):
@@ -72,10 +87,14 @@ class StartTrainingArgs(BaseModel):
     early_stopping: bool | None = Field(None, description="Stop when val_loss stops improving")
     patience: int | None = Field(None, description="Early-stopping patience in epochs")
     tags: dict[str, str] | None = None
-    backend: Literal["auto", "local", "bridge", "external"] = Field(
+    backend: Literal["auto", "local", "bridge", "external", "ray"] = Field(
         "auto",
-        description="'auto': a bridge for device='cuda', else local; 'external': register a run "
-        "trained elsewhere that pushes its own metrics",
+        description="'auto': Ray (when the server has --ray) or a bridge for device='cuda', else "
+        "local; 'ray': a task on the server's Ray cluster; 'external': register a run trained "
+        "elsewhere that pushes its own metrics",
+    )
+    resources: RunResources | None = Field(
+        None, description="What a Ray run reserves on the cluster (backend 'ray' only)"
     )
     spec: dict[str, Any] | None = Field(
         None, description="A full TrainingSpec; the flat arguments above override its fields"

@@ -49,6 +49,7 @@ from mcp_server.core.queries import (
     PlotQuery,
     WaitQuery,
 )
+from mcp_server.core.ray_backend import RayBackend, open_ray
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from storage import (
     AppendResult,
@@ -120,6 +121,7 @@ class TrainingService:
         ingestor: Ingestor,
         runner: LocalRunner,
         bridges: BridgeDispatcher,
+        ray: RayBackend,
     ) -> None:
         self._config = config
         self._db = db
@@ -128,6 +130,7 @@ class TrainingService:
         self._ingestor = ingestor
         self._runner = runner
         self._bridges = bridges
+        self._ray = ray
 
     # -- what the doors need besides the tools ----------------------------------------------
 
@@ -157,7 +160,18 @@ class TrainingService:
             return await self._register_external(args)
         spec = self._build_spec(args)
         name = args.name or _default_name(spec)
-        # 'auto' sends cuda runs to a bridge (which says clearly when none is configured).
+        # 'auto' sends cuda runs to Ray when the server has it, else to a bridge (which says
+        # clearly when none is configured).
+        auto_cuda = args.backend == "auto" and spec.device == "cuda"
+        if args.backend == "ray" or (auto_cuda and self._ray.configured):
+            return self._started(
+                await self._ray.dispatch(spec, name=name, tags=args.tags, resources=args.resources)
+            )
+        if args.resources is not None:
+            raise InvalidInputError(
+                "resources: only a Ray run reserves resources; pass backend='ray'",
+                field="resources",
+            )
         if args.backend == "bridge" or (args.backend == "auto" and spec.device == "cuda"):
             return self._started(await self._bridges.dispatch(spec, name=name, tags=args.tags))
         try:
@@ -207,7 +221,9 @@ class TrainingService:
 
     def _build_spec(self, args: StartTrainingArgs) -> TrainingSpec:
         base: dict[str, Any] = dict(args.spec or {})
-        flat = args.model_dump(exclude_none=True, exclude={"name", "tags", "backend", "spec"})
+        flat = args.model_dump(
+            exclude_none=True, exclude={"name", "tags", "backend", "spec", "resources"}
+        )
         dataset = dict(base.get("dataset") or {})
         name = flat.pop("dataset", None)
         if name == "csv":
@@ -268,6 +284,8 @@ class TrainingService:
             )
         if op.backend is Backend.BRIDGE:
             return await self._bridges.stop(op, why)
+        if op.backend is Backend.RAY:
+            return await self._ray.stop(op, why)
         if self._runner.cancel(operation_id, why):
             if op.status is OperationStatus.QUEUED:
                 return await self._ingestor.record_status(
@@ -558,7 +576,11 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
     analyses = AnalysisCache(db)
     ingestor = Ingestor(db, notifier, analyses)
     try:
-        async with anyio.create_task_group() as tg, open_bridges(config, db, ingestor) as bridges:
+        async with (
+            anyio.create_task_group() as tg,
+            open_bridges(config, db, ingestor) as bridges,
+            open_ray(config, db, ingestor, bridges.heartbeat_interval_s) as ray,
+        ):
             runner = LocalRunner(
                 ingestor,
                 TrainerOptions(
@@ -568,7 +590,9 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 artifacts_root=config.artifacts_dir,
                 max_concurrent=config.max_concurrent_runs,
             )
-            service = TrainingService(config, db, notifier, analyses, ingestor, runner, bridges)
+            service = TrainingService(
+                config, db, notifier, analyses, ingestor, runner, bridges, ray
+            )
             orphans = await service.mark_orphans()
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
