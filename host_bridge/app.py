@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from host_bridge.guard import GuardPolicy, RequestGuard
 from host_bridge.protocol import BridgeError, BridgeHealth, ErrorDetail, SessionRequest
 from host_bridge.sessions import SessionError, SessionManager
 
@@ -57,6 +58,22 @@ def _token_ok(header: bytes, token: Secret | None) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), str(token).encode())
 
 
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes `limit` bytes (declared or streamed): a huge body
+    is refused without being read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class BearerAuth:
     """Every path but /health needs the bearer token, when one is set. Never logs the token."""
 
@@ -88,8 +105,10 @@ def build_bridge_app(
     *,
     token: Secret | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    guard: GuardPolicy | None = None,
 ) -> Starlette:
-    """The bridge's routes over `manager`; `health()` describes this host (torch, devices)."""
+    """The bridge's routes over `manager`; `health()` describes this host (torch, devices).
+    `guard`: the Host/Origin/Content-Type policy (default: loopback names only)."""
 
     def op_id(request: Request) -> str:
         value: str = request.path_params["operation_id"]
@@ -106,8 +125,8 @@ def build_bridge_app(
         return _json(manager.list_sessions())
 
     async def start_session(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > _MAX_BODY:
+        body = await _read_limited(request, _MAX_BODY)
+        if body is None:
             return _error(413, "payload_too_large", f"body: at most {_MAX_BODY} bytes", "body")
         try:
             session = SessionRequest.model_validate_json(body)
@@ -157,4 +176,5 @@ def build_bridge_app(
         lifespan=lifespan,
     )
     app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(RequestGuard, policy=guard or GuardPolicy())
     return app

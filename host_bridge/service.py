@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Secret
 
 from host_bridge.app import build_bridge_app
+from host_bridge.guard import GuardPolicy
 from host_bridge.protocol import BridgeHealth, GpuInfo
 from host_bridge.sessions import BridgeOptions, SessionManager
 
@@ -57,6 +58,9 @@ class BridgeConfig:
     data_roots: tuple[Path, ...] = ()
     allow_factory: bool = False
     log_level: str = "INFO"
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    allowed_servers: tuple[str, ...] = ()  # empty: servers on loopback only
 
     @property
     def options(self) -> BridgeOptions:
@@ -65,7 +69,12 @@ class BridgeConfig:
             max_sessions=self.max_sessions,
             data_roots=self.data_roots or (self.data_dir,),
             allow_factory=self.allow_factory,
+            allowed_servers=self.allowed_servers,
         )
+
+    @property
+    def guard(self) -> GuardPolicy:
+        return GuardPolicy.for_server(self.host, self.allowed_hosts, self.allowed_origins)
 
 
 def host_health(manager: SessionManager) -> BridgeHealth:
@@ -113,7 +122,11 @@ def bridge_app(config: BridgeConfig, manager: SessionManager) -> Starlette:
             await anyio.to_thread.run_sync(manager.close)
 
     return build_bridge_app(
-        manager, lambda: host_health(manager), token=config.token, lifespan=lifespan
+        manager,
+        lambda: host_health(manager),
+        token=config.token,
+        lifespan=lifespan,
+        guard=config.guard,
     )
 
 

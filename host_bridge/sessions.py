@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from host_bridge.guard import server_url_allowed
 from host_bridge.protocol import SessionInfo, SessionList, SessionRequest, SessionStatus
 from host_bridge.reporter import MetricPoint, MetricsReporter, ReportError, RetryPolicy
 from host_bridge.spool import Spool
@@ -55,6 +56,7 @@ class BridgeOptions:
     max_sessions: int = 2
     data_roots: tuple[Path, ...] = ()
     allow_factory: bool = False
+    allowed_servers: tuple[str, ...] = ()  # empty: servers on loopback only
     timeout_s: float = 5.0
     max_batch: int = 1000
     retry: RetryPolicy = field(
@@ -203,6 +205,15 @@ class SessionManager:
     def start(self, request: SessionRequest) -> tuple[SessionInfo, bool]:
         """Start training `request.spec`; (info, True). A request for a session that exists
         returns it unchanged with False, so a retried POST never trains twice."""
+        if not server_url_allowed(request.server_url, self.options.allowed_servers):
+            allowed = ", ".join(self.options.allowed_servers) or "servers on loopback"
+            raise SessionError(
+                "forbidden",
+                403,
+                f"server_url: this bridge pushes only to {allowed}; the operator can add a "
+                "server with --allowed-server",
+                "server_url",
+            )
         existing = self.spool.get(request.operation_id)
         if existing is not None:
             return existing, False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from host_bridge.guard import GuardPolicy, RequestGuard
 from mcp_server.config import Secret
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.routes import OPEN_PATHS, rest_routes
@@ -66,16 +68,12 @@ def build_app(
     port: int = 8765,
     token: Secret | None = None,
 ) -> Starlette:
-    """The HTTP app. DNS-rebinding protection stays on: loopback names always, plus `host`."""
+    """The HTTP app. `RequestGuard` checks Host, Origin and Content-Type for all of it (REST,
+    docs, pages, MCP): loopback names always, plus `host` and the operator's allow-lists."""
     mcp = build_mcp_server(service)
-    hosts = [f"{h}:*" for h in ("127.0.0.1", "localhost", "[::1]")]
-    origins = [f"http://{h}:*" for h in ("127.0.0.1", "localhost", "[::1]")]
-    if not is_loopback(host) and host not in ("0.0.0.0", "::"):
-        hosts.append(f"{host}:*")
-        origins.append(f"http://{host}:*")
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
+    # The guard below covers /mcp with the rest of the app; the SDK's own check would refuse
+    # the names the operator allowed.
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
 
     @asynccontextmanager
@@ -88,4 +86,10 @@ def build_app(
         lifespan=lifespan,
     )
     app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS)
+    config = service.config
+    hosts = list(config.allowed_hosts)
+    if config.public_url:  # the name bridges reach this server by
+        hosts.append(urlsplit(config.public_url).hostname or "")
+    policy = GuardPolicy.for_server(host, hosts, config.allowed_origins)
+    app.add_middleware(RequestGuard, policy=policy)  # outermost: before the token is looked at
     return app

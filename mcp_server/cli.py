@@ -112,6 +112,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="times a run whose Ray worker or node died is started again (default 0: it fails)",
     )
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
+    _add_guard_flags(serve)
     _add_bridge_parser(sub, env)
     return parser
 
@@ -153,6 +154,33 @@ def _add_bridge_parser(
         help="allow 'package.module:function' datasets (runs arbitrary code)",
     )
     bridge.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
+    bridge.add_argument(
+        "--allowed-server",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="a server this bridge may push to, e.g. https://trainer.lan:8765 (repeatable; "
+        "default: servers on loopback only)",
+    )
+    _add_guard_flags(bridge)
+
+
+def _add_guard_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host name clients may use besides loopback and --host (repeatable; '*' any)",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a web page origin allowed to call this server, e.g. http://localhost:6274 "
+        "(repeatable; default: only the server's own pages)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
@@ -171,6 +199,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         token=Secret(args.token) if args.token else None,
         ray_address=args.ray or None,
         ray_retries=args.ray_retries,
+        allowed_hosts=tuple(args.allowed_host or ()),
+        allowed_origins=tuple(args.allowed_origin or ()),
     )
 
 
@@ -274,6 +304,9 @@ def _bridge_main(args: argparse.Namespace) -> int:
             data_roots=tuple(p.expanduser().resolve() for p in args.data_root or ()),
             allow_factory=args.allow_factory,
             log_level=args.log_level,
+            allowed_hosts=tuple(args.allowed_host or ()),
+            allowed_origins=tuple(args.allowed_origin or ()),
+            allowed_servers=tuple(args.allowed_server or ()),
         )
     )
 

@@ -50,6 +50,8 @@ class ServerConfig:
     ray_address: str | None = None  # "auto" (a local Ray) or a cluster's address; None: no Ray
     ray_namespace: str = "training-mcp"  # where the runs' named actors live on the cluster
     ray_retries: int = 0  # times a run whose Ray worker died is started again from scratch
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback and the bind address
+    allowed_origins: tuple[str, ...] = ()  # browser origins besides the server's own
 
     @property
     def database_url(self) -> str:

@@ -19,9 +19,12 @@ __all__ = ["docs_page", "openapi_document"]
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
     401: "No valid bearer token (when the server has one)",
+    403: "The request came from a web page this server does not allow (Origin)",
     404: "No such operation",
     409: "The operation's state does not allow it",
     413: "Body over 1 MiB or over 10,000 points",
+    415: "A body that is not declared as JSON (Content-Type: application/json)",
+    421: "A Host name this server does not answer to",
     422: "Invalid input; `field` names it",
     503: "Something the request needs is not available",
 }
@@ -135,7 +138,9 @@ def _responses(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     if e.name == "stream_events":
         responses["204"] = {"description": "The run has ended and nothing after Last-Event-ID"}
     error = {"application/json": {"schema": refs[(ApiError, "serialization")]}}
-    codes = sorted({*e.errors, *(() if e.open else (401,)), *((422,) if e.query else ())})
+    # Every route checks Host and Origin (host_bridge.guard); a route with a body, its type.
+    guard = (403, 421, 415) if e.body is not None else (403, 421)
+    codes = sorted({*e.errors, *guard, *(() if e.open else (401,)), *((422,) if e.query else ())})
     for code in codes:
         responses[str(code)] = {"description": _ERROR_TEXT[code], "content": error}
     return responses

@@ -23,7 +23,7 @@ async def bridge(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = build_bridge_app(manager, lambda: host_health(manager), token=Secret("btok"))
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://bridge.test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8766") as c:
             yield c
     finally:
         manager.close()

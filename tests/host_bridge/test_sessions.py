@@ -27,6 +27,7 @@ from host_bridge.spool import Spool
 
 TINY = {"dataset": {"kind": "synthetic", "name": "blobs"}, "model": {"hidden_sizes": [16]}}
 QUICK = RetryPolicy(attempts=2, base_delay_s=0.0, max_delay_s=0.01)
+SERVERS = ("http://server.test",)  # the mock server this bridge may push to
 
 
 class Server:
@@ -93,7 +94,9 @@ def manager_for(tmp_path: Path, server: Server) -> Iterator[Callable[..., Sessio
     made: list[SessionManager] = []
 
     def make(**options: Any) -> SessionManager:
-        opts = BridgeOptions(data_dir=tmp_path, retry=QUICK, max_pause_s=0.02, **options)
+        opts = BridgeOptions(
+            data_dir=tmp_path, retry=QUICK, max_pause_s=0.02, allowed_servers=SERVERS, **options
+        )
         manager = SessionManager(opts, transport=httpx.MockTransport(server))
         made.append(manager)
         return manager
@@ -204,7 +207,9 @@ def test_a_refused_heartbeat_means_the_server_ended_the_run_so_training_stops(
 def test_shutting_down_ends_a_running_session_as_failed_and_says_so(
     tmp_path: Path, server: Server
 ) -> None:
-    options = BridgeOptions(data_dir=tmp_path, retry=QUICK, max_pause_s=0.02)
+    options = BridgeOptions(
+        data_dir=tmp_path, retry=QUICK, max_pause_s=0.02, allowed_servers=SERVERS
+    )
     manager = SessionManager(options, transport=httpx.MockTransport(server))
     manager.start(_request(epochs=100_000))
     wait_until(lambda: len(server.epochs()) >= 1)

@@ -18,6 +18,7 @@ from tests.mcp_server.rest.support import asgi_client, parse_events
 pytestmark = pytest.mark.anyio
 
 API = "/api/v1"
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ async def test_nan_and_infinity_tokens_are_stored_and_read_back_flagged(
         b' {"name": "loss", "step": 3, "value": -Infinity},'
         b' {"name": "loss", "step": 4, "value": 0.5}]}'
     )
-    pushed = await api.post(f"{API}/operations/{operation_id}/metrics", content=body)
+    pushed = await api.post(f"{API}/operations/{operation_id}/metrics", content=body, headers=JSON)
     assert pushed.json()["stored"] == 4
     series = (await api.get(f"{API}/operations/{operation_id}/metrics?metrics=loss")).json()
     (loss,) = series["series"]
@@ -128,10 +129,10 @@ async def test_a_batch_with_one_bad_point_names_it_and_stores_nothing(
 async def test_a_malformed_envelope_gets_a_422_naming_the_field(api: httpx.AsyncClient) -> None:
     operation_id = await _external_run(api)
     url = f"{API}/operations/{operation_id}/metrics"
-    _error(await api.post(url, content=b"{not json"), 422, "invalid_input", "body")
-    _error(await api.post(url, content=b""), 422, "invalid_input", "body")
-    _error(await api.post(url, content=b"\xff\xfe"), 422, "invalid_input", "body")
-    _error(await api.post(url, content=b"[" * 100_000), 422, "invalid_input", "body")
+    _error(await api.post(url, content=b"{not json", headers=JSON), 422, "invalid_input", "body")
+    _error(await api.post(url, content=b"", headers=JSON), 422, "invalid_input", "body")
+    _error(await api.post(url, content=b"\xff\xfe", headers=JSON), 422, "invalid_input", "body")
+    _error(await api.post(url, content=b"[" * 100_000, headers=JSON), 422, "invalid_input", "body")
     _error(await api.post(url, json=[1, 2]), 422, "invalid_input", "body")
     _error(await api.post(url, json={"points": "many"}), 422, "invalid_input", "points")
     _error(await api.post(url, json={"points": [], "extra": 1}), 422, "invalid_input", "extra")
@@ -145,7 +146,7 @@ async def test_oversized_batches_are_refused_with_413_before_anything_is_stored(
     too_many = {"points": [{"name": "a", "step": s, "value": 1} for s in range(10_001)]}
     _error(await api.post(url, json=too_many), 413, "payload_too_large", "points")
     big = b'{"points": [' + b" " * (1024 * 1024) + b"]}"
-    _error(await api.post(url, content=big), 413, "payload_too_large", "body")
+    _error(await api.post(url, content=big, headers=JSON), 413, "payload_too_large", "body")
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it streams
         yield b'{"points": ['
@@ -153,7 +154,7 @@ async def test_oversized_batches_are_refused_with_413_before_anything_is_stored(
             yield b" " * 16_384
         yield b"]}"
 
-    _error(await api.post(url, content=chunked()), 413, "payload_too_large", "body")
+    _error(await api.post(url, content=chunked(), headers=JSON), 413, "payload_too_large", "body")
     read = (await api.get(url, params={"metrics": "all"})).json()
     assert read["available"] == []
     exactly = {"points": [{"name": "a", "step": s, "value": 1} for s in range(10_000)]}
@@ -231,7 +232,7 @@ async def test_start_training_arguments_are_validated_like_the_tool(
         "invalid_input",
         "dataset.synthetic.name",
     )
-    _error(await api.post(url, content=b"{,}"), 422, "invalid_input", "body")
+    _error(await api.post(url, content=b"{,}", headers=JSON), 422, "invalid_input", "body")
     _error(await api.post(url, json="blobs"), 422, "invalid_input", "body")
     response = await api.post(
         url, json={"dataset": "csv", "csv_path": "/etc/passwd", "target_column": "x"}
@@ -246,7 +247,7 @@ async def test_a_finished_run_replays_as_events_then_says_there_is_nothing_more(
     operation_id = await _external_run(api)
     url = f"{API}/operations/{operation_id}"
     points = [p for e in (1, 2, 3) for p in _epoch_points(e, train_loss=1 / e, val_loss=math.inf)]
-    await api.post(f"{url}/metrics", content=json.dumps({"points": points}))
+    await api.post(f"{url}/metrics", content=json.dumps({"points": points}), headers=JSON)
     await api.post(f"{url}/status", json={"status": "completed"})
     response = await api.get(f"{url}/events")
     assert response.headers["content-type"].startswith("text/event-stream")
