@@ -145,6 +145,11 @@ class TrainingService:
         return self._notifier.changed(operation_id)
 
     @property
+    def config(self) -> ServerConfig:
+        """The server's settings, read-only (the HTTP app's guard reads its allow-lists)."""
+        return self._config
+
+    @property
     def runs_active(self) -> int:
         """Local runs training now."""
         return self._runner.active
