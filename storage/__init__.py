@@ -11,6 +11,7 @@ from storage.errors import (
     OperationNotFoundError,
     StorageError,
 )
+from storage.history import MAX_PAGE_SIZE, ExportRow, HistoryPage, iter_history, read_page
 from storage.metrics import (
     MIN_SAMPLE_POINTS,
     AppendResult,
@@ -44,6 +45,7 @@ from storage.operations import (
 
 __all__ = [
     "DB_FILENAME",
+    "MAX_PAGE_SIZE",
     "METRIC_NAME_PATTERN",
     "MIN_SAMPLE_POINTS",
     "TERMINAL_STATUSES",
@@ -51,6 +53,8 @@ __all__ = [
     "AppendResult",
     "Backend",
     "Database",
+    "ExportRow",
+    "HistoryPage",
     "IllegalTransitionError",
     "InvalidPointError",
     "MetricPointIn",
@@ -68,11 +72,13 @@ __all__ = [
     "create_operation",
     "default_database_url",
     "get_operation",
+    "iter_history",
     "latest_values",
     "list_operations",
     "new_operation_id",
     "open_database",
     "read_metrics",
+    "read_page",
     "record_heartbeat",
     "set_progress",
     "set_status",

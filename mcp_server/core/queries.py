@@ -11,13 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage import MIN_SAMPLE_POINTS, OperationStatus
+from mcp_server.core.export import ExportFormat
+from storage import MAX_PAGE_SIZE, MIN_SAMPLE_POINTS, OperationStatus
 
 __all__ = [
     "MAX_LIST",
     "MAX_SERIES_POINTS",
     "MAX_WAIT_S",
     "CompareQuery",
+    "ExportQuery",
     "ListQuery",
     "MetricsQuery",
     "PlotQuery",
@@ -64,6 +66,27 @@ class MetricsQuery(BaseModel):
         "and last point",
     )
     include_steps: bool = Field(default=False, description="Add the per-step training loss")
+    page_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description="Exact pages instead of downsampling: at most this many points per metric, "
+        "in step order (max_points unused); call again with next_cursor while has_more",
+    )
+
+
+class ExportQuery(BaseModel):
+    model_config = _QUERY
+
+    metrics: list[str] | None = Field(
+        default=None,
+        description="Metric names; default every metric, per-step ones included",
+    )
+    format: ExportFormat = Field(
+        default="jsonl",
+        description="jsonl (NaN/Infinity/-Infinity tokens), csv (nan/inf/-inf), or parquet "
+        "(only where the server has pyarrow)",
+    )
 
 
 class WaitQuery(BaseModel):

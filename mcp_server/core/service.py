@@ -25,6 +25,7 @@ from mcp_server.core.errors import (
     from_validation_error,
     translate,
 )
+from mcp_server.core.export import encode_history, parquet_available
 from mcp_server.core.history import AnalysisCache, is_step_metric, load_history
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.models import (
@@ -44,6 +45,7 @@ from mcp_server.core.models import (
 from mcp_server.core.notify import Listener, Notifier
 from mcp_server.core.queries import (
     CompareQuery,
+    ExportQuery,
     ListQuery,
     MetricsQuery,
     PlotQuery,
@@ -61,10 +63,12 @@ from storage import (
     SeriesData,
     create_operation,
     get_operation,
+    iter_history,
     latest_values,
     list_operations,
     open_database,
     read_metrics,
+    read_page,
 )
 from trainer.analysis import AnalysisParams, LossAnalysis, summarize_run
 from trainer.preflight import TrainerOptions, check_spec
@@ -78,6 +82,7 @@ ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 _CURSOR = re.compile(r"^e(-1|\d+)(?:\.s(-1|\d+))?$")
 _LIST = ListQuery()
 _METRICS = MetricsQuery()
+_EXPORT = ExportQuery()
 _WAIT = WaitQuery()
 _PLOT = PlotQuery()
 
@@ -366,8 +371,14 @@ class TrainingService:
         self, operation_id: str, query: MetricsQuery = _METRICS
     ) -> OperationMetrics:
         metrics, last_epochs, max_points = query.metrics, query.last_epochs, query.max_points
-        include_steps = query.include_steps
+        include_steps, page_size = query.include_steps, query.page_size
         after_epoch, after_step = _parse_cursor(query.cursor)
+        if page_size is not None and last_epochs is not None:
+            raise InvalidInputError(
+                "page_size: exact pages read forward from the cursor; leave out last_epochs "
+                "(or page_size)",
+                field="page_size",
+            )
         op = await self._get(operation_id)
         stored = [s.name for s in await latest_values(self._db, operation_id)]
         if metrics is None or list(metrics) == []:
@@ -382,11 +393,30 @@ class TrainingService:
         step_names = [m for m in wanted if is_step_metric(m)]
         series: list[SeriesData] = []
         missing: list[str] = []
+        has_more = False
         for names, after, last in (
             (epoch_names, after_epoch, last_epochs),
             (step_names, after_step, None),
         ):
             if not names:
+                continue
+            if page_size is not None:
+                page = await read_page(
+                    self._db,
+                    operation_id,
+                    names=names,
+                    after_step=after if after >= 0 else None,
+                    page_size=page_size,
+                )
+                series += page.series
+                missing += page.missing
+                has_more = has_more or page.has_more
+                # A page may end on a step some series lack: the cursor is the page's bound.
+                if page.through is not None:
+                    if names is epoch_names:
+                        after_epoch = max(after_epoch, page.through)
+                    else:
+                        after_step = max(after_step, page.through)
                 continue
             read = await read_metrics(
                 self._db,
@@ -413,8 +443,24 @@ class TrainingService:
             missing=missing,
             available=stored,
             next_cursor=f"e{next_epoch}" + (f".s{next_step}" if next_step >= 0 else ""),
+            has_more=has_more,
             indicators=await self.indicators(operation_id),
         )
+
+    async def export_metrics(
+        self, operation_id: str, query: ExportQuery = _EXPORT
+    ) -> AsyncIterator[bytes]:
+        """Every point of the run's metrics (all of them by default), exactly as stored, encoded
+        as it is read; the run is looked up first so a wrong id fails before any byte."""
+        if query.format == "parquet" and not parquet_available():
+            raise InvalidInputError(
+                "format: parquet needs pyarrow installed on the server; use jsonl or csv",
+                field="format",
+            )
+        await self._get(operation_id)
+        metrics = query.metrics
+        names = None if not metrics or list(metrics) == ["all"] else list(metrics)
+        return encode_history(iter_history(self._db, operation_id, names=names), query.format)
 
     async def indicators(self, operation_id: str) -> Indicators | None:
         analysis = await self._analyses.current(operation_id)

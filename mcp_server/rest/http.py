@@ -49,6 +49,7 @@ class Endpoint:
     summary: str
     ok_status: int = 200
     ok: type[BaseModel] | str | None = None  # a model, or a media type for non-JSON bodies
+    also: tuple[str, ...] = ()  # further media types the answer may have (chosen by a parameter)
     body: type[BaseModel] | None = None
     body_required: bool = True
     query: type[BaseModel] | None = None

@@ -128,7 +128,9 @@ def _responses(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     elif e.ok == "image/png":
         ok["content"] = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
     elif e.ok is not None:
-        ok["content"] = {e.ok: {"schema": {"type": "object" if "json" in e.ok else "string"}}}
+        kind = "object" if e.ok == "application/json" else "string"
+        ok["content"] = {e.ok: {"schema": {"type": kind}}}
+        ok["content"].update({media: {"schema": {"type": "string"}} for media in e.also})
     if e.headers:
         ok["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}

@@ -28,6 +28,7 @@ from mcp_server.core.queries import ListQuery, MetricsQuery, PlotQuery, StopRequ
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.bridge import bridge_endpoints
 from mcp_server.rest.events import is_exhausted, operation_events, parse_last_event_id
+from mcp_server.rest.export import export_endpoints
 from mcp_server.rest.http import (
     Endpoint,
     Handler,
@@ -331,6 +332,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
         ),
     ]
     endpoints += bridge_endpoints(service)
+    endpoints += export_endpoints(service)
     document = openapi_document(endpoints, PREFIX)
     page = docs_page(document)
     return endpoints

@@ -122,6 +122,9 @@ async def test_the_readme_curl_examples_work_against_the_real_server(tmp_path: P
     assert out.count("event: epoch") == 5 and '"status":"completed"' in out
     assert '"verdict"' in out and '"recommendation"' in out
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert '{"next_cursor":"e1","has_more":true}' in out  # an exact page of one point
+    assert "name,step,epoch,value,wall_time\r\ntrain_loss,1,,0.9," in out  # the export
+    assert "\r\nval_loss,1,,nan," in out
     assert out.rstrip().endswith('"1": "nan"\n}')  # the NaN token, stored and flagged
 
 

@@ -1,0 +1,184 @@
+"""Exact history at any length: cursor pages over several series at once, and a chunked scan for
+streaming exports. Nothing here downsamples; the order is always (metric name, step).
+
+A page covers one step range for all the series asked for: every point with `after < step <=
+through`, where `through` is the highest step that keeps each series within `page_size` points.
+So a client that follows `through` as its next cursor sees every point exactly once, however
+the series interleave, and a page never splits one step across two answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, exists, func, select
+
+from storage.database import Database
+from storage.errors import OperationNotFoundError
+from storage.models import SeriesData
+from storage.schema import operations, points, series
+
+__all__ = ["MAX_PAGE_SIZE", "ExportRow", "HistoryPage", "iter_history", "read_page"]
+
+MAX_PAGE_SIZE = 100_000
+
+# (name, step, epoch, stored value, special code, wall-clock ms): one stored point.
+ExportRow = tuple[str, int, int | None, float | None, int, int]
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Every point of the asked-for series with `after < step <= through`, exactly as stored.
+
+    `through` is None when the page reached the end of every series (then the highest step
+    returned, if any, is the cursor to go on from); `has_more` says whether points past
+    `through` were stored when the page was read."""
+
+    series: list[SeriesData]
+    missing: list[str]
+    through: int | None
+    has_more: bool
+
+    @property
+    def last_step(self) -> int | None:
+        """Where the next page starts (exclusive): `through`, else the highest step returned."""
+        if self.through is not None:
+            return self.through
+        ends = [s.steps[-1] for s in self.series if s.steps]
+        return max(ends) if ends else None
+
+
+def _series_rows(conn: Connection, operation_id: str, names: Sequence[str] | None) -> list[Any]:
+    """The series asked for, in the order asked (all of them by name when `names` is None);
+    raises when the operation does not exist."""
+    wanted = select(series).where(series.c.operation_id == operation_id)
+    if names is not None:
+        wanted = wanted.where(series.c.name.in_(list(names)))
+    found = {r.name: r for r in conn.execute(wanted.order_by(series.c.name)).all()}
+    if not found:
+        known = conn.execute(
+            select(operations.c.id).where(operations.c.id == operation_id)
+        ).scalar_one_or_none()
+        if known is None:
+            raise OperationNotFoundError(operation_id)
+    order = names if names is not None else sorted(found)
+    return [found[n] for n in order if n in found]
+
+
+def _nth_step_after(conn: Connection, sid: int, after: int, n: int) -> int | None:
+    """The step of the n-th point after `after` (an index seek plus n entries), or None."""
+    query = (
+        select(points.c.step)
+        .where(points.c.series_id == sid, points.c.step > after)
+        .order_by(points.c.step)
+        .limit(1)
+        .offset(n - 1)
+    )
+    step: int | None = conn.execute(query).scalar_one_or_none()
+    return step
+
+
+async def read_page(
+    db: Database,
+    operation_id: str,
+    *,
+    names: Sequence[str] | None = None,
+    after_step: int | None = None,
+    page_size: int = 10_000,
+) -> HistoryPage:
+    """One exact page: at most `page_size` points per series, all series over the same steps,
+    in step order, never downsampled. Follow `HistoryPage.last_step` as the next `after_step`
+    while `has_more`."""
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
+    after = -1 if after_step is None else after_step
+
+    def query(conn: Connection) -> HistoryPage:
+        rows = _series_rows(conn, operation_id, names)
+        bounds = [
+            step
+            for r in rows
+            if (step := _nth_step_after(conn, r.id, after, page_size)) is not None
+        ]
+        through = min(bounds) if bounds else None
+        by_id = {r.id: r for r in rows}
+        fetched: dict[int, list[tuple[int, float | None, int]]] = {r.id: [] for r in rows}
+        if rows:
+            cols = select(points.c.series_id, points.c.step, points.c.value, points.c.special)
+            cols = cols.where(points.c.series_id.in_(list(by_id)), points.c.step > after)
+            if through is not None:
+                cols = cols.where(points.c.step <= through)
+            for sid, step, value, special in conn.execute(
+                cols.order_by(points.c.series_id, points.c.step)
+            ):
+                fetched[sid].append((step, value, special))
+        has_more = through is not None and bool(
+            conn.execute(
+                select(exists().where(points.c.series_id.in_(list(by_id)), points.c.step > through))
+            ).scalar()
+        )
+        result = [
+            SeriesData.build(
+                r.name, r.n_points, _matching(conn, r, after), fetched[r.id], downsampled=False
+            )
+            for r in rows
+        ]
+        known = {r.name for r in rows}
+        missing = [n for n in (names or []) if n not in known]
+        return HistoryPage(series=result, missing=missing, through=through, has_more=has_more)
+
+    return await db.run_read(query)
+
+
+def _matching(conn: Connection, row: Any, after: int) -> int:
+    """Points after the cursor (all of them on a first page, read from the summary)."""
+    if after < 0 or row.n_points == 0:
+        return int(row.n_points)
+    count = select(func.count()).where(points.c.series_id == row.id, points.c.step > after)
+    return int(conn.execute(count).scalar_one())
+
+
+async def iter_history(
+    db: Database,
+    operation_id: str,
+    *,
+    names: Sequence[str] | None = None,
+    chunk_size: int = 20_000,
+) -> AsyncIterator[list[ExportRow]]:
+    """Every stored point of the series, by (name, step), in chunks of up to `chunk_size` read
+    one after another (keyset: each chunk starts after the last one's final step). The first read
+    raises `OperationNotFoundError` before anything is yielded."""
+    rows = await db.run_read(lambda conn: _series_rows(conn, operation_id, names))
+    for row in rows:
+        after = -1
+        while True:
+            chunk = await db.run_read(_Chunk(row.id, row.name, after, chunk_size))
+            if chunk:
+                yield chunk
+            if len(chunk) < chunk_size:
+                break
+            after = chunk[-1][1]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One keyset read: the next `size` points of a series after step `after`."""
+
+    sid: int
+    name: str
+    after: int
+    size: int
+
+    def __call__(self, conn: Connection) -> list[ExportRow]:
+        query = (
+            select(
+                points.c.step, points.c.epoch, points.c.value, points.c.special, points.c.wall_ms
+            )
+            .where(points.c.series_id == self.sid, points.c.step > self.after)
+            .order_by(points.c.step)
+            .limit(self.size)
+        )
+        name = self.name
+        return [(name, s, e, v, sp, w) for s, e, v, sp, w in conn.execute(query)]
