@@ -72,9 +72,15 @@ class RunActor:
         # the attempt that died and take the run as already started.
         self._dir = Path(tempfile.mkdtemp(prefix=f"{operation_id}-", dir=base))
         roots = tuple(Path(r) for r in data_roots) or (self._dir,)
+        # The server URL came through Ray from the server itself, not from a request anyone on
+        # the network could send a bridge: whoever may create actors runs code here anyway.
         self._manager = SessionManager(
             BridgeOptions(
-                data_dir=self._dir, max_sessions=1, data_roots=roots, allow_factory=allow_factory
+                data_dir=self._dir,
+                max_sessions=1,
+                data_roots=roots,
+                allow_factory=allow_factory,
+                allowed_servers=(self._request.server_url,),
             )
         )
 

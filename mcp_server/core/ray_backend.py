@@ -208,40 +208,61 @@ class RayBackend:
         self._tg.start_soon(self._walk, operation_id, follow)
 
     async def _walk(self, operation_id: str, follow: _Follow) -> None:
-        ray = self._ray
+        """Follow one actor to its end. Cancelled (the server stopping), it leaves the actor be:
+        the run trains on, and the next server re-attaches it."""
         try:
-            ready = await follow.actor.ready.remote()
-            follow.options = ready["options"]
-            if not await self._mark_running(operation_id, str(ready["device"])):
-                return  # stopped while it waited to be placed
-            started = await follow.actor.start.remote()
-            if "error" in started:
-                await self._finish(
-                    operation_id,
-                    OperationStatus.FAILED,
-                    error=f"the Ray worker refused the run: {started['error']['message']}",
-                )
-                return
-            info = None
-            while info is None:
-                try:
-                    info = await follow.actor.wait.remote(WAIT_SLICE_S)
-                except ray.exceptions.ActorUnavailableError as exc:  # transient: ask again
-                    log.info("run %s: actor unavailable (%s)", operation_id, exc)
-            session = SessionInfo.model_validate(info)
+            await self._drive(operation_id, follow)
+        except self._ray.exceptions.RayActorError as exc:
+            follow.done.set()
+            self._release(operation_id, follow)
+            await self._lost(operation_id, follow, exc)
+            return
+        except Exception as exc:  # the top of a follower: the run must end, the server stays up
+            log.exception("run %s: following it on Ray failed", operation_id)
             await self._finish(
                 operation_id,
-                OperationStatus(session.status),
-                error=session.error,
-                reason=session.reason,
+                OperationStatus.FAILED,
+                error=f"internal error following the run on Ray: {describe_death(exc)}",
             )
-        except ray.exceptions.RayActorError as exc:
-            await self._lost(operation_id, follow, exc)
         finally:
             follow.done.set()
-            if self._follows.get(operation_id) is follow:
-                self._follows.pop(operation_id, None)
-                await anyio.to_thread.run_sync(self._kill, follow.actor)
+        if self._release(operation_id, follow):
+            await anyio.to_thread.run_sync(self._kill, follow.actor)
+
+    async def _drive(self, operation_id: str, follow: _Follow) -> None:
+        ready = await follow.actor.ready.remote()
+        follow.options = ready["options"]
+        if not await self._mark_running(operation_id, str(ready["device"])):
+            return  # stopped while it waited to be placed
+        started = await follow.actor.start.remote()
+        if "error" in started:
+            await self._finish(
+                operation_id,
+                OperationStatus.FAILED,
+                error=f"the Ray worker refused the run: {started['error']['message']}",
+            )
+            return
+        info = None
+        while info is None:
+            try:
+                info = await follow.actor.wait.remote(WAIT_SLICE_S)
+            except self._ray.exceptions.ActorUnavailableError as exc:  # transient: ask again
+                log.info("run %s: actor unavailable (%s)", operation_id, exc)
+                await anyio.sleep(1.0)
+        session = SessionInfo.model_validate(info)
+        await self._finish(
+            operation_id,
+            OperationStatus(session.status),
+            error=session.error,
+            reason=session.reason,
+        )
+
+    def _release(self, operation_id: str, follow: _Follow) -> bool:
+        """Stop tracking `follow`, unless something newer (a retry) replaced it already."""
+        if self._follows.get(operation_id) is not follow:
+            return False
+        del self._follows[operation_id]
+        return True
 
     async def _mark_running(self, operation_id: str, device: str) -> bool:
         try:
@@ -303,8 +324,7 @@ class RayBackend:
         (its next heartbeat is refused, and that stops it)."""
         follow = self._follows.get(op.operation_id)
         if follow is None or op.status is OperationStatus.QUEUED:
-            if follow is not None:
-                self._follows.pop(op.operation_id, None)
+            if follow is not None and self._release(op.operation_id, follow):
                 await anyio.to_thread.run_sync(self._kill, follow.actor)
             return await self._finish(op.operation_id, OperationStatus.CANCELLED, reason=reason)
         note = ""
