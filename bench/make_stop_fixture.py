@@ -1,0 +1,164 @@
+"""Make the learning-curve fixture behind `bench/stop_decisions.py` by real trainings.
+
+Run: .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/make_stop_fixture.py
+(re-runnable; about 5-10 minutes on one CPU core; `--jobs N` runs N trainings at once)
+
+Each run is this project's own trainer (`trainer.loop.run_training`, a CSV dataset under a
+temporary data root) on one of five real tabular datasets bundled with scikit-learn (nothing is
+downloaded): breast cancer, digits, wine, iris (classification) and diabetes (regression, target
+standardised). The MLP's size, activation, dropout, optimizer, learning rate, weight decay and
+batch size are drawn from a seeded generator; every run trains 80 epochs without early stopping.
+Each dataset's runs are split, by a seeded draw, into a tuning set and a held-out set that no rule
+is ever tuned on. Writes `tests/trainer/fixtures/stop_curves.json`: per run its config, split and
+per-epoch train_loss/val_loss (6 significant digits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import json
+import random
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from trainer import CsvDataset, ModelSpec, TrainingSpec
+from trainer.preflight import TrainerOptions
+from trainer.records import EpochRecord, StepRecord
+
+EPOCHS = 80
+RUNS_PER_DATASET = 12
+HELD_OUT_PER_DATASET = 5
+SEED = 13
+OUT = Path(__file__).resolve().parent.parent / "tests" / "trainer" / "fixtures" / "stop_curves.json"
+DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
+
+
+def _write_csv(name: str, root: Path) -> Path:
+    """One bundled scikit-learn dataset as a CSV with a `target` column."""
+    # Imported by name: scikit-learn is the optional `bench` extra and ships no type stubs.
+    datasets = importlib.import_module("sklearn.datasets")
+    loaded = getattr(datasets, f"load_{name}")()
+    target = [float(t) for t in loaded.target]
+    if name == "diabetes":  # the trainer uses regression targets unscaled
+        mean = sum(target) / len(target)
+        std = (sum((t - mean) ** 2 for t in target) / len(target)) ** 0.5
+        target = [(t - mean) / std for t in target]
+    path = root / f"{name}.csv"
+    columns = [f"x{i}" for i in range(loaded.data.shape[1])]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*columns, "target"])
+        for row, y in zip(loaded.data.tolist(), target, strict=True):
+            writer.writerow([*row, int(y) if name != "diabetes" else y])
+    return path
+
+
+def _configs() -> list[dict[str, Any]]:
+    rng = random.Random(SEED)
+    configs = []
+    for dataset in DATASETS:
+        held_out = set(rng.sample(range(RUNS_PER_DATASET), HELD_OUT_PER_DATASET))
+        for i in range(RUNS_PER_DATASET):
+            optimizer = rng.choice(["sgd", "adam", "adamw"])
+            low, high = (-3.0, -0.5) if optimizer == "sgd" else (-4.0, -1.7)
+            configs.append(
+                {
+                    "id": f"{dataset}-{i}",
+                    "dataset": dataset,
+                    "split": "held_out" if i in held_out else "tuning",
+                    "hidden_sizes": rng.choice(
+                        [[16], [64], [256], [64, 64], [128, 64], [256, 256], [512, 256, 128]]
+                    ),
+                    "activation": rng.choice(["relu", "tanh", "gelu"]),
+                    "dropout": rng.choice([0.0, 0.0, 0.1, 0.3, 0.5]),
+                    "optimizer": optimizer,
+                    "learning_rate": float(f"{10 ** rng.uniform(low, high):.3g}"),
+                    "weight_decay": rng.choice([0.0, 0.0, 1e-4, 1e-3, 1e-2]),
+                    "batch_size": rng.choice([8, 16, 32, 64, 128]),
+                    "seed": rng.randrange(1_000_000),
+                }
+            )
+    return configs
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.train: list[float] = []
+        self.val: list[float] = []
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        assert record.val_loss is not None
+        self.train.append(float(f"{record.train_loss:.6g}"))
+        self.val.append(float(f"{record.val_loss:.6g}"))
+
+    def on_step(self, record: StepRecord) -> None:
+        pass
+
+
+def _train(config: dict[str, Any], root: str) -> dict[str, Any]:
+    from trainer.loop import run_training
+
+    spec = TrainingSpec(
+        dataset=CsvDataset(
+            path=str(Path(root) / f"{config['dataset']}.csv"),
+            target="target",
+            task="regression" if config["dataset"] == "diabetes" else "classification",
+        ),
+        model=ModelSpec(
+            hidden_sizes=tuple(config["hidden_sizes"]),
+            activation=config["activation"],
+            dropout=config["dropout"],
+        ),
+        epochs=EPOCHS,
+        batch_size=config["batch_size"],
+        optimizer=config["optimizer"],
+        learning_rate=config["learning_rate"],
+        weight_decay=config["weight_decay"],
+        val_fraction=0.3,
+        seed=config["seed"],
+        device="cpu",
+        log_every_n_steps=0,
+        torch_threads=1,
+    )
+    sink = _Sink()
+    result = run_training(spec, sink, options=TrainerOptions(data_roots=(Path(root),)))
+    print(f"{config['id']}: {result.outcome}, best epoch {result.best_epoch}", file=sys.stderr)
+    return {**config, "outcome": result.outcome, "train_loss": sink.train, "val_loss": sink.val}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    configs = _configs()
+    with tempfile.TemporaryDirectory() as root:
+        for name in DATASETS:
+            _write_csv(name, Path(root))
+        with ProcessPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(_train, configs, [root] * len(configs)))
+    # A run that failed (a non-finite loss) has no 80-epoch curve to stop on: it is listed, and
+    # the analysis' divergence flag, not the stop rule, is what handles it.
+    failed = [run["id"] for run in runs if run.pop("outcome") != "completed"]
+    runs = [run for run in runs if run["id"] not in failed]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fixture = {
+        "about": "Real learning curves for bench/stop_decisions.py, made by "
+        "bench/make_stop_fixture.py (the project's trainer, scikit-learn's bundled datasets, "
+        f"{EPOCHS} epochs, no early stopping).",
+        "epochs": EPOCHS,
+        "failed": failed,
+        "runs": runs,
+    }
+    text = json.dumps(fixture, separators=(",", ":"))
+    args.out.write_text(text.replace('},{"id"', '},\n{"id"') + "\n")
+    print(f"wrote {len(runs)} runs to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
