@@ -190,15 +190,20 @@ def test_overfitting_is_not_flagged_before_the_validation_minimum() -> None:
     assert all(a.verdict != "overfitting" for a in seen[:20])
 
 
-def test_a_widening_gap_while_validation_creeps_up_suggests_regularisation() -> None:
+def test_a_widening_gap_while_validation_creeps_up_is_overfitting_with_nothing_left_to_gain() -> (
+    None
+):
     # val rises 0.001 per epoch after epoch 15 (GL stays under 5% of the starting level 1.0)
-    # while train falls 0.03 per epoch: the gap grows by ~0.31 over the last 10 epochs.
+    # while train falls 0.03 per epoch: the gap grows by ~0.31 over the last 10 epochs. The
+    # forecast of a line rising for 15 epochs gives continuing no chance: stop (this used to say
+    # add_regularization, which left the run going).
     train = curve(lambda t: 1.0 - 0.03 * t, 30)
     val = curve(lambda t: 0.6 + 0.001 * max(0, t - 15), 30)
 
     analysis = analyze_loss(history(train, val))
 
-    assert (analysis.verdict, analysis.recommendation) == ("overfitting", "add_regularization")
+    assert (analysis.verdict, analysis.recommendation) == ("overfitting", "stop_and_restore_best")
+    assert analysis.forecast is not None and analysis.forecast.probability < 0.05
     assert analysis.generalization_gap is not None and analysis.generalization_gap.widening
     assert not analysis.criteria.gl.fired
 

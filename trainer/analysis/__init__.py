@@ -23,6 +23,7 @@ from trainer.analysis.engine import Engine, plan_roles
 from trainer.analysis.models import (
     AnalysisParams,
     FlagName,
+    ForecastSummary,
     GeneralizationGap,
     LossAnalysis,
     LossFlag,
@@ -41,6 +42,7 @@ __all__ = [
     "AnalysisParams",
     "EpochMetrics",
     "FlagName",
+    "ForecastSummary",
     "GeneralizationGap",
     "LossAnalysis",
     "LossAnalyzer",

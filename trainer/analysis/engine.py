@@ -19,6 +19,7 @@ from trainer.analysis.models import AnalysisParams, Mode
 from trainer.criteria import Prechelt
 
 __all__ = [
+    "FIT_POINTS",
     "MIN_POINTS",
     "Criterion",
     "Divergence",
@@ -31,6 +32,8 @@ __all__ = [
 
 # Fewer finite values of the monitored metric than this and the verdict is `too_early`.
 MIN_POINTS = 3
+# How many of the latest monitored values the learning-curve forecast is fitted to.
+FIT_POINTS = 40
 # Oscillation needs noise of at least 5% of the level as well as noise larger than the trend.
 _OSCILLATION_MIN_NOISE_PCT = 5.0
 # An excess counts as real when it is larger than this many noise levels.
@@ -302,6 +305,9 @@ class Engine:
         self.train = self.series[plan.train] if plan.train is not None else None
         self.gap = Series("gap", self.sign, params) if plan.gap else None
         self.prechelt = Prechelt(params.pq_strip_k, self.sign)
+        # The latest raw monitored values, for the learning-curve forecast (bounded: the fit
+        # costs O(FIT_POINTS) per analysis whatever the run's length).
+        self.recent: deque[tuple[int, float]] = deque(maxlen=FIT_POINTS)
         self.epochs = 0
         self.first_epoch: int | None = None
         self.last_epoch: int | None = None
@@ -336,6 +342,7 @@ class Engine:
         if self.train is not None and self.plan.train in fresh:
             self.prechelt.train(epoch, values[self.plan.train])
         if self.plan.monitor in fresh:
+            self.recent.append((epoch, values[self.plan.monitor]))
             self._criteria(epoch, values[self.plan.monitor])
         mon_best = self.mon.best
         if mon_best is not None:

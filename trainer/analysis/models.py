@@ -16,6 +16,7 @@ from pydantic.config import JsonDict
 __all__ = [
     "AnalysisParams",
     "FlagName",
+    "ForecastSummary",
     "GeneralizationGap",
     "LossAnalysis",
     "LossFlag",
@@ -99,6 +100,9 @@ class AnalysisParams(BaseModel):
       A validation loss diverges only when it doubles within the window while training stalls;
       a slow climb with improving training is overfitting.
     - `ema_weight=0.6`: TensorBoard's default smoothing, with its debiasing.
+    - `epochs_total=None`: the run's budget, the horizon of the forecast ("continuing to epoch
+      N"). The server fills in the operation's own `epochs_total`; without one, the forecast looks
+      as many epochs ahead as the run has had so far.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -153,6 +157,20 @@ class AnalysisParams(BaseModel):
         description="Weight of the debiased EMA that smooths the series before the trend.",
         json_schema_extra=_bounds("ema_weight"),
     )
+
+    epochs_total: int | None = Field(
+        default=None,
+        description="The run's epoch budget: how far the forecast looks ahead. None: the "
+        "server uses the run's own epochs_total, else as many epochs again as seen so far.",
+        json_schema_extra={"minimum": 1, "maximum": 1_000_000},
+    )
+
+    @field_validator("epochs_total")
+    @classmethod
+    def _check_epochs_total(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= 1_000_000:
+            raise ValueError(f"epochs_total must be an integer in [1, 1000000], got {value!r}")
+        return value
 
     @field_validator("monitor")
     @classmethod
@@ -259,12 +277,37 @@ class StoppingCriteria(BaseModel):
     patience: StoppingCriterion
 
 
+class ForecastSummary(BaseModel):
+    """What continuing would buy, from a learning curve fitted to the latest monitored values
+    (exponential and power-law families averaged by their fit, with their uncertainty).
+
+    `probability`: that some epoch from now to `horizon` beats `best_value` by more than
+    `margin` (the larger of `min_delta` and 1% of the improvement so far, first value to best).
+    `expected_final` +- `final_sd`: the fitted value at `horizon`. `noise`: the scatter of one
+    value the forecast assumes. A low probability is the case for stopping; the recommendation
+    says `stop_and_restore_best` only when it is low and the smoothed curve is no longer
+    improving beyond its noise.
+    """
+
+    model_config = _OUT
+
+    horizon: int
+    epochs_left: int
+    probability: float = Field(ge=0.0, le=1.0)
+    margin: float | None
+    expected_final: float | None
+    final_sd: float | None
+    model: Literal["exponential", "power law"]
+    noise: float | None
+
+
 class LossAnalysis(BaseModel):
     """The judgement of a run's metric history, with the numbers behind it.
 
     Epoch fields hold real epoch numbers from the input. `best_epoch`/`best_value` follow Keras:
     a value counts as an improvement only when it beats the best by more than `min_delta`.
-    `flags` hold now; `criteria` say when each stopping rule would have fired. `verdict` and
+    `flags` hold now; `criteria` say when each stopping rule would have fired; `forecast` says
+    what continuing to the budget would buy (None until the run has shown a trend). `verdict` and
     `recommendation` come with a `confidence` in [0, 1] and 1-3 `reasons` that quote numbers.
     `notes` record anything unusual about the input (a fallback monitor, non-finite values).
     """
@@ -287,6 +330,7 @@ class LossAnalysis(BaseModel):
     generalization_gap: GeneralizationGap | None
     flags: list[LossFlag]
     criteria: StoppingCriteria
+    forecast: ForecastSummary | None
     verdict: Verdict
     recommendation: Recommendation
     confidence: float = Field(ge=0.0, le=1.0)

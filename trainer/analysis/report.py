@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 
+from trainer.analysis.decision import MARGIN_FRACTION, StopCall, stop_call
 from trainer.analysis.engine import MIN_POINTS, Criterion, Engine, Series, Trend
 from trainer.analysis.models import (
     FlagName,
+    ForecastSummary,
     GeneralizationGap,
     LossAnalysis,
     LossFlag,
@@ -83,6 +85,7 @@ class Report:
         last = engine.last_epoch
         self.stall = last - best[0] if best is not None and last is not None else None
         self._worse = "above" if self.sign > 0 else "below"
+        self.call: StopCall | None = stop_call(engine)
 
     def build(self) -> LossAnalysis:
         e, mon = self.e, self.mon
@@ -115,10 +118,11 @@ class Report:
                 up=_criterion_model(e.up, self.p.up_strips),
                 patience=_criterion_model(e.patience, self.p.patience),
             ),
+            forecast=self._forecast(),
             verdict=verdict,
             recommendation=recommendation,
-            confidence=round(self._confidence(verdict), 3),
-            reasons=self._reasons(verdict)[:3],
+            confidence=round(self._confidence(verdict, recommendation), 3),
+            reasons=self._reasons(verdict, recommendation)[:3],
             notes=self._notes(),
             params=self.p,
         )
@@ -146,6 +150,22 @@ class Report:
             widening=self.e.gap_widening,
         )
 
+    def _forecast(self) -> ForecastSummary | None:
+        call = self.call
+        if call is None or call.forecast is None:
+            return None
+        fc, last = call.forecast, self.e.last_epoch or 0
+        return ForecastSummary(
+            horizon=fc.horizon,
+            epochs_left=fc.horizon - last,
+            probability=round(fc.probability, 3),
+            margin=output_float(call.margin),
+            expected_final=output_float(self.sign * fc.expected_final),
+            final_sd=output_float(fc.final_sd),
+            model="power law" if fc.model == "power law" else "exponential",
+            noise=output_float(fc.sigma),
+        )
+
     def _verdict(self) -> Verdict:
         e = self.e
         if e.diverging is not None:
@@ -162,14 +182,16 @@ class Report:
         return "improving"
 
     def _recommendation(self, verdict: Verdict) -> Recommendation:
+        """The flags say what is wrong; the forecast says whether continuing can still pay. A
+        stop needs the forecast's consent (see `decision.stop_call`), whatever the flags."""
         if verdict == "too_early":
             return "wait_for_more_epochs"
-        if verdict == "diverging":
+        if verdict == "diverging":  # a broken run needs a look first; the reasons say the rest
             return "investigate_divergence"
-        if verdict == "overfitting":
-            return "stop_and_restore_best" if self.e.overfit_gl else "add_regularization"
-        if verdict == "converged":
+        if self.call is not None and self.call.stop:
             return "stop_and_restore_best"
+        if verdict == "overfitting":
+            return "add_regularization"
         if verdict == "plateaued" or "oscillation" in self.e.since:
             return "reduce_learning_rate"
         return "continue"
@@ -191,10 +213,17 @@ class Report:
             return None
         return self.sign * (start[2] - best[1]) / abs(start[2])
 
-    def _confidence(self, verdict: Verdict) -> float:
+    def _confidence(self, verdict: Verdict, recommendation: Recommendation) -> float:
         e, p, mon = self.e, self.p, self.mon
         if verdict == "too_early":
             return 1.0  # a fact about the data, not a guess
+        # With a forecast, the confidence of a stop or a continue is the forecast's own
+        # probability that it is the right call (bench/stop_decisions.py checks the calibration).
+        fc = self.call.forecast if self.call is not None else None
+        if fc is not None and recommendation == "stop_and_restore_best":
+            return 1.0 - fc.probability
+        if fc is not None and recommendation == "continue":
+            return fc.probability
         if verdict == "diverging":
             assert e.diverging is not None
             rise = e.diverging.rise
@@ -304,7 +333,45 @@ class Report:
             f"{trend.from_epoch}-{trend.to_epoch}"
         )
 
-    def _reasons(self, verdict: Verdict) -> list[str]:
+    def _reasons(self, verdict: Verdict, recommendation: Recommendation) -> list[str]:
+        """The verdict's own reasons, with what the forecast says second (the first reason is the
+        verdict's evidence)."""
+        reasons = self._verdict_reasons(verdict)
+        words = self._forecast_words(recommendation) if verdict != "too_early" else None
+        if words is None:
+            return reasons
+        return [*reasons[:1], words, *reasons[1:]]
+
+    def _forecast_words(self, recommendation: Recommendation) -> str | None:
+        call, best = self.call, self.mon.best
+        if call is None or best is None:
+            return None
+        name = self.name
+        if call.forecast is None:
+            noise = self.mon.trend.noise if self.mon.trend is not None else None
+            return (
+                f"No forecast yet: {name} has improved by {_fmt(call.improvement)} since its "
+                f"first value, not yet more than {_fmt(3 * (noise or 0.0))} (3 noise levels); "
+                "the run has not shown its trend."
+            )
+        fc = call.forecast
+        left = fc.horizon - (self.e.last_epoch or 0)
+        share = (
+            "min_delta"
+            if call.margin == self.p.min_delta
+            else f"{100 * MARGIN_FRACTION:g}% of the improvement so far"
+        )
+        text = (
+            f"Continuing {left} more epoch(s) (to epoch {fc.horizon}) beats the best "
+            f"{_fmt(best[1])} by more than {_fmt(call.margin)} ({share}) with probability "
+            f"{fc.probability:.2f}; the {fc.model} fit expects "
+            f"{_fmt(self.sign * fc.expected_final)} +- {_fmt(fc.final_sd)} at epoch {fc.horizon}"
+        )
+        if call.improving and recommendation != "stop_and_restore_best":
+            text += f", and {name} still improves beyond its noise"
+        return text + "."
+
+    def _verdict_reasons(self, verdict: Verdict) -> list[str]:
         e, p, mon = self.e, self.p, self.mon
         name = self.name
         latest = mon.latest
