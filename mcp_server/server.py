@@ -208,7 +208,8 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         "oscillation), Prechelt GL/PQ/UP and patience criteria, a verdict, and a recommendation "
         "(continue, stop_and_restore_best, reduce_learning_rate, add_regularization, "
         "investigate_divergence, wait_for_more_epochs) with a confidence and reasons that quote "
-        "the numbers.",
+        "the numbers. forecast.probability: the chance that continuing to epochs_total beats the "
+        "best by more than forecast.margin; stop_and_restore_best needs it below 0.2.",
     )
 
     async def stop_training(operation_id: str, **arguments: Any) -> Operation:

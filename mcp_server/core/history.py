@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from storage import Database, read_metrics
+from storage import Database, OperationNotFoundError, get_operation, read_metrics
 from trainer.analysis import AnalysisParams, EpochMetrics, LossAnalysis, LossAnalyzer, analyze_loss
 
 __all__ = ["AnalysisCache", "is_step_metric", "load_history"]
@@ -82,6 +82,7 @@ class AnalysisCache:
         self._db = db
         self._runs: dict[str, _Tracked] = {}
         self._versions: dict[str, int] = defaultdict(int)
+        self._budgets: dict[str, int | None] = {}  # epochs_total, fixed when a run is created
 
     def add(self, operation_id: str, point: EpochMetrics) -> None:
         """A whole epoch (a local run's)."""
@@ -112,14 +113,27 @@ class AnalysisCache:
             history = await load_history(self._db, operation_id)
             if version != self._versions[operation_id]:
                 continue
-            analyzer = LossAnalyzer()
+            analyzer = LossAnalyzer(await self.defaults(operation_id))
             for point in history:
                 analyzer.add(point)
             tracked = _Tracked(analyzer, sealed=history[-1].epoch if history else 0)
             self._runs[operation_id] = tracked
         return tracked.current()
 
+    async def defaults(self, operation_id: str) -> AnalysisParams:
+        """The default parameters for this run: its own epochs_total is the forecast's horizon."""
+        if operation_id not in self._budgets:
+            try:
+                budget = (await get_operation(self._db, operation_id)).epochs_total
+            except OperationNotFoundError:
+                return AnalysisParams()
+            self._budgets[operation_id] = budget
+        return AnalysisParams(epochs_total=self._budgets[operation_id])
+
     async def with_params(self, operation_id: str, params: AnalysisParams) -> LossAnalysis:
-        if params == AnalysisParams():
+        defaults = await self.defaults(operation_id)
+        if params.epochs_total is None:
+            params = params.model_copy(update={"epochs_total": defaults.epochs_total})
+        if params == defaults:
             return await self.current(operation_id)
         return analyze_loss(await load_history(self._db, operation_id), params)
