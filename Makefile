@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) bench/mcp_bench.py
 	$(PY) bench/rest_bench.py
 	$(PY) bench/bridge_bench.py
+	$(PY) bench/ray_bench.py
 
 # claude_desktop_config.example.json with this checkout's absolute paths filled in.
 claude-config: $(STAMP)

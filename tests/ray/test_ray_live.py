@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from host_bridge.ray_worker import actor_name
 from tests.host_bridge.processes import Process, free_port, poll_until
@@ -110,10 +113,30 @@ def _actor_gone(cluster: Cluster, operation_id: str) -> bool:
     return False
 
 
-def test_two_runs_in_parallel_one_stopped_the_other_complete_with_every_epoch_once(
+@pytest.mark.anyio
+async def test_two_runs_in_parallel_one_stopped_the_other_complete_with_every_epoch_once(
     server: Process, cluster: Cluster
 ) -> None:
-    endless = _start(server, {**ENDLESS, **SMALL, "name": "endless"})
+    async with Client(streamable_http_client(f"{server.url}/mcp")) as mcp:
+        started = await mcp.call_tool(
+            "start_training", {**ENDLESS, **SMALL, "name": "endless", "backend": "ray"}
+        )
+        assert started.structured_content is not None, started
+        assert started.structured_content["backend"] == "ray"
+        endless = str(started.structured_content["operation_id"])
+        await anyio.to_thread.run_sync(_parallel_then_stopped, server, cluster, endless)
+        stopped = await mcp.call_tool(
+            "stop_training", {"operation_id": endless, "reason": "enough"}
+        )
+        assert stopped.structured_content is not None, stopped
+        assert (stopped.structured_content["status"], stopped.structured_content["reason"]) == (
+            "cancelled",
+            "enough",
+        )
+    await anyio.to_thread.run_sync(_check_stopped, server, cluster, endless)
+
+
+def _parallel_then_stopped(server: Process, cluster: Cluster, endless: str) -> None:
     epochs = 25
     finite = _start(server, {**TINY, **SMALL, "epochs": epochs, "name": "finite"})
     poll_until(lambda: _operation(server, finite)["status"] == "completed", 90, server)
@@ -122,11 +145,21 @@ def test_two_runs_in_parallel_one_stopped_the_other_complete_with_every_epoch_on
     assert (during["status"], during["device"]) == ("running", "cpu")
     assert during["epochs_done"] >= 1
     poll_until(lambda: _operation(server, endless)["epochs_done"] >= during["epochs_done"] + 2, 30)
-    stopped = _cancel(server, endless, "enough")
+    done = _operation(server, finite)
+    assert (done["backend"], done["error"], done["epochs_done"]) == ("ray", None, epochs)
+    for name in ("train_loss", "val_loss", "learning_rate"):
+        assert _epochs(server, finite, name) == (list(range(1, epochs + 1)), epochs)
+    steps, total = _epochs(server, finite, "step/train_loss")
+    assert steps == sorted(set(steps)) and total == len(steps) > 0
+    poll_until(lambda: _actor_gone(cluster, finite), 30)  # collected: its CPU is free again
+
+
+def _check_stopped(server: Process, cluster: Cluster, endless: str) -> None:
+    stopped = _operation(server, endless)
     assert (stopped["status"], stopped["reason"]) == ("cancelled", "enough")
     steps, total = _epochs(server, endless)
     assert steps == list(range(1, len(steps) + 1)) and total == len(steps)
-    assert len(steps) == stopped["epochs_done"] >= during["epochs_done"] + 2
+    assert len(steps) == stopped["epochs_done"] >= 3
     # The stop reached the worker, which delivered every epoch it trained, and trained no more.
     spool = _worker_session(cluster, endless)
     assert (spool["status"], spool["reason"], spool["cancel_requested"]) == (
@@ -135,14 +168,21 @@ def test_two_runs_in_parallel_one_stopped_the_other_complete_with_every_epoch_on
         1,
     )
     assert (spool["epochs_done"], spool["pending"]) == (stopped["epochs_done"], 0)
-    done = _operation(server, finite)
-    assert (done["backend"], done["error"], done["epochs_done"]) == ("ray", None, epochs)
-    for name in ("train_loss", "val_loss", "learning_rate"):
-        assert _epochs(server, finite, name) == (list(range(1, epochs + 1)), epochs)
-    steps, total = _epochs(server, finite, "step/train_loss")
-    assert steps == sorted(set(steps)) and total == len(steps) > 0
-    # Both actors are gone once the server has collected them: their CPUs are free again.
-    poll_until(lambda: _actor_gone(cluster, endless) and _actor_gone(cluster, finite), 30)
+    poll_until(lambda: _actor_gone(cluster, endless), 30)
+
+
+def test_a_cuda_run_goes_to_ray_and_waits_there_for_a_gpu_until_stopped(server: Process) -> None:
+    response = httpx.post(
+        server.url + API, json={**TINY, "epochs": 3, "device": "cuda"}, timeout=30
+    )
+    assert response.status_code == 202, response.text
+    started = response.json()
+    assert (started["backend"], started["status"]) == ("ray", "queued")
+    # This cluster has no GPU: Ray keeps the actor pending (an autoscaler would add a node).
+    op = _operation(server, started["operation_id"])
+    assert (op["status"], op["epochs_done"]) == ("queued", 0)
+    stopped = _cancel(server, started["operation_id"], "no GPU today")
+    assert (stopped["status"], stopped["reason"]) == ("cancelled", "no GPU today")
 
 
 def test_a_killed_worker_fails_the_run_with_the_reason(server: Process, cluster: Cluster) -> None:
