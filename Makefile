@@ -4,10 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 INSPECTOR := .cache/inspector/node_modules/.bin/mcp-inspector
+DASHBOARD := mcp_server/dashboard
+UPLOT := $(DASHBOARD)/node_modules/uplot/dist/uPlot.iife.min.js
 
 .PHONY: setup test test-ray lint demo bench clean claude-config
 
-setup: $(STAMP)
+setup: $(STAMP) $(UPLOT)
 
 # torch first, CPU build where we can: the wheel this kind of machine keeps on disk, else the
 # PyTorch CPU index, else whatever pip finds. Then the project and its dev tools.
@@ -18,8 +20,16 @@ $(STAMP): pyproject.toml
 	  || $(PY) -m pip install -q torch==2.13.0 \
 	  || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
 	  || $(PY) -m pip install -q "torch>=2.2"
-	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m pip install -q -e ".[dev,ray,browser]"
 	touch $(STAMP)
+
+# uPlot, the dashboard's charting library, from npm (package.json + lock beside the pages); the
+# server inlines it into its pages. Without npm the dashboard says charts are unavailable.
+$(UPLOT): $(DASHBOARD)/package.json $(DASHBOARD)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  (npm ci --prefix $(DASHBOARD) --silent --no-audit --no-fund >/dev/null 2>&1 && touch $(UPLOT)) \
+	  || echo "uPlot install failed: the dashboard will show no charts" >&2; \
+	else echo "npm not found: the dashboard will show no charts, its browser tests skip" >&2; fi
 
 # The MCP Inspector (an independent client) for the end-to-end smoke test; skipped without npm.
 $(INSPECTOR):
@@ -30,7 +40,7 @@ $(INSPECTOR):
 	  || echo "inspector install failed: its test will be skipped" >&2; \
 	else echo "npm not found: the Inspector test will be skipped" >&2; fi
 
-test: $(STAMP) $(INSPECTOR)
+test: $(STAMP) $(UPLOT) $(INSPECTOR)
 	$(PY) -m pytest
 
 # The Ray tests in a loopback-only network namespace (skipped, saying why, where none can be made).
@@ -62,4 +72,4 @@ claude-config: $(STAMP)
 	@sed "s#/ABSOLUTE/PATH/TO/training-mcp#$(CURDIR)#g" claude_desktop_config.example.json
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache $(DASHBOARD)/node_modules
