@@ -1,5 +1,5 @@
-"""One Starlette app for HTTP: MCP (streamable HTTP) at /mcp and the REST mirror under /api/v1,
-behind one optional bearer token."""
+"""One Starlette app for HTTP: MCP (streamable HTTP) at /mcp, the REST mirror under /api/v1 and
+the dashboard's pages at / and /runs/{id}, behind one optional bearer token."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from host_bridge.guard import GuardPolicy, RequestGuard
 from mcp_server.config import Secret
 from mcp_server.core.service import TrainingService
+from mcp_server.dashboard import PAGE_PATHS, PAGE_PREFIXES, dashboard_routes
 from mcp_server.rest.routes import OPEN_PATHS, rest_routes
 from mcp_server.server import build_mcp_server
 
@@ -31,15 +32,28 @@ def is_loopback(host: str) -> bool:
 
 class BearerAuth:
     """Every route but the open ones needs `Authorization: Bearer <token>` when a token is set.
-    Compared in constant time; the token is never logged."""
+    Compared in constant time; the token is never logged. `open_prefixes` are for pages that
+    carry no data (the dashboard reads everything through the API, with the token)."""
 
-    def __init__(self, app: ASGIApp, token: Secret | None, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: Secret | None,
+        open_paths: frozenset[str],
+        open_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self._token = token.reveal().encode() if token else None
         self._open = open_paths
+        self._open_prefixes = open_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._token is None or scope["type"] != "http" or scope["path"] in self._open:
+        if (
+            self._token is None
+            or scope["type"] != "http"
+            or scope["path"] in self._open
+            or scope["path"].startswith(self._open_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")
@@ -82,10 +96,15 @@ def build_app(
             yield
 
     app = Starlette(
-        routes=[*rest_routes(service), Mount("/", app=mcp_app)],
+        routes=[*rest_routes(service), *dashboard_routes(), Mount("/", app=mcp_app)],
         lifespan=lifespan,
     )
-    app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS)
+    app.add_middleware(
+        BearerAuth,
+        token=token,
+        open_paths=OPEN_PATHS | PAGE_PATHS,
+        open_prefixes=PAGE_PREFIXES,
+    )
     config = service.config
     hosts = list(config.allowed_hosts)
     if config.public_url:  # the name bridges reach this server by

@@ -27,6 +27,7 @@ from mcp_server.core.models import StartTrainingResult as Started
 from mcp_server.core.queries import ListQuery, MetricsQuery, PlotQuery, StopRequest
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.bridge import bridge_endpoints
+from mcp_server.rest.compare import compare_endpoints
 from mcp_server.rest.events import is_exhausted, operation_events, parse_last_event_id
 from mcp_server.rest.export import export_endpoints
 from mcp_server.rest.http import (
@@ -333,6 +334,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     ]
     endpoints += bridge_endpoints(service)
     endpoints += export_endpoints(service)
+    endpoints += compare_endpoints(service)
     document = openapi_document(endpoints, PREFIX)
     page = docs_page(document)
     return endpoints
