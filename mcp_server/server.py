@@ -15,6 +15,7 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_server import __version__
+from mcp_server.apps import APP_TOOL_META, build_apps
 from mcp_server.core.errors import NotFoundError, ServiceError, from_validation_error
 from mcp_server.core.models import (
     Comparison,
@@ -116,6 +117,7 @@ def build_mcp_server(service: TrainingService) -> MCPServer:
         instructions=INSTRUCTIONS,
         version=__version__,
         subscriptions=bus,
+        extensions=[build_apps(service)],
     )
     subscriptions = Subscriptions(mcp, bus)
     service.on_change(subscriptions.on_change)
@@ -134,6 +136,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         annotations: ToolAnnotations = READ_ONLY,
         *,
         structured_output: bool | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         fn.__signature__ = signature
         mcp.add_tool(
@@ -142,6 +145,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
             description=description,
             annotations=annotations,
             structured_output=structured_output,
+            meta=meta,
         )
 
     async def start_training(**arguments: Any) -> StartTrainingResult:
@@ -270,6 +274,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         "A PNG image of the runs' curves (losses and accuracies on separate axes, each run's "
         "best epoch marked) and one line of text summarising each run.",
         structured_output=False,
+        meta=APP_TOOL_META,  # hosts that render MCP Apps show the live dashboard beside it
     )
 
 

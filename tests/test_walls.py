@@ -47,6 +47,7 @@ def test_a_package_imports_nothing_across_its_wall(package: str, forbidden: set[
     [
         ("mcp_server/core", {"mcp", "starlette", "uvicorn"}),
         ("mcp_server/rest", {"mcp"}),
+        ("mcp_server/dashboard", {"mcp"}),
     ],
 )
 def test_the_core_and_the_rest_door_import_no_other_door(folder: str, forbidden: set[str]) -> None:
@@ -55,7 +56,7 @@ def test_the_core_and_the_rest_door_import_no_other_door(folder: str, forbidden:
 
 
 def test_the_mcp_door_never_imports_the_rest_door() -> None:
-    for name in ("server.py", "subscriptions.py", "prompt_files.py"):
+    for name in ("server.py", "subscriptions.py", "prompt_files.py", "apps.py"):
         tree = ast.parse((ROOT / "mcp_server" / name).read_text(encoding="utf-8"))
         modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {m for m in modules if m.startswith("mcp_server.rest")}, name

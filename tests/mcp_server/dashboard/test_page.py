@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from mcp_server.core.queries import WaitQuery
 from mcp_server.core.service import TrainingService
 from storage import MetricPointIn, OperationStatus
 from tests.mcp_server.conftest import TINY
@@ -50,7 +51,7 @@ async def test_the_page_lists_runs_and_its_curve_grows_while_a_real_run_trains_u
 ) -> None:
     async with live_server(service) as base, chromium() as browser:
         done = await _start(base, TINY)
-        await service.wait_for_operation(done, until="end", timeout_s=30)
+        await service.wait_for_operation(done, WaitQuery(until="end", timeout_s=30))
         running = await _start(base, LONG)
         page = browser.page
         await page.goto(f"{base}/runs/{running}")
@@ -98,7 +99,7 @@ async def test_two_runs_overlay_with_their_best_epochs_and_spec_differences(
         first = await _start(base, {**TINY, "epochs": 6, "name": "narrow"})
         second = await _start(base, {**TINY, "epochs": 6, "hidden_sizes": [64, 64], "name": "wide"})
         for oid in (first, second):
-            await service.wait_for_operation(oid, until="end", timeout_s=30)
+            await service.wait_for_operation(oid, WaitQuery(until="end", timeout_s=30))
         page = browser.page
         await page.goto(f"{base}/runs/{first}")
         await _wait_points(page, first, 5)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.core.queries import WaitQuery
 from mcp_server.core.service import TrainingService
 from mcp_server.dashboard import load_chart_library, render_page
 from tests.mcp_server.conftest import TINY
@@ -44,7 +45,7 @@ async def test_compare_returns_the_spec_differences_and_names_a_bad_field(
             started = await http.post("/api/v1/operations", json={**TINY, "hidden_sizes": sizes})
             ids.append(started.json()["operation_id"])
         for oid in ids:
-            await service.wait_for_operation(oid, until="end", timeout_s=30)
+            await service.wait_for_operation(oid, WaitQuery(until="end", timeout_s=30))
         compared = await http.get("/api/v1/compare", params={"operation_ids": ",".join(ids)})
         assert compared.status_code == 200, compared.text
         (difference,) = compared.json()["differences"]
