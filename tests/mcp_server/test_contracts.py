@@ -11,6 +11,7 @@ from mcp import Client
 from pydantic import BaseModel
 from starlette.applications import Starlette
 
+from mcp_server.core.dashboard import DashboardQuery
 from mcp_server.core.queries import (
     MAX_SERIES_POINTS,
     CompareQuery,
@@ -34,6 +35,7 @@ TOOL_MODELS: dict[str, type[BaseModel]] = {
     "compare_operations": CompareQuery,
     "plot_metrics": PlotRequest,
     "stop_training": StopRequest,
+    "dashboard_updates": DashboardQuery,
 }
 
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "maxLength", "minItems", "maxItems")
