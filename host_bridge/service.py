@@ -24,6 +24,8 @@ from host_bridge.app import build_bridge_app
 from host_bridge.guard import GuardPolicy
 from host_bridge.protocol import BridgeHealth, GpuInfo
 from host_bridge.sessions import BridgeOptions, SessionManager
+from trainer.budget import ResourceLimits
+from trainer.checkpoint_budget import CheckpointBudget
 
 __all__ = [
     "DEFAULT_PORT",
@@ -61,6 +63,8 @@ class BridgeConfig:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     allowed_servers: tuple[str, ...] = ()  # empty: servers on loopback only
+    limits: ResourceLimits | None = None  # None: defaults from this machine's memory
+    checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
 
     @property
     def options(self) -> BridgeOptions:
@@ -70,6 +74,8 @@ class BridgeConfig:
             data_roots=self.data_roots or (self.data_dir,),
             allow_factory=self.allow_factory,
             allowed_servers=self.allowed_servers,
+            limits=self.limits or ResourceLimits.for_memory(),
+            checkpoints=self.checkpoints,
         )
 
     @property

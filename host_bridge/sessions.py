@@ -31,6 +31,8 @@ from host_bridge.guard import server_url_allowed
 from host_bridge.protocol import SessionInfo, SessionList, SessionRequest, SessionStatus
 from host_bridge.reporter import MetricPoint, MetricsReporter, ReportError, RetryPolicy
 from host_bridge.spool import Spool
+from trainer.budget import ResourceLimits
+from trainer.checkpoint_budget import CheckpointBudget, prune_run, prune_total
 from trainer.errors import TrainerError
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.records import STEP_LOSS_METRIC, EpochRecord, RunResult, StepRecord
@@ -57,6 +59,8 @@ class BridgeOptions:
     data_roots: tuple[Path, ...] = ()
     allow_factory: bool = False
     allowed_servers: tuple[str, ...] = ()  # empty: servers on loopback only
+    limits: ResourceLimits | None = None  # a session's budget; None: checks none
+    checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
     timeout_s: float = 5.0
     max_batch: int = 1000
     retry: RetryPolicy = field(
@@ -364,7 +368,20 @@ class SessionManager:
             return "failed", f"internal error on the bridge: {exc!r}", None, None
         finally:
             sink.flush_steps()
+            self._prune(request.operation_id)
         return (*self._outcome(result, live), result.device)
+
+    def _prune(self, operation_id: str) -> None:
+        """The checkpoints' disk budget, once a session has trained: its own extra files, then
+        whole sessions, oldest first, never one still training."""
+        root = self.options.data_dir / "artifacts"
+        with self._lock:
+            active = {k for k, s in self._live.items() if s.training and k != operation_id}
+        try:
+            prune_run(root / operation_id, self.options.checkpoints.per_run)
+            prune_total(root, self.options.checkpoints.total, active)
+        except OSError:
+            log.exception("pruning checkpoints after %s failed", operation_id)
 
     def _outcome(
         self, result: RunResult, live: _Live
@@ -465,6 +482,7 @@ class SessionManager:
             data_roots=self.options.data_roots,
             allow_factory=self.options.allow_factory,
             artifact_dir=artifact_dir,
+            limits=self.options.limits,
         )
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import anyio
 
 from mcp_server.config import BridgeTarget, Secret, ServerConfig
+from trainer.budget import ResourceLimits
+from trainer.checkpoint_budget import CheckpointBudget
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -113,6 +115,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
     _add_guard_flags(serve)
+    _add_budget_flags(serve)
     _add_bridge_parser(sub, env)
     return parser
 
@@ -163,6 +166,53 @@ def _add_bridge_parser(
         "default: servers on loopback only)",
     )
     _add_guard_flags(bridge)
+    _add_budget_flags(bridge)
+
+
+def _size(value: str) -> int:
+    """Bytes or a count, with an optional K, M, G or T suffix (powers of 1024); 0 means off."""
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        size = float(number) * factor
+    except ValueError:
+        message = f"expected a size such as 2G or 500000, got {value!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value!r}")
+    return int(size)
+
+
+def _add_budget_flags(parser: argparse.ArgumentParser) -> None:
+    """The resource budget a run must fit before it is accepted (0 turns a limit off)."""
+    flags = [
+        ("--max-parameters", "weights of a run's model (default: memory / 128)"),
+        ("--max-batch-memory", "bytes of one batch's activations (default: an eighth of memory)"),
+        ("--max-dataset-rows", "rows of a run's dataset (default: memory / 2048)"),
+        ("--max-checkpoint-bytes", "bytes of one run's checkpoints (default 2G)"),
+        ("--max-checkpoints-total", "bytes of all runs' checkpoints; oldest runs' are pruned "
+         "(default 20G)"),
+    ]  # fmt: skip
+    for flag, text in flags:
+        parser.add_argument(flag, type=_size, default=None, metavar="N", help=text)
+
+
+def _budget(args: argparse.Namespace) -> tuple[ResourceLimits, CheckpointBudget]:
+    def pick(given: int | None, default: int | None) -> int | None:
+        return default if given is None else (given or None)
+
+    base, disk = ResourceLimits.for_memory(), CheckpointBudget()
+    limits = ResourceLimits(
+        max_parameters=pick(args.max_parameters, base.max_parameters),
+        max_activation_bytes=pick(args.max_batch_memory, base.max_activation_bytes),
+        max_dataset_rows=pick(args.max_dataset_rows, base.max_dataset_rows),
+        max_checkpoint_bytes=pick(args.max_checkpoint_bytes, disk.per_run),
+    )
+    return limits, CheckpointBudget(
+        per_run=limits.max_checkpoint_bytes, total=pick(args.max_checkpoints_total, disk.total)
+    )
 
 
 def _add_guard_flags(parser: argparse.ArgumentParser) -> None:
@@ -184,6 +234,7 @@ def _add_guard_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServerConfig:
+    limits, checkpoints = _budget(args)
     bridges = tuple(args.bridge or ())
     if not bridges and env.get("TRAINING_MCP_BRIDGES"):
         bridges = tuple(_bridge(b) for b in env["TRAINING_MCP_BRIDGES"].split(",") if b)
@@ -201,6 +252,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         ray_retries=args.ray_retries,
         allowed_hosts=tuple(args.allowed_host or ()),
         allowed_origins=tuple(args.allowed_origin or ()),
+        limits=limits,
+        checkpoints=checkpoints,
     )
 
 
@@ -294,6 +347,8 @@ def _bridge_main(args: argparse.Namespace) -> int:
 
     from host_bridge.service import BridgeConfig, run_bridge
 
+    limits, checkpoints = _budget(args)
+
     return run_bridge(
         BridgeConfig(
             host=args.host,
@@ -307,6 +362,8 @@ def _bridge_main(args: argparse.Namespace) -> int:
             allowed_hosts=tuple(args.allowed_host or ()),
             allowed_origins=tuple(args.allowed_origin or ()),
             allowed_servers=tuple(args.allowed_server or ()),
+            limits=limits,
+            checkpoints=checkpoints,
         )
     )
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage import default_database_url
+from trainer.budget import ResourceLimits
+from trainer.checkpoint_budget import CheckpointBudget
+from trainer.preflight import TrainerOptions
 
 __all__ = ["BridgeTarget", "Secret", "ServerConfig"]
 
@@ -52,6 +55,8 @@ class ServerConfig:
     ray_retries: int = 0  # times a run whose Ray worker died is started again from scratch
     allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback and the bind address
     allowed_origins: tuple[str, ...] = ()  # browser origins besides the server's own
+    limits: ResourceLimits | None = None  # a run's budget; None: defaults from this machine
+    checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
 
     @property
     def database_url(self) -> str:
@@ -60,6 +65,15 @@ class ServerConfig:
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def trainer_options(self) -> TrainerOptions:
+        """What every local run and pre-flight check here may do."""
+        return TrainerOptions(
+            data_roots=self.allowed_data_roots,
+            allow_factory=self.allow_factory,
+            limits=self.limits or ResourceLimits.for_memory(),
+        )
 
     @property
     def allowed_data_roots(self) -> tuple[Path, ...]:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from trainer.errors import DatasetError
-from trainer.preflight import TrainerOptions, resolve_csv_path
+from trainer.preflight import TrainerOptions, resolve_csv_path, stdout_to_stderr
 from trainer.spec import CsvDataset, FactoryDataset, SyntheticDataset, TrainingSpec
 
 __all__ = ["Data", "Task", "load_data"]
@@ -117,20 +117,28 @@ def _read_csv(dataset: CsvDataset, options: TrainerOptions) -> tuple[Tensor, Ten
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError("dataset.path", f"cannot read {path.name}: {exc}") from exc
+        raise DatasetError(
+            "dataset.path", f"cannot read {path.name}: not a readable UTF-8 CSV file"
+        ) from exc
     if not rows:
         raise DatasetError("dataset.path", f"{path.name} is empty: expected a header row")
     header, body = [h.strip() for h in rows[0]], rows[1:]
     if not body:
         raise DatasetError("dataset.path", f"{path.name} has a header but no data rows")
     if dataset.target not in header:
-        raise DatasetError("dataset.target", f"column {dataset.target!r} not in header {header}")
+        raise DatasetError(
+            "dataset.target", f"column {dataset.target!r} is not in the header of {path.name}"
+        )
     features = list(dataset.features or [c for c in header if c != dataset.target])
     missing = [c for c in features if c not in header]
     if missing:
-        raise DatasetError("dataset.features", f"columns {missing} not in header {header}")
+        raise DatasetError(
+            "dataset.features", f"columns {missing} are not in the header of {path.name}"
+        )
     if not features:
-        raise DatasetError("dataset.features", f"no feature columns besides the target in {header}")
+        raise DatasetError(
+            "dataset.features", f"{path.name} has no feature columns besides the target"
+        )
     columns = [header.index(c) for c in features]
     target_col = header.index(dataset.target)
     values: list[list[float]] = []
@@ -154,7 +162,7 @@ def _number(cell: str, column: str, line: int) -> float:
     if not math.isfinite(value):
         raise DatasetError(
             "dataset.features",
-            f"column {column!r} line {line}: {cell.strip()!r} is not a finite number",
+            f"column {column!r} line {line}: the value is not a finite number",
         )
     return value
 
@@ -176,7 +184,9 @@ def _target(labels: list[str], dataset: CsvDataset) -> tuple[Tensor, Task]:
         if numbers is None:
             bad = next(label for label in labels if _finite_numbers([label]) is None)
             raise DatasetError(
-                "dataset.target", f"regression needs finite numeric targets, got {bad!r}"
+                "dataset.target",
+                f"regression needs finite numeric targets; row {labels.index(bad) + 2} has "
+                "another value",
             )
         return torch.tensor(numbers, dtype=torch.float64).unsqueeze(1), task
     if numbers is not None:
@@ -203,8 +213,9 @@ def _finite_numbers(cells: list[str]) -> list[float] | None:
 def _from_factory(spec: TrainingSpec, dataset: FactoryDataset) -> Data:
     module_name, _, function_name = dataset.factory.partition(":")
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-        made = function(spec)
+        with stdout_to_stderr():  # what user code prints must not reach the stdio transport
+            function = getattr(importlib.import_module(module_name), function_name)
+            made = function(spec)
     except Exception as exc:  # user code: whatever it raises is a problem with the dataset
         raise DatasetError("dataset.factory", f"{dataset.factory} failed: {exc!r}") from exc
     if not (isinstance(made, tuple) and len(made) == 3 and isinstance(made[0], nn.Module)):

@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from mcp_server.core.ingest import Ingestor
 from storage import IllegalTransitionError, OperationStatus
+from trainer.checkpoint_budget import CheckpointBudget, prune_run, prune_total
 from trainer.preflight import TrainerOptions
 from trainer.records import EpochRecord, RunResult, StepRecord
 from trainer.spec import TrainingSpec
@@ -63,10 +64,12 @@ class LocalRunner:
         *,
         artifacts_root: Path | None = None,
         max_concurrent: int = 2,
+        checkpoints: CheckpointBudget | None = None,
     ) -> None:
         self._ingestor = ingestor
         self._options = options
         self._artifacts_root = artifacts_root
+        self._checkpoints = checkpoints or CheckpointBudget()
         self._tg = task_group
         self._limiter = anyio.CapacityLimiter(max_concurrent)  # FIFO: queued runs start in order
         self._threads = anyio.CapacityLimiter(max_concurrent)
@@ -112,6 +115,25 @@ class LocalRunner:
             await self._end(operation_id, OperationStatus.FAILED, error=f"internal error: {exc!r}")
         finally:
             self._runs.pop(operation_id, None)
+            with anyio.CancelScope(shield=True):
+                await self._prune(operation_id)
+
+    async def _prune(self, operation_id: str) -> None:
+        """Keep the checkpoints within their disk budget once a run has ended: its own extra
+        files first, then whole runs, oldest first, never one still training."""
+        root = self._artifacts_root
+        if root is None:
+            return
+        budget, active = self._checkpoints, set(self._runs)
+
+        def prune() -> None:
+            prune_run(root / operation_id, budget.per_run)
+            prune_total(root, budget.total, active)  # logs what it deletes
+
+        try:
+            await anyio.to_thread.run_sync(prune)
+        except OSError:
+            log.exception("pruning checkpoints after %s failed", operation_id)
 
     async def _train(self, operation_id: str, spec: TrainingSpec, run: _Run) -> None:
         send, receive = anyio.create_memory_object_stream[Record](math.inf)

@@ -184,8 +184,8 @@ class TrainingService:
             )
         if args.backend == "bridge" or (args.backend == "auto" and spec.device == "cuda"):
             return self._started(await self._bridges.dispatch(spec, name=name, tags=args.tags))
-        try:
-            check_spec(spec, self._trainer_options())
+        try:  # reads a CSV's first lines: off the event loop
+            await anyio.to_thread.run_sync(check_spec, spec, self._trainer_options())
         except Exception as exc:
             raise translate(exc) from exc
         op = await create_operation(
@@ -279,9 +279,7 @@ class TrainingService:
             raise from_validation_error(exc) from exc
 
     def _trainer_options(self) -> TrainerOptions:
-        return TrainerOptions(
-            data_roots=self._config.allowed_data_roots, allow_factory=self._config.allow_factory
-        )
+        return self._config.trainer_options
 
     async def stop_training(self, operation_id: str, reason: str | None = None) -> Operation:
         op = await self._get(operation_id)
@@ -634,11 +632,10 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
         ):
             runner = LocalRunner(
                 ingestor,
-                TrainerOptions(
-                    data_roots=config.allowed_data_roots, allow_factory=config.allow_factory
-                ),
+                config.trainer_options,
                 tg,
                 artifacts_root=config.artifacts_dir,
+                checkpoints=config.checkpoints,
                 max_concurrent=config.max_concurrent_runs,
             )
             service = TrainingService(

@@ -102,7 +102,7 @@ def test_csv_features_are_standardised_on_the_training_split_only(tmp_path: Path
 def test_a_non_numeric_feature_fails_before_the_first_epoch(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "d.csv", [["a", "y"], [1, 0], ["abc", 1], [2, 0]])
     sink = ListSink()
-    with pytest.raises(DatasetError, match="column 'a' line 3: 'abc' is not a finite number"):
+    with pytest.raises(DatasetError, match="column 'a' line 3: the value is not a finite number"):
         run_training(
             TrainingSpec(dataset=CsvDataset(path=str(path), target="y")),
             sink,

@@ -80,10 +80,10 @@ def test_an_empty_csv_is_refused(tmp_path: Path, content: str, words: str) -> No
 def test_a_missing_target_or_feature_column_is_named(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n")
     options = TrainerOptions(data_roots=(tmp_path,))
-    with pytest.raises(DatasetError, match="'label' not in the CSV header") as caught:
+    with pytest.raises(DatasetError, match=r"'label' is not in the header of d\.csv") as caught:
         check_spec(_csv_spec(tmp_path / "d.csv", target="label"), options)
     assert caught.value.field == "dataset.target"
-    with pytest.raises(DatasetError, match=r"\['c'\] not in the CSV header") as caught:
+    with pytest.raises(DatasetError, match=r"\['c'\] are not in the header of d\.csv") as caught:
         check_spec(_csv_spec(tmp_path / "d.csv", features=("a", "c")), options)
     assert caught.value.field == "dataset.features"
 
