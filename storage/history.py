@@ -97,10 +97,12 @@ async def read_page(
 
     def query(conn: Connection) -> HistoryPage:
         rows = _series_rows(conn, operation_id, names)
+        # A series with no more points in all than a page needs no bound: skip its seek.
         bounds = [
             step
             for r in rows
-            if (step := _nth_step_after(conn, r.id, after, page_size)) is not None
+            if r.n_points > page_size
+            and (step := _nth_step_after(conn, r.id, after, page_size)) is not None
         ]
         through = min(bounds) if bounds else None
         by_id = {r.id: r for r in rows}
@@ -121,7 +123,11 @@ async def read_page(
         )
         result = [
             SeriesData.build(
-                r.name, r.n_points, _matching(conn, r, after), fetched[r.id], downsampled=False
+                r.name,
+                r.n_points,
+                len(fetched[r.id]) if through is None else _matching(conn, r, after),
+                fetched[r.id],
+                downsampled=False,
             )
             for r in rows
         ]
