@@ -1,0 +1,452 @@
+"""training-mcp against the MLflow tracking server, side by side, with the same client and loads.
+
+Run: .venv/bin/python bench/mlflow_side_by_side.py [--runs 3] [--skip-mlflow]
+
+MLflow is a baseline here, never a dependency: the first run installs it (pip, from PyPI) into a
+throwaway virtual environment under .cache/bench/mlflow-venv, which later runs reuse. Each server
+starts fresh on a loopback port with a SQLite store in a temporary directory (`mlflow server` with
+1 and with 4 workers; `training-mcp serve --http`) and is stopped before the next starts. One
+httpx client drives them all over kept-alive connections: an external run fed by 100 six-metric
+epoch POSTs, 20,000 points in batches of 1,000, 8 concurrent writers, a 100-point history read,
+a 20,000-point history read whole, the same 20,000 sampled to 500 points, the bytes the store
+grows by for 100 epochs x 6 metrics, the time from start to healthy and the resident memory. A
+keep-alive `GET /health` round trip on each server is the floor a write cannot go below. Every
+loop is bounded; a run takes a few minutes, most of it MLflow starting and installing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_VENV = ROOT / ".cache" / "bench" / "mlflow-venv"
+MLFLOW_SPEC = "mlflow>=3"
+METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "learning_rate", "grad_norm")
+API = "/api/v1"
+MLF = "/api/2.0/mlflow"
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _timed(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.status_code not in (200, 202):
+        raise RuntimeError(f"{response.url}: {response.status_code} {response.text[:300]}")
+    return response
+
+
+# -- the two APIs behind one client ------------------------------------------------------------
+
+
+class Api(Protocol):
+    """What the workloads need from a tracking server."""
+
+    def new_run(self, http: httpx.Client) -> str: ...
+    def log_url(self, run: str) -> str: ...
+    def log_body(self, run: str, points: list[tuple[str, int, float]]) -> dict[str, Any]: ...
+    def history(self, http: httpx.Client, run: str, key: str) -> int: ...
+    def sampled(self, http: httpx.Client, run: str, key: str, n: int) -> int: ...
+    def health_path(self) -> str: ...
+
+
+class TrainingMcpApi:
+    def new_run(self, http: httpx.Client) -> str:
+        response = _check(http.post(f"{API}/operations", json={"backend": "external"}))
+        run: str = response.json()["operation_id"]
+        return run
+
+    def log_url(self, run: str) -> str:
+        return f"{API}/operations/{run}/metrics"
+
+    def log_body(self, run: str, points: list[tuple[str, int, float]]) -> dict[str, Any]:
+        return {"points": [{"name": k, "step": s, "value": v} for k, s, v in points]}
+
+    def history(self, http: httpx.Client, run: str, key: str) -> int:
+        """The whole history, exact: pages of up to 100,000 points, following next_cursor."""
+        got, cursor = 0, ""
+        while True:
+            params: dict[str, str | int] = {"metrics": key, "page_size": 100_000, "cursor": cursor}
+            body = _check(http.get(f"{API}/operations/{run}/metrics", params=params)).json()
+            got += sum(s["returned_points"] for s in body["series"])
+            cursor = str(body["next_cursor"])
+            if not body["has_more"]:
+                return int(got)
+
+    def sampled(self, http: httpx.Client, run: str, key: str, n: int) -> int:
+        params: dict[str, str | int] = {"metrics": key, "max_points": n}
+        body = _check(http.get(f"{API}/operations/{run}/metrics", params=params)).json()
+        return sum(int(s["returned_points"]) for s in body["series"])
+
+    def health_path(self) -> str:
+        return f"{API}/health"
+
+
+class MlflowApi:
+    def __init__(self) -> None:
+        self._experiment: str | None = None
+
+    def new_run(self, http: httpx.Client) -> str:
+        if self._experiment is None:
+            name = f"bench-{time.time_ns()}"
+            created = _check(http.post(f"{MLF}/experiments/create", json={"name": name}))
+            self._experiment = created.json()["experiment_id"]
+        body = {"experiment_id": self._experiment, "start_time": int(time.time() * 1000)}
+        run: str = _check(http.post(f"{MLF}/runs/create", json=body)).json()["run"]["info"][
+            "run_id"
+        ]
+        return run
+
+    def log_url(self, run: str) -> str:
+        return f"{MLF}/runs/log-batch"
+
+    def log_body(self, run: str, points: list[tuple[str, int, float]]) -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        metrics = [{"key": k, "value": v, "timestamp": now, "step": s} for k, s, v in points]
+        return {"run_id": run, "metrics": metrics}
+
+    def history(self, http: httpx.Client, run: str, key: str) -> int:
+        got, token = 0, None
+        while True:
+            params = {"run_id": run, "metric_key": key}
+            if token:
+                params["page_token"] = token
+            body = _check(http.get(f"{MLF}/metrics/get-history", params=params)).json()
+            got += len(body.get("metrics", []))
+            token = body.get("next_page_token")
+            if not token:
+                return got
+
+    def sampled(self, http: httpx.Client, run: str, key: str, n: int) -> int:
+        # What MLflow's own UI calls for a long curve.
+        params: dict[str, str | int] = {"run_ids": run, "metric_key": key, "max_results": n}
+        url = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+        return len(_check(http.get(url, params=params)).json().get("metrics", []))
+
+    def health_path(self) -> str:
+        return "/health"
+
+
+# -- the servers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    label: str
+    api: Api
+    base: str
+    process: subprocess.Popen[bytes]
+    store: Path
+    started_s: float
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and all its worker processes, summed."""
+        total, todo = 0, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += next(
+                    int(ln.split()[1]) for ln in status.splitlines() if ln[:6] == "VmRSS:"
+                )
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, StopIteration):
+                continue
+        return total / 1024
+
+
+def _wait_healthy(base: str, path: str, process: subprocess.Popen[bytes], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:  # a benchmark may poll; tests wait on events instead
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{base} was not healthy within {limit_s:.0f} s")
+
+
+@contextmanager
+def _serve(label: str, command: list[str], api: Api, store: Path, port: int) -> Iterator[Server]:
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TRAINING_MCP_TOKEN": "", "PYTHONUNBUFFERED": "1"}
+    log = store.parent / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        try:
+            _wait_healthy(base, api.health_path(), process, 180)
+        except RuntimeError:
+            print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        yield Server(label, api, base, process, store, time.perf_counter() - started)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+
+
+def _training_mcp(tmp: Path) -> Any:
+    port = _free_port()
+    data = tmp / "training-mcp"
+    command = [sys.executable, "-m", "mcp_server.cli", "serve", "--http", "--port", str(port)]
+    command += ["--data-dir", str(data), "--log-level", "warning"]
+    return _serve("training-mcp", command, TrainingMcpApi(), data / "training-mcp.db", port)
+
+
+def _mlflow(tmp: Path, workers: int) -> Any:
+    port = _free_port()
+    data = tmp / f"mlflow-{workers}"
+    store = data / "mlflow.db"
+    command = [str(MLFLOW_VENV / "bin" / "mlflow"), "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers)]
+    command += ["--backend-store-uri", f"sqlite:///{store}"]
+    command += ["--default-artifact-root", str(data / "artifacts")]
+    label = f"MLflow, {workers} worker{'s' if workers > 1 else ''}"
+    return _serve(label, command, MlflowApi(), store, port)
+
+
+def ensure_mlflow() -> str:
+    """MLflow in its own throwaway environment (installed once; never a project dependency)."""
+    python = MLFLOW_VENV / "bin" / "python"
+    if not (MLFLOW_VENV / "bin" / "mlflow").exists():
+        print(f"installing {MLFLOW_SPEC} into {MLFLOW_VENV} (once) ...", file=sys.stderr)
+        shutil.rmtree(MLFLOW_VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", MLFLOW_SPEC], check=True)
+    version = subprocess.run(
+        [str(python), "-c", "import mlflow; print(mlflow.__version__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return version.stdout.strip()
+
+
+# -- the workloads -----------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    label: str
+    values: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _epoch(epoch: int) -> list[tuple[str, int, float]]:
+    return [(m, epoch, 1.0 / epoch + i) for i, m in enumerate(METRICS)]
+
+
+def _store_bytes(store: Path) -> int:
+    """Bytes of database pages in use (WAL content included: a reader sees committed state)."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    return int((pages - free) * size)
+
+
+async def _writers(server: Server, writers: int, epochs: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=writers, max_keepalive_connections=writers)
+    async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=60) as http:
+        with httpx.Client(base_url=server.base, timeout=60) as sync:
+            runs = [server.api.new_run(sync) for _ in range(writers)]
+
+        async def writer(run: str) -> None:
+            for epoch in range(1, epochs + 1):
+                body = server.api.log_body(run, _epoch(epoch))
+                t = time.perf_counter()
+                response = await http.post(server.api.log_url(run), json=body)
+                latencies.append((time.perf_counter() - t) * 1000)
+                _check(response)
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for run in runs:
+                tg.start_soon(writer, run)
+        elapsed = time.perf_counter() - started
+    return writers * epochs / elapsed, latencies
+
+
+def measure(server: Server) -> Figures:
+    api, out = server.api, Figures(server.label)
+    out.values["start_s"] = server.started_s
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        health = api.health_path()
+        _timed(lambda: _check(http.get(health)), 50)
+        floor = _timed(lambda: _check(http.get(health)), 300)
+        out.values["health_p50"] = _p(floor, 0.5)
+
+        before = _store_bytes(server.store)
+        run = api.new_run(http)
+        url = api.log_url(run)
+        epochs = iter(range(1, 101))
+        writes = _timed(
+            lambda: _check(http.post(url, json=api.log_body(run, _epoch(next(epochs))))), 100
+        )
+        out.values["write_p50"], out.values["write_p99"] = _p(writes, 0.5), _p(writes, 0.99)
+        out.values["bytes_100x6"] = _store_bytes(server.store) - before
+        reads = _timed(lambda: api.history(http, run, "val_loss"), 200)
+        assert api.history(http, run, "val_loss") == 100
+        out.values["read100_p50"], out.values["read100_p99"] = _p(reads, 0.5), _p(reads, 0.99)
+
+        big = api.new_run(http)
+        big_url = api.log_url(big)
+        batches = [
+            api.log_body(big, [("m", b * 1000 + i, math.sin(b * 1000 + i)) for i in range(1000)])
+            for b in range(20)
+        ]
+        started = time.perf_counter()
+        for body in batches:
+            _check(http.post(big_url, json=body))
+        out.values["batch_pts_s"] = 20_000 / (time.perf_counter() - started)
+
+        count = api.history(http, big, "m")
+        if count != 20_000:
+            raise RuntimeError(f"{server.label}: whole history returned {count} of 20,000")
+        whole = _timed(lambda: api.history(http, big, "m"), 10)
+        out.values["whole_p50"], out.values["whole_p99"] = _p(whole, 0.5), _p(whole, 0.99)
+        sampled_n = api.sampled(http, big, "m", 500)
+        sampled = _timed(lambda: api.sampled(http, big, "m", 500), 50)
+        out.values["sampled_p50"], out.values["sampled_p99"] = _p(sampled, 0.5), _p(sampled, 0.99)
+        out.notes["sampled"] = f"{sampled_n} points"
+
+    rate, latencies = anyio.run(_writers, server, 8, 50)
+    out.values["conc_req_s"], out.values["conc_p99"] = rate, _p(latencies, 0.99)
+    out.values["rss_mb"] = server.rss_mb()
+    return out
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+# figure, how to show it, key(s), lower is better, goal
+ROWS: list[tuple[str, str, tuple[str, ...], bool]] = [
+    ("keep-alive /health round trip p50 (the floor)", "{:.2f} ms", ("health_p50",), True),
+    ("6-metric epoch write p50 / p99", "{:.2f} / {:.2f} ms", ("write_p50", "write_p99"), True),
+    ("batch ingest, 1,000 per request", "{:,.0f} pts/s", ("batch_pts_s",), False),
+    ("8 concurrent writers", "{:,.0f} req/s, p99 {:.0f} ms", ("conc_req_s", "conc_p99"), False),
+    (
+        "read 100-point history p50 / p99",
+        "{:.2f} / {:.2f} ms",
+        ("read100_p50", "read100_p99"),
+        True,
+    ),
+    (
+        "read 20,000-point history whole p50 / p99",
+        "{:.1f} / {:.1f} ms",
+        ("whole_p50", "whole_p99"),
+        True,
+    ),
+    ("20,000 sampled to 500 p50 / p99", "{:.2f} / {:.2f} ms", ("sampled_p50", "sampled_p99"), True),
+    ("bytes per 100 epochs x 6 metrics", "{:,.0f}", ("bytes_100x6",), True),
+    ("start to healthy", "{:.1f} s", ("start_s",), True),
+    ("RSS (server and workers)", "{:,.0f} MB", ("rss_mb",), True),
+]
+
+
+def _ratio(ours: Figures, theirs: list[Figures], keys: tuple[str, ...], lower: bool) -> str:
+    """Against MLflow's better configuration, key by key (a p99 or a latency is lower-better
+    even next to a rate)."""
+    cells = []
+    for n, key in enumerate(keys):
+        down = lower or n > 0  # the second key of a rate is its p99 latency
+        values = [f.values[key] for f in theirs]
+        if not values or ours.values[key] <= 0:
+            return "-"
+        best = min(values) if down else max(values)
+        cells.append(f"{best / ours.values[key] if down else ours.values[key] / best:.1f}x")
+    return " / ".join(cells)
+
+
+def print_table(results: list[Figures], run: int) -> None:
+    ours = next(f for f in results if f.label == "training-mcp")
+    theirs = [f for f in results if f is not ours]
+    header = ["figure", *[f.label for f in theirs], "training-mcp", "ratio vs best MLflow"]
+    table = [header]
+    for title, fmt, keys, lower in ROWS:
+        cells = [fmt.format(*(f.values[k] for k in keys)) for f in [*theirs, ours]]
+        ratio = "" if keys == ("health_p50",) else _ratio(ours, theirs, keys, lower)
+        table.append([title, *cells, ratio])
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    print(f"\nrun {run}")
+    for n, line in enumerate(table):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    floor = ours.values["health_p50"]
+    p50, p99 = ours.values["write_p50"], ours.values["write_p99"]
+    print(
+        f"training-mcp epoch write: p50 {p50 / floor:.2f}x its /health round trip (goal <= 1.5x), "
+        f"p99 {p99:.2f} ms (goal <= 3 ms); sampled answers: "
+        + ", ".join(f"{f.label} {f.notes['sampled']}" for f in results)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole comparison")
+    parser.add_argument("--skip-mlflow", action="store_true", help="only training-mcp")
+    args = parser.parse_args()
+    version = None if args.skip_mlflow else ensure_mlflow()
+    print(f"MLflow {version}, training-mcp at {ROOT}, {os.cpu_count()} CPUs", file=sys.stderr)
+    for run in range(1, args.runs + 1):
+        results: list[Figures] = []
+        with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
+            starts = [] if args.skip_mlflow else [lambda t: _mlflow(t, 4), lambda t: _mlflow(t, 1)]
+            for start in [*starts, _training_mcp]:
+                with start(Path(tmp)) as server:
+                    print(f"measuring {server.label} ...", file=sys.stderr)
+                    results.append(measure(server))
+        print_table(results, run)
+
+
+if __name__ == "__main__":
+    main()
