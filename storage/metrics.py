@@ -106,6 +106,9 @@ async def append_points(
     is_sqlite = db.is_sqlite
 
     def transaction(conn: Connection) -> AppendResult:
+        if is_sqlite:
+            raw = conn.connection.driver_connection
+            return _append_sqlite(raw, operation_id, batch, now_ms, allow_finished, progress_epoch)
         status = conn.execute(
             select(operations.c.status).where(operations.c.id == operation_id)
         ).scalar_one_or_none()
@@ -150,6 +153,76 @@ async def append_points(
         return AppendResult(len(batch), stored)
 
     return await db.run_write(transaction)
+
+
+def _append_sqlite(
+    raw: Any,
+    operation_id: str,
+    batch: list[MetricPointIn],
+    now_ms: int,
+    allow_finished: bool,
+    progress_epoch: int | None,
+) -> AppendResult:
+    """`append_points`' transaction on SQLite's own connection (inside the transaction the
+    engine opened): the same statements as plain SQL, which sqlite3 keeps prepared. Building and
+    compiling them through SQLAlchemy cost ~0.7 ms per epoch, three times what SQLite spends."""
+    found = raw.execute("SELECT status FROM operations WHERE id = ?", (operation_id,)).fetchone()
+    if found is None:
+        raise OperationNotFoundError(operation_id)
+    if not allow_finished and OperationStatus(found[0]) in TERMINAL_STATUSES:
+        raise OperationFinishedError(operation_id, found[0])
+    stored = 0
+    if batch:
+        ids = _sqlite_series_ids(raw, operation_id, sorted({p.name for p in batch}))
+        rows = []
+        for p in batch:
+            special = special_of(p.value)
+            wall_ms = now_ms if p.wall_time is None else int(p.wall_time * 1000)
+            value = p.value if special == 0 else None
+            rows.append((ids[p.name], p.step, p.epoch, value, special, wall_ms))
+        added: set[tuple[int, int]] = set()
+        for start in range(0, len(rows), _SQLITE_ROWS):  # within SQLite's 32,766 parameters
+            part = rows[start : start + _SQLITE_ROWS]
+            sql = _INSERT_POINTS.format(values=",".join(["(?,?,?,?,?,?)"] * len(part)))
+            flat = [v for row in part for v in row]
+            added.update((r[0], r[1]) for r in raw.execute(sql, flat).fetchall())
+        stored = len(added)
+        if added:
+            keys = ("series_id", "step", "epoch", "value", "special", "wall_ms")
+            first: dict[tuple[int, int], dict[str, Any]] = {}
+            for row in rows:  # the first of a (name, step) sent twice is the one stored
+                if (row[0], row[1]) in added:
+                    first.setdefault((row[0], row[1]), dict(zip(keys, row, strict=True)))
+            raw.executemany(_ADD_TO_SUMMARY.text, _summaries(list(first.values())))
+    if progress_epoch is not None:
+        raw.execute(
+            "UPDATE operations SET epochs_done = ?, heartbeat_at = ? "
+            "WHERE id = ? AND epochs_done < ?",
+            (progress_epoch, time.time(), operation_id, progress_epoch),
+        )
+    return AppendResult(len(batch), stored)
+
+
+_SQLITE_ROWS = 5_000
+_INSERT_POINTS = (
+    "INSERT INTO points (series_id, step, epoch, value, special, wall_ms) VALUES {values} "
+    "ON CONFLICT DO NOTHING RETURNING series_id, step"
+)
+
+
+def _sqlite_series_ids(raw: Any, operation_id: str, names: list[str]) -> dict[str, int]:
+    marks = ",".join("?" * len(names))
+    query = f"SELECT name, id FROM series WHERE operation_id = ? AND name IN ({marks})"
+    ids: dict[str, int] = dict(raw.execute(query, (operation_id, *names)).fetchall())
+    missing = [n for n in names if n not in ids]
+    if missing:
+        raw.executemany(
+            "INSERT INTO series (operation_id, name, n_points, nonfinite) VALUES (?, ?, 0, 0) "
+            "ON CONFLICT DO NOTHING",
+            [(operation_id, n) for n in missing],
+        )
+        ids.update(raw.execute(query, (operation_id, *names)).fetchall())
+    return ids
 
 
 # Keep each series' count, first step and latest point current without reading it first. In an

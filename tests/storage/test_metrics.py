@@ -15,6 +15,7 @@ from storage import (
     append_points,
     connect,
     create_operation,
+    get_operation,
     latest_values,
     read_metrics,
     set_status,
@@ -216,3 +217,22 @@ async def test_a_refused_write_does_not_take_concurrent_writes_down_with_it(db_u
     assert sorted(v for k, v in outcomes.items() if isinstance(v, int)) == [0, 0, 6]
     assert all(isinstance(v, OperationFinishedError) for k, v in outcomes.items() if "done" in k)
     assert [s.total_points for s in read.series] == [3, 3]
+
+
+async def test_a_batch_past_one_insert_with_a_point_sent_twice_keeps_the_first(
+    db_url: str,
+) -> None:
+    async with connect(db_url) as db:
+        op = await _op(db)
+        batch = [{"name": "m", "step": s, "value": float(s)} for s in range(12_000)]
+        batch.insert(7_000, {"name": "m", "step": 3, "value": -1.0})  # again, in a later insert
+        batch.insert(1, {"name": "m", "step": 0, "value": -1.0})  # again, in the same insert
+        result = await append_points(db, op, batch, progress_epoch=5)
+        read = await read_metrics(db, op)
+        (latest,) = await latest_values(db, op)
+        operation = await get_operation(db, op)
+    assert (result.received, result.stored) == (12_002, 12_000)
+    (series,) = read.series
+    assert series.steps == list(range(12_000)) and series.values[:4] == [0.0, 1.0, 2.0, 3.0]
+    assert (latest.count, latest.step, latest.value) == (12_000, 11_999, 11_999.0)
+    assert operation.epochs_done == 5
