@@ -11,13 +11,15 @@ from typing import Annotated, Any, TypeVar
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_server import __version__
 from mcp_server.apps import APP_TOOL_META, build_apps
 from mcp_server.core.errors import NotFoundError, ServiceError, from_validation_error
 from mcp_server.core.models import (
+    AnalysisDigest,
     Comparison,
     OperationInfo,
     OperationList,
@@ -27,6 +29,7 @@ from mcp_server.core.models import (
     WaitResult,
 )
 from mcp_server.core.queries import (
+    AnalyzeRequest,
     CompareQuery,
     ListQuery,
     MetricsQuery,
@@ -38,18 +41,19 @@ from mcp_server.core.service import TrainingService
 from mcp_server.prompt_files import load_prompt_files, to_mcp_prompt
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
 from storage import Operation
-from trainer.analysis import AnalysisParams, LossAnalysis
+from trainer.analysis import LossAnalysis
 
 __all__ = ["INSTRUCTIONS", "build_mcp_server"]
 
 INSTRUCTIONS = """\
 training-mcp runs real PyTorch trainings and lets you watch, judge and steer them.
-Workflow: start_training (returns an operation_id at once; {} runs a small demo) ->
-wait_for_operation (blocks until new epochs, up to 55 s, and returns them) or
-get_operation_metrics with the returned next_cursor (only what is new) -> analyze_loss (verdict,
-recommendation, reasons with numbers) -> stop_training when it recommends stopping.
-compare_operations and plot_metrics compare runs. Resources training://operations/{id}/metrics
-and .../analysis update every epoch if your client subscribes.
+Cheapest workflow: start_training (returns an operation_id at once; {} runs a small demo), then
+call wait_for_operation(operation_id) in a loop: it returns a small digest only when something
+bears on a decision (verdict or recommendation changed, a flag raised, a stopping criterion fired,
+the run ended). Stop looping when status is final or the recommendation is
+stop_and_restore_best; then analyze_loss for the reasons, and stop_training if it still runs.
+get_operation_metrics gives the curves themselves (pass next_cursor for only what is new);
+compare_operations and plot_metrics compare runs.
 """
 
 READ_ONLY = ToolAnnotations(
@@ -111,7 +115,7 @@ _CTX = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Conte
 
 def build_mcp_server(service: TrainingService) -> MCPServer:
     bus = InMemorySubscriptionBus()
-    mcp = MCPServer(
+    mcp = _LeanMCPServer(
         "training-mcp",
         title="training-mcp",
         instructions=INSTRUCTIONS,
@@ -126,6 +130,143 @@ def build_mcp_server(service: TrainingService) -> MCPServer:
     for prompt in load_prompt_files():
         mcp.add_prompt(to_mcp_prompt(prompt))
     return mcp
+
+
+class _LeanMCPServer(MCPServer):
+    """Lists tools with lean schemas, since an agent reads every byte of tools/list: input
+    schemas keep every range and description but no generated titles; output schemas give the
+    top level of the answer (names, types, required), the tool's description says what it
+    means, and the structured content itself is complete."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [
+            tool.model_copy(
+                update={
+                    "input_schema": _lean(tool.input_schema, {"title"}),
+                    "output_schema": _shallow(tool.output_schema)
+                    if tool.output_schema is not None
+                    else None,
+                }
+            )
+            for tool in await super().list_tools()
+        ]
+
+
+def _shallow(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object schema's top level: each property's type (nested models as plain objects)."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def kind(prop: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in prop:
+            target = defs.get(prop["$ref"].rsplit("/", 1)[-1], {})
+            return {"type": ["object"]} if "properties" in target or not target else kind(target)
+        if "anyOf" in prop:
+            types = sorted({t for o in prop["anyOf"] for t in kind(o).get("type", [])})
+            return {"type": types} if types else {}
+        out: dict[str, Any] = {k: prop[k] for k in ("type", "enum") if k in prop}
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"]]
+        return out
+
+    def simplify(prop: dict[str, Any]) -> dict[str, Any]:
+        found = kind(prop)
+        types = found.get("type")
+        if isinstance(types, list) and len(types) == 1:
+            found["type"] = types[0]
+        return found
+
+    shallow: dict[str, Any] = {
+        "type": "object",
+        "properties": {n: simplify(p) for n, p in schema.get("properties", {}).items()},
+    }
+    if schema.get("required"):
+        shallow["required"] = schema["required"]
+    return shallow
+
+
+def _lean(schema: Any, drop: set[str]) -> Any:
+    """`schema` without the keywords in `drop` (never a property that happens to share a name)
+    or a `null` default, and with `anyOf: [{type: T, ...}, {type: null}]` written as the
+    equivalent `type: [T, null]`."""
+    if isinstance(schema, list):
+        return [_lean(item, drop) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: _lean(inner, drop) for name, inner in value.items()}
+        elif key not in drop and not (key == "default" and value is None):
+            out[key] = _lean(value, drop)
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        (other,) = [o for o in options if o != {"type": "null"}]
+        if isinstance(other.get("type"), str) and not set(other) & set(out):
+            del out["anyOf"]
+            out.update(other, type=[other["type"], "null"])
+    return out
+
+
+def _result(
+    model: BaseModel, summary: str | None = None, said: frozenset[str] = frozenset()
+) -> CallToolResult:
+    """Compact text and the whole model as structured content. The text is a plain-language
+    line first where it helps, then the JSON (no indentation, no default-valued fields) of what
+    the line did not already say (`said`)."""
+    text = model.model_dump_json(exclude_defaults=True, exclude=set(said))
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{summary}\n{text}" if summary else text)],
+        structured_content=model.model_dump(mode="json"),
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _wait_line(result: WaitResult) -> str:
+    done = f"epoch {result.epochs_done}/{result.epochs_total or '?'}"
+    line = f"{result.operation_id} {result.status.value} at {done} ({result.woke})"
+    ind = result.indicators
+    if ind is not None:
+        line += (
+            f"; best {ind.monitor} {_num(ind.best_value)} at epoch {ind.best_epoch}, "
+            f"{ind.epochs_since_improvement} since; {ind.verdict}, {ind.recommendation}"
+        )
+        raised = [
+            name
+            for name, on in (
+                ("overfitting", ind.overfitting),
+                ("plateau", ind.plateau),
+                ("diverging", ind.diverging),
+            )
+            if on
+        ]
+        if raised:
+            line += "; flags: " + ", ".join(raised)
+    if result.changes:
+        line += "; changed: " + "; ".join(result.changes)
+    return line
+
+
+# What the plain-language lines say, left out of the JSON after them.
+_WAIT_SAID = frozenset(
+    {
+        "operation_id",
+        "reached",
+        "woke",
+        "status",
+        "epochs_done",
+        "epochs_total",
+        "indicators",
+        "changes",
+    }
+)
+_ANALYSIS_SAID = frozenset({"verdict", "recommendation", "confidence"})
+
+
+def _analysis_line(digest: AnalysisDigest | LossAnalysis) -> str:
+    return f"{digest.verdict}: {digest.recommendation} (confidence {digest.confidence:.2f})"
 
 
 def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
@@ -148,18 +289,17 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
             meta=meta,
         )
 
-    async def start_training(**arguments: Any) -> StartTrainingResult:
+    async def start_training(**arguments: Any) -> CallToolResult:
         with _client_errors():
-            return await service.start_training(StartTrainingArgs(**arguments))
+            return _result(await service.start_training(StartTrainingArgs(**arguments)))
 
     add(
         start_training,
         _signature(StartTrainingArgs, StartTrainingResult),
-        "Start a real PyTorch training run and return at once with its operation_id, status "
-        "and the resource URIs to watch. Every argument is optional: {} trains the default "
-        "demo (an MLP on the small noisy 'noisy_spirals' set, which overfits). Pass flat "
-        "arguments (dataset, hidden_sizes, epochs, learning_rate, ...) or a full `spec`. "
-        "Runs beyond the server's concurrency limit are queued. Next: wait_for_operation.",
+        "Start a PyTorch training run; returns at once with its operation_id. Every argument "
+        "is optional: {} trains the demo (an MLP on 'noisy_spirals', which overfits). Pass flat "
+        "arguments or a full `spec`; runs past the concurrency limit queue. Then follow it "
+        "with wait_for_operation.",
         ToolAnnotations(
             read_only_hint=False,
             destructive_hint=False,
@@ -168,63 +308,72 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         ),
     )
 
-    @mcp.tool(annotations=READ_ONLY)
-    async def get_operation(operation_id: OperationId) -> OperationInfo:
-        """Status, spec, progress (epochs_done of epochs_total), timing, error or stop reason and
-        the latest value of every metric of one run. Cheap: call it whenever you need the state."""
+    async def get_operation(operation_id: str) -> CallToolResult:
         with _client_errors():
-            return await service.get_operation(operation_id)
+            return _result(await service.get_operation(operation_id))
 
-    async def list_operations(**arguments: Any) -> OperationList:
+    add(
+        get_operation,
+        inspect.Signature([_OPERATION_ID], return_annotation=OperationInfo),
+        "One run's status, spec, progress, timing, error or stop reason, and the latest value "
+        "of each metric.",
+    )
+
+    async def list_operations(**arguments: Any) -> CallToolResult:
         with _client_errors():
-            return await service.list_operations(_parse(ListQuery, arguments))
+            return _result(await service.list_operations(_parse(ListQuery, arguments)))
 
     add(
         list_operations,
         _signature(ListQuery, OperationList),
-        "Runs, newest first, optionally only those in one status (queued, running, completed, "
-        "failed, cancelled, interrupted).",
+        "Runs, newest first, optionally only those in one status.",
     )
 
-    async def get_operation_metrics(operation_id: str, **arguments: Any) -> OperationMetrics:
+    async def get_operation_metrics(operation_id: str, **arguments: Any) -> CallToolResult:
         with _client_errors():
-            return await service.get_metrics(operation_id, _parse(MetricsQuery, arguments))
+            query = _parse(MetricsQuery, arguments)
+            return _result(await service.get_metrics(operation_id, query))
 
     add(
         get_operation_metrics,
         _signature(MetricsQuery, OperationMetrics, leading=[_OPERATION_ID]),
-        "A run's metric history, compactly: per metric, columnar steps (epochs) and values, "
-        "with total vs returned counts (nothing is dropped silently), the next_cursor for "
-        "incremental reads, the run's status and trend indicators (best epoch, epochs since "
-        "improvement, overfitting, plateau, diverging). Non-finite values are null and listed "
-        "in non_finite.",
+        "A run's curves: per metric, columnar steps and values, downsampled past max_points "
+        "(counts say what was dropped); pass next_cursor back to get only what is new. For a "
+        "decision you rarely need it: wait_for_operation and analyze_loss carry the numbers.",
     )
 
-    async def analyze_loss(operation_id: str, **arguments: Any) -> LossAnalysis:
+    async def analyze_loss(operation_id: str, **arguments: Any) -> CallToolResult:
         with _client_errors():
-            return await service.analyze(operation_id, _parse(AnalysisParams, arguments))
+            request = _parse(AnalyzeRequest, arguments)
+            analysis = await service.analyze(operation_id, request.params())
+        if request.detail == "full":
+            return _result(analysis, _analysis_line(analysis), _ANALYSIS_SAID)
+        digest = AnalysisDigest.of(analysis)
+        return _result(digest, _analysis_line(digest), _ANALYSIS_SAID)
 
     add(
         analyze_loss,
-        _signature(AnalysisParams, LossAnalysis, leading=[_OPERATION_ID]),
-        "Judge a run from its whole history: best epoch, epochs since improvement, trend, "
-        "generalisation gap, flags with evidence (overfitting, plateau, divergence, "
-        "oscillation), Prechelt GL/PQ/UP and patience criteria, a verdict, and a recommendation "
-        "(continue, stop_and_restore_best, reduce_learning_rate, add_regularization, "
-        "investigate_divergence, wait_for_more_epochs) with a confidence and reasons that quote "
-        "the numbers. forecast.probability: the chance that continuing to epochs_total beats the "
-        "best by more than forecast.margin; stop_and_restore_best needs it below 0.2.",
+        _signature(AnalyzeRequest, AnalysisDigest, leading=[_OPERATION_ID]),
+        "The decision on a run: verdict, recommendation (continue, stop_and_restore_best, "
+        "reduce_learning_rate, add_regularization, investigate_divergence, "
+        "wait_for_more_epochs) with a confidence and reasons that quote the numbers, the best "
+        "epoch and value, epochs since improvement, flags, the stopping criteria that fired, "
+        "and the forecast: forecast.probability is the chance that continuing to epochs_total "
+        "beats the best by more than forecast.margin (stop_and_restore_best needs it below "
+        "0.2). detail='full' adds the trends, generalisation gap, every criterion and the "
+        "parameters.",
     )
 
-    async def stop_training(operation_id: str, **arguments: Any) -> Operation:
+    async def stop_training(operation_id: str, **arguments: Any) -> CallToolResult:
         with _client_errors():
-            return await service.stop_training(operation_id, _parse(StopRequest, arguments).reason)
+            reason = _parse(StopRequest, arguments).reason
+            return _result(await service.stop_training(operation_id, reason))
 
     add(
         stop_training,
         _signature(StopRequest, Operation, leading=[_OPERATION_ID]),
-        "Stop a queued or running run cooperatively (within one batch); the epochs it finished "
-        "are kept and the reason is recorded. Returns the run, normally already 'cancelled'.",
+        "Stop a queued or running run within one batch; its finished epochs are kept and the "
+        "reason recorded. Returns the run, normally already 'cancelled'.",
         ToolAnnotations(
             read_only_hint=False,
             destructive_hint=True,
@@ -233,33 +382,37 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         ),
     )
 
-    async def wait_for_operation(operation_id: str, ctx: Context, **arguments: Any) -> WaitResult:
+    async def wait_for_operation(
+        operation_id: str, ctx: Context, **arguments: Any
+    ) -> CallToolResult:
         async def progress(done: float, total: float | None, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
         with _client_errors():
-            return await service.wait_for_operation(
-                operation_id, _parse(WaitQuery, arguments), progress=progress
-            )
+            query = _parse(WaitQuery, arguments)
+            result = await service.wait_for_operation(operation_id, query, progress=progress)
+        return _result(result, _wait_line(result), _WAIT_SAID)
 
     add(
         wait_for_operation,
         _signature(WaitQuery, WaitResult, leading=[_OPERATION_ID, _CTX]),
-        "Block until the run reaches the point asked for (or ends, or the timeout passes), "
-        "sending progress notifications meanwhile, then return everything new since the call "
-        "began with the trend indicators. The way to follow a run in clients that ignore "
-        "resource subscriptions: call it in a loop.",
+        "Follow a run cheaply: blocks (up to timeout_s, with progress notifications) until "
+        "something bears on a decision (the default until='decision': verdict or "
+        "recommendation changed, a flag raised, a stopping criterion fired, the run ended), or "
+        "the next epoch, N epochs, or the end; then returns a digest: status, progress, latest "
+        "values, indicators and what changed. Call it in a loop until the status is final or "
+        "the recommendation is stop_and_restore_best.",
     )
 
-    async def compare_operations(**arguments: Any) -> Comparison:
+    async def compare_operations(**arguments: Any) -> CallToolResult:
         with _client_errors():
-            return await service.compare_operations(_parse(CompareQuery, arguments))
+            return _result(await service.compare_operations(_parse(CompareQuery, arguments)))
 
     add(
         compare_operations,
         _signature(CompareQuery, Comparison),
-        "Compare runs side by side: the spec fields that differ, each run's best value and epoch "
-        "of best, final values and time per epoch, and which run is best.",
+        "Runs side by side: the spec fields that differ, each run's best value and epoch, final "
+        "values and timing, and which run is best.",
     )
 
     async def plot_metrics(**arguments: Any) -> list[Any]:
@@ -271,8 +424,8 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
     add(
         plot_metrics,
         _signature(PlotRequest, list[Any]),
-        "A PNG image of the runs' curves (losses and accuracies on separate axes, each run's "
-        "best epoch marked) and one line of text summarising each run.",
+        "A PNG of runs' curves (losses and accuracies on separate axes, each best epoch "
+        "marked) and a line of text per run.",
         structured_output=False,
         meta=APP_TOOL_META,  # hosts that render MCP Apps show the live dashboard beside it
     )
@@ -284,7 +437,7 @@ def _add_resources(mcp: MCPServer, service: TrainingService) -> None:
             model = await coro
         except NotFoundError as exc:
             raise ResourceNotFoundError(exc.message) from exc
-        text: str = model.model_dump_json(indent=1)
+        text: str = model.model_dump_json()
         return text
 
     @mcp.resource(

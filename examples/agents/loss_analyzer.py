@@ -30,32 +30,16 @@ async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[st
 
 
 def report(analysis: dict[str, Any]) -> None:
-    trend = analysis.get("trend") or {}
-    gap = analysis.get("generalization_gap") or {}
-    print(
-        f"monitor {analysis['monitor']} ({analysis['mode']}), "
-        f"{analysis['epochs_analyzed']} epochs analysed"
-    )
+    """Print analyze_loss's default answer: the decision and the numbers behind it."""
+    print(f"monitor {analysis['monitor']}, {analysis['epochs_analyzed']} epochs analysed")
     print(
         f"best epoch {analysis['best_epoch']} ({analysis['best_value']}), "
         f"{analysis['epochs_since_improvement']} epochs since improvement"
     )
-    if trend:
-        print(
-            f"trend of {trend['metric']}, epochs {trend['from_epoch']}-{trend['to_epoch']}: "
-            f"{trend['direction']}, {trend['relative_change_pct']} % "
-            f"(slope {trend['slope_per_epoch']}/epoch, noise {trend['noise']})"
-        )
-    if gap:
-        print(
-            f"generalisation gap {gap['val_metric']} - {gap['train_metric']}: {gap['value']} "
-            f"at epoch {gap['epoch']}, {'widening' if gap['widening'] else 'not widening'}"
-        )
     for flag in analysis["flags"]:
         print(f"flag {flag['name']} since epoch {flag['since_epoch']}: {flag['evidence']}")
-    for name, criterion in analysis["criteria"].items():
-        fired = f"fired at epoch {criterion['epoch']}" if criterion["fired"] else "not fired"
-        print(f"criterion {name}: {fired}")
+    for name, epoch in analysis["fired"].items():
+        print(f"criterion {name}: fired at epoch {epoch}")
     print(f"verdict: {analysis['verdict']}")
     print(f"recommendation: {analysis['recommendation']} (confidence {analysis['confidence']:.2f})")
     for reason in analysis["reasons"]:
@@ -70,12 +54,8 @@ async def analyze(args: argparse.Namespace) -> None:
             if not runs["operations"]:
                 raise SystemExit("no runs yet: start one with start_training")
             operation_id = runs["operations"][0]["operation_id"]
-        while args.wait:
-            waited = await _call(
-                client,
-                "wait_for_operation",
-                {"operation_id": operation_id, "until": "end", "timeout_s": 55},
-            )
+        while args.wait:  # digests only when a decision changes, so waiting stays cheap
+            waited = await _call(client, "wait_for_operation", {"operation_id": operation_id})
             if waited["status"] not in ("queued", "running"):
                 break
         op = await _call(client, "get_operation", {"operation_id": operation_id})

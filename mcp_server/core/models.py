@@ -8,10 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage import Operation, OperationStatus, SeriesData, SeriesLatest
-from trainer.analysis import RunSummary
+from trainer.analysis import ForecastSummary, LossAnalysis, LossFlag, RunSummary
 
 __all__ = [
     "DEFAULT_METRICS",
+    "AnalysisDigest",
     "ComparedRun",
     "Comparison",
     "Indicators",
@@ -24,6 +25,7 @@ __all__ = [
     "StartTrainingArgs",
     "StartTrainingResult",
     "WaitResult",
+    "Woke",
 ]
 
 # What get_operation_metrics returns when no names are given: compact, enough to judge a run.
@@ -159,12 +161,26 @@ class OperationMetrics(BaseModel):
     indicators: Indicators | None = None
 
 
+Woke = Literal["epoch", "decision", "end", "timeout"]
+
+
 class WaitResult(BaseModel):
+    """A digest of the run when the wait ended; the history only when asked for."""
+
     operation_id: str
     reached: bool = Field(description="False when the timeout came first")
+    woke: Woke = Field(description="What ended the wait")
     waited_s: float
     status: OperationStatus
-    metrics: OperationMetrics = Field(description="Everything new since the call began")
+    epochs_done: int
+    epochs_total: int | None
+    latest: dict[str, float | None] = Field(description="Latest value of each default metric")
+    indicators: Indicators | None = None
+    changes: list[str] = Field(description="What changed while waiting that bears on a decision")
+    next_cursor: str = Field(description="For get_operation_metrics: only what came after this")
+    metrics: OperationMetrics | None = Field(
+        default=None, description="With include_history: every point new since the call began"
+    )
 
 
 class SpecDifference(BaseModel):
@@ -184,3 +200,41 @@ class Comparison(BaseModel):
     differences: list[SpecDifference] = Field(description="Spec fields that differ")
     identical_fields: int
     best_operation_id: str | None = Field(description="Lowest best val_loss (else train_loss)")
+
+
+class AnalysisDigest(BaseModel):
+    """analyze_loss's default answer: the decision and the numbers behind it. Its fields are a
+    subset of `LossAnalysis`'s (plus `fired`), so the full report fits the same schema."""
+
+    monitor: str
+    epochs_analyzed: int
+    last_epoch: int | None
+    best_epoch: int | None
+    best_value: float | None
+    current_value: float | None
+    epochs_since_improvement: int | None
+    flags: list[LossFlag]
+    verdict: str
+    recommendation: str
+    confidence: float
+    reasons: list[str]
+    forecast: ForecastSummary | None = None
+    fired: dict[str, int] = Field(
+        default_factory=dict, description="Stopping criteria that fired -> the epoch they fired"
+    )
+
+    @classmethod
+    def of(cls, analysis: LossAnalysis) -> AnalysisDigest:
+        criteria = analysis.criteria
+        fired = {
+            name: c.epoch
+            for name, c in (
+                ("gl", criteria.gl),
+                ("pq", criteria.pq),
+                ("up", criteria.up),
+                ("patience", criteria.patience),
+            )
+            if c.fired and c.epoch is not None
+        }
+        fields = analysis.model_dump(include=set(cls.model_fields) - {"fired"})
+        return cls(**fields, fired=fired)

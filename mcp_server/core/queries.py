@@ -13,11 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_server.core.export import ExportFormat
 from storage import MAX_PAGE_SIZE, MIN_SAMPLE_POINTS, OperationStatus
+from trainer.analysis import AnalysisParams
 
 __all__ = [
     "MAX_LIST",
     "MAX_SERIES_POINTS",
     "MAX_WAIT_S",
+    "AnalyzeRequest",
     "CompareQuery",
     "ExportQuery",
     "ListQuery",
@@ -92,9 +94,11 @@ class ExportQuery(BaseModel):
 class WaitQuery(BaseModel):
     model_config = _QUERY
 
-    until: Literal["next_epoch", "epochs", "end"] = Field(
-        default="next_epoch",
-        description="Return after the next epoch, after `epochs` more epochs, or when the run ends",
+    until: Literal["decision", "next_epoch", "epochs", "end"] = Field(
+        default="decision",
+        description="decision: when the verdict or recommendation changes, a flag is raised, a "
+        "stopping criterion fires, or the run ends; or after the next epoch, after `epochs` more, "
+        "or at the end",
     )
     epochs: int = Field(default=1, ge=1, le=100_000, description="With until='epochs'")
     timeout_s: float = Field(
@@ -103,6 +107,22 @@ class WaitQuery(BaseModel):
         le=MAX_WAIT_S,
         description=f"Give up after this many seconds (<= {MAX_WAIT_S:g})",
     )
+    include_history: bool = Field(
+        default=False, description="Add every metric point new since the call began"
+    )
+
+
+class AnalyzeRequest(AnalysisParams):
+    """analyze_loss's arguments: how to judge (AnalysisParams) and how much to say."""
+
+    detail: Literal["summary", "full"] = Field(
+        default="summary",
+        description="summary: the decision and the numbers behind it; full: also the trends, "
+        "generalisation gap, every stopping criterion and the parameters",
+    )
+
+    def params(self) -> AnalysisParams:
+        return AnalysisParams.model_validate(self.model_dump(exclude={"detail"}))
 
 
 class CompareQuery(BaseModel):

@@ -41,6 +41,7 @@ from mcp_server.core.models import (
     StartTrainingArgs,
     StartTrainingResult,
     WaitResult,
+    Woke,
 )
 from mcp_server.core.notify import Listener, Notifier
 from mcp_server.core.queries import (
@@ -71,6 +72,7 @@ from storage import (
     read_page,
 )
 from trainer.analysis import AnalysisParams, LossAnalysis, summarize_run
+from trainer.analysis.models import output_float
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.spec import TrainingSpec
 
@@ -461,21 +463,7 @@ class TrainingService:
         return encode_history(iter_history(self._db, operation_id, names=names), query.format)
 
     async def indicators(self, operation_id: str) -> Indicators | None:
-        analysis = await self._analyses.current(operation_id)
-        if analysis.epochs_analyzed == 0:
-            return None
-        flags = {f.name for f in analysis.flags}
-        return Indicators(
-            monitor=analysis.monitor,
-            best_epoch=analysis.best_epoch,
-            best_value=analysis.best_value,
-            epochs_since_improvement=analysis.epochs_since_improvement,
-            overfitting="overfitting" in flags,
-            plateau="plateau" in flags,
-            diverging="divergence" in flags or "non_finite" in flags,
-            verdict=analysis.verdict,
-            recommendation=analysis.recommendation,
-        )
+        return _indicators(await self._analyses.current(operation_id))
 
     async def analyze(
         self, operation_id: str, params: AnalysisParams | None = None
@@ -490,16 +478,18 @@ class TrainingService:
         *,
         progress: ProgressCallback | None = None,
     ) -> WaitResult:
-        until, epochs, timeout_s = query.until, query.epochs, query.timeout_s
+        """Wait for the point `query.until` names and answer a digest: the latest values, the
+        indicators and what changed meanwhile that bears on a decision (verdict, recommendation,
+        flags raised, criteria fired), so that following a whole run costs a few small answers
+        whatever its length. The history only with `include_history`."""
+        until, timeout_s = query.until, query.timeout_s
         op = await self._get(operation_id)
         start_epoch = op.epochs_done
-        target = start_epoch + (1 if until == "next_epoch" else epochs)
+        target = start_epoch + (query.epochs if until == "epochs" else 1)
+        before = await self._analyses.current(operation_id)
         started = time.monotonic()
-        reached = False
-
-        def done(current: Operation) -> bool:
-            return current.finished or (until != "end" and current.epochs_done >= target)
-
+        woke: Woke = "timeout"
+        changes: list[str] = []
         with anyio.move_on_after(timeout_s):
             while True:
                 changed = self._notifier.changed(operation_id)
@@ -511,19 +501,42 @@ class TrainingService:
                         total,
                         f"{op.status.value}: epoch {op.epochs_done}/{op.epochs_total or '?'}",
                     )
-                if done(op):
-                    reached = True
+                if until == "decision" and op.epochs_done > start_epoch:
+                    changes = decision_changes(before, await self._analyses.current(operation_id))
+                if op.finished:
+                    woke = "end"
+                    break
+                if until == "decision" and changes:
+                    woke = "decision"
+                    break
+                if until in ("next_epoch", "epochs") and op.epochs_done >= target:
+                    woke = "epoch"
                     break
                 with anyio.move_on_after(5.0):  # a progress beat at least every 5 s
                     await changed.wait()
+        after = await self._analyses.current(operation_id)
+        if woke != "decision":
+            changes = decision_changes(before, after)
         since = f"e{start_epoch}" if start_epoch > 0 else None
-        metrics = await self.get_metrics(operation_id, MetricsQuery(cursor=since))
+        history = (
+            await self.get_metrics(operation_id, MetricsQuery(cursor=since, metrics=["all"]))
+            if query.include_history
+            else None
+        )
+        latest = {s.name: s.value for s in await latest_values(self._db, operation_id) if s.count}
         return WaitResult(
             operation_id=operation_id,
-            reached=reached,
+            reached=woke != "timeout",
+            woke=woke,
             waited_s=round(time.monotonic() - started, 3),
-            status=metrics.status,
-            metrics=metrics,
+            status=op.status,
+            epochs_done=op.epochs_done,
+            epochs_total=op.epochs_total,
+            latest={m: output_float(latest[m]) for m in DEFAULT_METRICS if m in latest},
+            indicators=_indicators(after),
+            changes=changes,
+            next_cursor=f"e{op.epochs_done}",
+            metrics=history,
         )
 
     async def compare_operations(self, query: CompareQuery) -> Comparison:
@@ -608,6 +621,41 @@ class TrainingService:
                 )
                 count += 1
         return count
+
+
+def _indicators(analysis: LossAnalysis) -> Indicators | None:
+    if analysis.epochs_analyzed == 0:
+        return None
+    flags = {f.name for f in analysis.flags}
+    return Indicators(
+        monitor=analysis.monitor,
+        best_epoch=analysis.best_epoch,
+        best_value=analysis.best_value,
+        epochs_since_improvement=analysis.epochs_since_improvement,
+        overfitting="overfitting" in flags,
+        plateau="plateau" in flags,
+        diverging="divergence" in flags or "non_finite" in flags,
+        verdict=analysis.verdict,
+        recommendation=analysis.recommendation,
+    )
+
+
+def decision_changes(before: LossAnalysis, after: LossAnalysis) -> list[str]:
+    """What moved between two analyses of one run that an agent deciding on it cares about."""
+    changes: list[str] = []
+    if after.recommendation != before.recommendation:
+        changes.append(f"recommendation {before.recommendation} -> {after.recommendation}")
+    if after.verdict != before.verdict:
+        changes.append(f"verdict {before.verdict} -> {after.verdict}")
+    had = {f.name for f in before.flags}
+    changes += [
+        f"flag {f.name} since epoch {f.since_epoch}" for f in after.flags if f.name not in had
+    ]
+    for name in ("gl", "pq", "up", "patience"):
+        was, now = getattr(before.criteria, name), getattr(after.criteria, name)
+        if now.fired and not was.fired:
+            changes.append(f"criterion {name} fired at epoch {now.epoch}")
+    return changes
 
 
 def _default_name(spec: TrainingSpec) -> str:

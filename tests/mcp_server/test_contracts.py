@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from mcp_server.core.dashboard import DashboardQuery
 from mcp_server.core.queries import (
     MAX_SERIES_POINTS,
+    AnalyzeRequest,
     CompareQuery,
     ListQuery,
     MetricsQuery,
@@ -23,14 +24,13 @@ from mcp_server.core.queries import (
 )
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.routes import rest_routes
-from trainer.analysis import AnalysisParams
 
 pytestmark = pytest.mark.anyio
 
 TOOL_MODELS: dict[str, type[BaseModel]] = {
     "list_operations": ListQuery,
     "get_operation_metrics": MetricsQuery,
-    "analyze_loss": AnalysisParams,
+    "analyze_loss": AnalyzeRequest,
     "wait_for_operation": WaitQuery,
     "compare_operations": CompareQuery,
     "plot_metrics": PlotRequest,

@@ -179,9 +179,13 @@ async def test_wait_for_operation_sends_progress_notifications(client: Client) -
 
 async def test_analyze_loss_returns_a_verdict_and_echoes_its_parameters(client: Client) -> None:
     op = await _finished_run(client)
-    analysis = await _ok(client, "analyze_loss", {"operation_id": op, "patience": 7})
-    assert analysis["epochs_analyzed"] == 3
+    digest = await _ok(client, "analyze_loss", {"operation_id": op, "patience": 7})
+    assert "params" not in digest and "criteria" not in digest  # concise by default
+    arguments = {"operation_id": op, "patience": 7, "detail": "full"}
+    analysis = await _ok(client, "analyze_loss", arguments)
+    assert analysis["epochs_analyzed"] == digest["epochs_analyzed"] == 3
     assert analysis["params"]["patience"] == 7
+    assert analysis["verdict"] == digest["verdict"]
     assert analysis["verdict"] in (
         "too_early",
         "improving",
