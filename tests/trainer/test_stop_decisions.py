@@ -69,11 +69,11 @@ def test_the_fixture_holds_real_curves_in_two_parts() -> None:
 
 
 def test_held_out_regret_and_epochs_stay_within_bounds() -> None:
-    # Measured when the rule was made: 52.1 % of the epochs, mean regret 3.35 %, worst 52.6 %
+    # Measured when the rule was made: 51.6 % of the epochs, mean regret 3.35 %, worst 52.6 %
     # (one curve, wine-2, where every policy but never stopping loses 52.6 %).
     used, mean, worst = score("held_out", [recommended_stop(r)[0] for r in runs("held_out")])
 
-    assert used <= 0.54
+    assert used <= 0.53
     assert mean <= 0.036
     assert worst <= 0.53
 
