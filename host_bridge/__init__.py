@@ -1,23 +1,3 @@
-"""The GPU host side of training-mcp, and the metrics-pushing client any training loop can use."""
-
-from host_bridge.reporter import (
-    MAX_BATCH_POINTS,
-    MemoryQueue,
-    MetricPoint,
-    MetricsReporter,
-    PointQueue,
-    ReportError,
-    ReporterStats,
-    RetryPolicy,
-)
-
-__all__ = [
-    "MAX_BATCH_POINTS",
-    "MemoryQueue",
-    "MetricPoint",
-    "MetricsReporter",
-    "PointQueue",
-    "ReportError",
-    "ReporterStats",
-    "RetryPolicy",
-]
+"""The GPU host side of training-mcp: the bridge service, its sessions and durable spool, its wire
+contract (`protocol`) and the server's client of it (`client`). Training loops push their metrics
+with the light client, `training_mcp`, which the bridge's sessions use too."""

@@ -6,97 +6,30 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import anyio.to_thread
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from host_bridge.guard import GuardPolicy, RequestGuard
-from host_bridge.protocol import BridgeError, BridgeHealth, ErrorDetail, SessionRequest
+from host_bridge.protocol import BridgeHealth, SessionRequest
 from host_bridge.sessions import SessionError, SessionManager
+from httpbase import BearerAuth, bearer_matches, error_response, json_response, read_limited
+from httpbase.guard import GuardPolicy, RequestGuard
 
-__all__ = ["BearerAuth", "build_bridge_app"]
+__all__ = ["build_bridge_app"]
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/health"})
 _MAX_BODY = 1024 * 1024
-
-
-def _json(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        model.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
-    )
-
-
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body = BridgeError(error=ErrorDetail(code=code, message=message, field=field))
-    return _json(body, status, headers)
-
-
-def _token_ok(header: bytes, token: Secret | None) -> bool:
-    """`Authorization: Bearer <token>` matches (constant time); anything goes without a token."""
-    if not token:
-        return True
-    scheme, _, given = header.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), str(token).encode())
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` bytes (declared or streamed): a huge body
-    is refused without being read."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class BearerAuth:
-    """Every path but /health needs the bearer token, when one is set. Never logs the token."""
-
-    def __init__(self, app: ASGIApp, token: Secret | None) -> None:
-        self.app = app
-        self._token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._token is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        if not _token_ok(header, self._token):
-            response = _error(
-                401,
-                "unauthorized",
-                "Authorization: a valid 'Bearer <token>' header is required",
-                "Authorization",
-                {"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
 
 
 def build_bridge_app(
@@ -110,6 +43,8 @@ def build_bridge_app(
     """The bridge's routes over `manager`; `health()` describes this host (torch, devices).
     `guard`: the Host/Origin/Content-Type policy (default: loopback names only)."""
 
+    secret = str(token) if token else None
+
     def op_id(request: Request) -> str:
         value: str = request.path_params["operation_id"]
         return value
@@ -118,47 +53,51 @@ def build_bridge_app(
         body = health()
         header = request.headers.get("authorization")
         if header is not None:
-            body = body.model_copy(update={"token_accepted": _token_ok(header.encode(), token)})
-        return _json(body)
+            body = body.model_copy(
+                update={"token_accepted": bearer_matches(header.encode(), secret)}
+            )
+        return json_response(body)
 
     async def list_sessions(_request: Request) -> Response:
-        return _json(manager.list_sessions())
+        return json_response(manager.list_sessions())
 
     async def start_session(request: Request) -> Response:
-        body = await _read_limited(request, _MAX_BODY)
+        body = await read_limited(request, _MAX_BODY)
         if body is None:
-            return _error(413, "payload_too_large", f"body: at most {_MAX_BODY} bytes", "body")
+            return error_response(
+                413, "payload_too_large", f"body: at most {_MAX_BODY} bytes", "body"
+            )
         try:
             session = SessionRequest.model_validate_json(body)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "body"
             message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-            return _error(422, "invalid_input", f"{field}: {message}", field)
+            return error_response(422, "invalid_input", f"{field}: {message}", field)
         # Checking the spec and resolving the device touch the disk and torch: off the loop.
         info, created = await anyio.to_thread.run_sync(manager.start, session)
-        return _json(info, 201 if created else 200)
+        return json_response(info, 201 if created else 200)
 
     async def get_session(request: Request) -> Response:
-        return _json(manager.get(op_id(request)))
+        return json_response(manager.get(op_id(request)))
 
     async def cancel_session(request: Request) -> Response:
         reason = request.query_params.get("reason")
         info, cancelled = manager.cancel(op_id(request), reason[:500] if reason else None)
-        return _json(info, 202 if cancelled else 200)
+        return json_response(info, 202 if cancelled else 200)
 
     async def on_session_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SessionError)
-        return _error(exc.http_status, exc.code, exc.message, exc.field)
+        return error_response(exc.http_status, exc.code, exc.message, exc.field)
 
     async def on_http_exception(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        return error_response(exc.status_code, code, str(exc.detail))
 
     async def on_internal_error(_request: Request, exc: Exception) -> Response:
         log.error("internal error", exc_info=exc)
-        return _error(500, "internal", "internal error on the bridge (see its log)")
+        return error_response(500, "internal", "internal error on the bridge (see its log)")
 
     app = Starlette(
         routes=[
@@ -175,6 +114,6 @@ def build_bridge_app(
         },
         lifespan=lifespan,
     )
-    app.add_middleware(BearerAuth, token=token)
+    app.add_middleware(BearerAuth, token=secret, open_paths=OPEN_PATHS)
     app.add_middleware(RequestGuard, policy=guard or GuardPolicy())
     return app

@@ -9,7 +9,8 @@ Torch-free: the server imports this module.
     GET    /sessions/{id}    SessionInfo
     DELETE /sessions/{id}    202 SessionInfo: cancel, effective within one batch
 
-Errors are `{"error": {"code", "message", "field"}}`, as on the server's REST mirror.
+Errors are `httpbase.ApiError`, `{"error": {"code", "message", "field"}}`, as on the server's
+REST mirror.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from trainer.spec import TrainingSpec
 
 __all__ = [
     "OPERATION_ID_PATTERN",
-    "BridgeError",
     "BridgeHealth",
-    "ErrorDetail",
     "GpuInfo",
     "SessionInfo",
     "SessionList",
@@ -120,15 +119,3 @@ class BridgeHealth(BaseModel):
     @property
     def has_gpu(self) -> bool:
         return self.cuda_available and bool(self.devices)
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(
-        description="Stable: invalid_input, not_found, conflict, unauthorized, busy, internal"
-    )
-    message: str
-    field: str | None = None
-
-
-class BridgeError(BaseModel):
-    error: ErrorDetail

@@ -21,9 +21,9 @@ from starlette.applications import Starlette
 from starlette.datastructures import Secret
 
 from host_bridge.app import build_bridge_app
-from host_bridge.guard import GuardPolicy
 from host_bridge.protocol import BridgeHealth, GpuInfo
 from host_bridge.sessions import BridgeOptions, SessionManager
+from httpbase.guard import GuardPolicy, is_loopback_host
 from trainer.budget import ResourceLimits
 from trainer.checkpoint_budget import CheckpointBudget
 
@@ -33,7 +33,6 @@ __all__ = [
     "BridgeConfig",
     "bridge_app",
     "host_health",
-    "is_loopback",
     "run_bridge",
 ]
 
@@ -44,10 +43,6 @@ DEFAULT_PORT = 8766
 # long per hand-over (Python's default is 5 ms), and sending one request takes several. 1 ms
 # keeps an epoch's trip to the server short at no measurable cost to training.
 SWITCH_INTERVAL_S = 0.001
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 @dataclass(frozen=True)
@@ -138,7 +133,7 @@ def bridge_app(config: BridgeConfig, manager: SessionManager) -> Starlette:
 
 def run_bridge(config: BridgeConfig) -> int:
     """Serve until interrupted. Returns the exit status (2: refused to start)."""
-    if not is_loopback(config.host) and not config.token:
+    if not is_loopback_host(config.host) and not config.token:
         print(
             f"training-mcp bridge: refusing to listen on {config.host} without a token; "
             "pass --token or TRAINING_MCP_BRIDGE_TOKEN, or use 127.0.0.1",

@@ -20,22 +20,22 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from host_bridge.guard import server_url_allowed
 from host_bridge.protocol import SessionInfo, SessionList, SessionRequest, SessionStatus
-from host_bridge.reporter import MetricPoint, MetricsReporter, ReportError, RetryPolicy
 from host_bridge.spool import Spool
+from httpbase.guard import server_url_allowed
 from trainer.budget import ResourceLimits
 from trainer.checkpoint_budget import CheckpointBudget, prune_run, prune_total
 from trainer.errors import TrainerError
 from trainer.preflight import TrainerOptions, check_spec
-from trainer.records import STEP_LOSS_METRIC, EpochRecord, RunResult, StepRecord
+from trainer.records import EpochRecord, RunResult, StepRecord
+from training_mcp import MetricsReporter, ReportError, RetryPolicy
+from training_mcp.points import epoch_points, step_points
 
 __all__ = ["BridgeOptions", "SessionError", "SessionManager"]
 
@@ -90,51 +90,6 @@ class SessionError(Exception):
         self.field = field
 
 
-class _SessionReporter(MetricsReporter):
-    """The reporter, plus the two messages only a bridge sends: any final status, heartbeats."""
-
-    def send_status(
-        self, status: SessionStatus, *, error: str | None, reason: str | None
-    ) -> dict[str, Any]:
-        """POST the status, retried like a batch (re-reporting a status changes nothing)."""
-        body = {"status": status, "error": error, "reason": reason}
-        response = self._post(
-            f"/api/v1/operations/{self.operation_id}/status",
-            {k: v for k, v in body.items() if v is not None},
-        )
-        result: dict[str, Any] = response.json()
-        return result
-
-    def put_epoch(self, record: EpochRecord, steps: Sequence[StepRecord]) -> None:
-        """An epoch and the step losses logged during it, queued together (one request)."""
-        points = _step_points(steps)
-        points += [
-            MetricPoint(name, record.epoch, value, record.epoch, record.timestamp)
-            for name, value in record.metrics().items()
-        ]
-        self._put(points)
-
-    def put_steps(self, steps: Sequence[StepRecord]) -> None:
-        self._put(_step_points(steps))
-
-    def heartbeat(self) -> None:
-        """One try: the next beat is the retry. Raises `ReportError` if refused or unreachable."""
-        try:
-            response = self._client.post(
-                f"/api/v1/operations/{self.operation_id}/heartbeat", content=b"{}"
-            )
-        except httpx.TransportError as exc:
-            raise ReportError(f"{type(exc).__name__}: {exc}", transient=True) from exc
-        if not response.is_success:
-            raise ReportError.from_response(response)
-
-
-def _step_points(steps: Sequence[StepRecord]) -> list[MetricPoint]:
-    return [
-        MetricPoint(STEP_LOSS_METRIC, s.step, s.train_loss, s.epoch, s.timestamp) for s in steps
-    ]
-
-
 class _Sink:
     """What the training thread writes to: the reporter's queue (the spool), and the progress.
 
@@ -144,7 +99,7 @@ class _Sink:
     steps with the epoch itself.)
     """
 
-    def __init__(self, reporter: _SessionReporter, spool: Spool, operation_id: str) -> None:
+    def __init__(self, reporter: MetricsReporter, spool: Spool, operation_id: str) -> None:
         self._reporter = reporter
         self._spool = spool
         self._operation_id = operation_id
@@ -152,7 +107,8 @@ class _Sink:
 
     def on_epoch(self, record: EpochRecord) -> None:
         steps, self._steps = self._steps, []
-        self._reporter.put_epoch(record, steps)
+        # The epoch and the step losses logged during it, queued together (one request).
+        self._reporter.put([*step_points(steps), *epoch_points(record)])
         self._spool.update(self._operation_id, epochs_done=record.epoch)
 
     def on_step(self, record: StepRecord) -> None:
@@ -164,7 +120,7 @@ class _Sink:
         """Queue the held steps (at the end of a run that stopped mid-epoch)."""
         steps, self._steps = self._steps, []
         if steps:
-            self._reporter.put_steps(steps)
+            self._reporter.put(step_points(steps))
 
 
 @dataclass
@@ -172,7 +128,7 @@ class _Live:
     """A session this process is working on: training, or delivering what is left."""
 
     request: SessionRequest
-    reporter: _SessionReporter
+    reporter: MetricsReporter
     training: bool
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)  # everything delivered
@@ -320,7 +276,7 @@ class SessionManager:
 
     def _track(self, request: SessionRequest, *, training: bool) -> _Live:
         token = request.server_token.get_secret_value() if request.server_token else None
-        reporter = _SessionReporter(
+        reporter = MetricsReporter(
             request.server_url,
             request.operation_id,
             token=token,
@@ -445,8 +401,9 @@ class SessionManager:
             # Refused points are dropped by the reporter (sending them again cannot help, e.g.
             # the run already ended on the server); the status still goes.
             log.warning("session %s: the server refused points: %s", info.operation_id, exc)
-        if info.status != "cancelled":
-            live.reporter.send_status(info.status, error=info.error, reason=info.reason)
+        if info.status in ("completed", "failed"):
+            # Re-reporting a status changes nothing, so it is retried like a batch.
+            live.reporter.report_status(info.status, error=info.error, reason=info.reason)
 
     def _heartbeat(self, live: _Live) -> None:
         operation_id = live.request.operation_id

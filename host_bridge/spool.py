@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from host_bridge.protocol import SessionInfo, SessionRequest, SessionStatus
-from host_bridge.reporter import MetricPoint
+from training_mcp import MetricPoint
 
 __all__ = ["SPOOL_FILENAME", "Spool", "SpoolQueue"]
 
@@ -228,7 +228,7 @@ class Spool:
 
 
 class SpoolQueue:
-    """One session's points in the spool: the `host_bridge.reporter.PointQueue` the session's
+    """One session's points in the spool: the `training_mcp.PointQueue` the session's
     `MetricsReporter` sends from. Its length is kept in memory (the reporter asks often)."""
 
     def __init__(self, spool: Spool, operation_id: str) -> None:

@@ -306,10 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bridge":
         return _bridge_main(args)
     if args.command == "serve":
-        from mcp_server.app import is_loopback
+        from httpbase.guard import is_loopback_host
 
         config = config_from_args(args, env)
-        if args.http and not is_loopback(args.host) and not config.token:
+        if args.http and not is_loopback_host(args.host) and not config.token:
             print(
                 f"training-mcp: refusing to listen on {args.host} without a token; "
                 "pass --token or TRAINING_MCP_TOKEN, or use 127.0.0.1",

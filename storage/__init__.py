@@ -21,7 +21,6 @@ from storage.metrics import (
     validate_points,
 )
 from storage.models import (
-    METRIC_NAME_PATTERN,
     TERMINAL_STATUSES,
     TRANSITIONS,
     Backend,
@@ -46,7 +45,6 @@ from storage.operations import (
 __all__ = [
     "DB_FILENAME",
     "MAX_PAGE_SIZE",
-    "METRIC_NAME_PATTERN",
     "MIN_SAMPLE_POINTS",
     "TERMINAL_STATUSES",
     "TRANSITIONS",

@@ -24,6 +24,7 @@ from storage.models import (
     special_of,
 )
 from storage.schema import operations, points, series
+from training_mcp.points import MetricPoint
 
 __all__ = [
     "MIN_SAMPLE_POINTS",
@@ -38,17 +39,19 @@ __all__ = [
 MIN_SAMPLE_POINTS = 4
 
 Row = tuple[int, float | None, int]  # (step, stored value, special code)
+PointLike = MetricPointIn | MetricPoint | Mapping[str, Any]
 
 
 _BATCH = TypeAdapter(list[MetricPointIn])
 
 
-def validate_points(raw: Sequence[MetricPointIn | Mapping[str, Any]]) -> list[MetricPointIn]:
-    """Validate a whole batch; the first bad point raises `InvalidPointError` with its index."""
+def validate_points(raw: Sequence[PointLike]) -> list[MetricPointIn]:
+    """Validate a whole batch of `MetricPointIn`s, `training_mcp.points.MetricPoint`s or JSON
+    objects; the first bad point raises `InvalidPointError` with its index."""
     if all(isinstance(item, MetricPointIn) for item in raw):
         return list(raw)  # type: ignore[arg-type]  # checked just above
     try:
-        return _BATCH.validate_python(list(raw))
+        return _BATCH.validate_python(list(raw), from_attributes=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first["loc"]
@@ -92,7 +95,7 @@ def _series_ids(
 async def append_points(
     db: Database,
     operation_id: str,
-    raw_points: Sequence[MetricPointIn | Mapping[str, Any]],
+    raw_points: Sequence[PointLike],
     *,
     allow_finished: bool = False,
     progress_epoch: int | None = None,

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from training_mcp.points import MAX_STEP, METRIC_NAME_PATTERN, METRIC_NAME_RULE
+
 __all__ = [
-    "METRIC_NAME_PATTERN",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
     "Backend",
@@ -25,8 +26,6 @@ __all__ = [
     "special_of",
 ]
 
-# Metric names: letters, digits and `_ . / -`, starting with a letter, at most 128 characters.
-METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_./-]{0,127}$"
 _METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
 
 
@@ -148,7 +147,9 @@ class Operation(BaseModel):
 
 
 class MetricPointIn(BaseModel):
-    """One metric value to store. `step` is the epoch for epoch-level metrics."""
+    """One metric value to store, validated: `training_mcp.points.MetricPoint` as the server takes
+    it (the REST body's points; storage also takes `MetricPoint`s). `step` is the epoch for
+    epoch-level metrics."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=True)
 
@@ -157,7 +158,9 @@ class MetricPointIn(BaseModel):
         # Published in the JSON schema; checked by the validator below for a plainer message.
         json_schema_extra={"pattern": METRIC_NAME_PATTERN, "maxLength": 128},
     )
-    step: int = Field(ge=0, le=2**62, description="Epoch for epoch metrics, global batch for steps")
+    step: int = Field(
+        ge=0, le=MAX_STEP, description="Epoch for epoch metrics, global batch for steps"
+    )
     value: float = Field(description="May be NaN or +/-inf: stored faithfully and flagged.")
     epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)
     wall_time: float | None = Field(
@@ -168,10 +171,7 @@ class MetricPointIn(BaseModel):
     @classmethod
     def _name_matches(cls, name: str) -> str:
         if not _METRIC_NAME.match(name):
-            raise ValueError(
-                "must start with a letter and hold only letters, digits and _ . / - "
-                "(at most 128 characters)"
-            )
+            raise ValueError(METRIC_NAME_RULE)
         return name
 
 

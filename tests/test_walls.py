@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+OURS = {"trainer", "storage", "mcp_server", "host_bridge", "httpbase", "training_mcp"}
+HEAVY = {"torch", "mcp", "sqlalchemy", "starlette", "matplotlib", "pydantic"}
 
 
 def _imports(package: str) -> dict[str, set[str]]:
@@ -28,13 +30,15 @@ def _imports(package: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        (
-            "trainer",
-            {"storage", "mcp_server", "host_bridge", "sqlalchemy", "httpx", "starlette", "ray"},
-        ),
-        ("storage", {"mcp_server", "host_bridge", "torch", "ray"}),
+        ("trainer", OURS - {"trainer"} | {"sqlalchemy", "httpx", "starlette", "ray"}),
+        # storage may use the metric point's home, `training_mcp.points`.
+        ("storage", {"mcp_server", "host_bridge", "httpbase", "torch", "ray"}),
         ("host_bridge", {"storage", "mcp_server", "sqlalchemy"}),
         ("mcp_server", {"torch"}),
+        # The light client: httpx and the standard library, nothing else.
+        ("client/training_mcp", OURS - {"training_mcp"} | HEAVY),
+        # The services' shared HTTP plumbing: starlette and pydantic, nothing of ours.
+        ("httpbase", OURS - {"httpbase"} | {"torch", "mcp", "sqlalchemy", "httpx"}),
     ],
 )
 def test_a_package_imports_nothing_across_its_wall(package: str, forbidden: set[str]) -> None:
@@ -86,3 +90,15 @@ def test_ray_is_imported_only_by_the_ray_worker_and_lazily_by_the_ray_backend() 
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_light_client_imports_none_of_the_heavy_libraries() -> None:
+    code = "import sys, training_mcp; print(sorted(set(sys.modules) & set(sys.argv[1:])))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, *sorted(HEAVY | OURS - {"training_mcp"})],
+        cwd=ROOT / "client",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"

@@ -23,13 +23,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import anyio
 import httpx
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr
 
-from host_bridge.protocol import BridgeError, BridgeHealth, SessionInfo, SessionRequest
+from host_bridge.client import REQUEST_TIMEOUT_S, BridgeCallError, BridgeClient
+from host_bridge.protocol import BridgeHealth, SessionInfo, SessionRequest
 from mcp_server.config import BridgeTarget, ServerConfig
 from mcp_server.core.errors import (
     ConflictError,
@@ -55,8 +55,6 @@ from trainer.spec import TrainingSpec
 
 __all__ = [
     "BRIDGE_LOST",
-    "BridgeCallError",
-    "BridgeClient",
     "BridgeDispatcher",
     "BridgeState",
     "choose_bridge",
@@ -65,116 +63,26 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=BaseModel)
-
 BRIDGE_LOST = "bridge lost"
-HEALTH_TIMEOUT_S = 2.0
-REQUEST_TIMEOUT_S = 5.0
 CANCEL_WAIT_S = 10.0
 _ACTIVE = (OperationStatus.RUNNING, OperationStatus.QUEUED)
 
 
-class BridgeCallError(Exception):
-    """A bridge could not be reached, or answered with an error (`status_code`, `code`)."""
-
-    def __init__(
-        self, message: str, *, status_code: int | None = None, code: str = "unreachable"
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-        self.code = code
-        self.field: str | None = None
-
-    def to_service_error(self, url: str) -> ServiceError:
-        if self.status_code == 422:
-            return InvalidInputError(
-                f"the bridge at {url} refused the run: {self.message}", field=self.field or "spec"
-            )
-        if self.status_code == 401:
-            return UnavailableError(
-                f"the bridge at {url} refused this server's token; give the bridge's token as "
-                "--bridge URL#TOKEN",
-                field="backend",
-            )
+def _refusal(exc: BridgeCallError, url: str) -> ServiceError:
+    """What the caller of `start_training` is told when a bridge did not start the run."""
+    if exc.status_code == 422:
+        return InvalidInputError(
+            f"the bridge at {url} refused the run: {exc.message}", field=exc.field or "spec"
+        )
+    if exc.status_code == 401:
         return UnavailableError(
-            f"the bridge at {url} did not start the run: {self.message}", field="backend"
+            f"the bridge at {url} refused this server's token; give the bridge's token as "
+            "--bridge URL#TOKEN",
+            field="backend",
         )
-
-
-class BridgeClient:
-    """The HTTP calls to one bridge, over the server's shared `httpx.AsyncClient`."""
-
-    def __init__(self, client: httpx.AsyncClient, target: BridgeTarget) -> None:
-        self._client = client
-        self.target = target
-        token = target.token.reveal() if target.token else None
-        self._headers = {"authorization": f"Bearer {token}"} if token else {}
-
-    async def health(self) -> BridgeHealth:
-        return await self._call("GET", "/health", BridgeHealth, limit_s=HEALTH_TIMEOUT_S)
-
-    async def start(self, request: SessionRequest) -> SessionInfo:
-        body = request.model_dump_json().encode()
-        return await self._call("POST", "/sessions", SessionInfo, content=body)
-
-    async def session(self, operation_id: str) -> SessionInfo | None:
-        try:
-            return await self._call("GET", f"/sessions/{operation_id}", SessionInfo)
-        except BridgeCallError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-
-    async def cancel(self, operation_id: str, reason: str) -> SessionInfo | None:
-        try:
-            return await self._call(
-                "DELETE", f"/sessions/{operation_id}", SessionInfo, params={"reason": reason}
-            )
-        except BridgeCallError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        model: type[M],
-        *,
-        limit_s: float = REQUEST_TIMEOUT_S,
-        **kwargs: Any,
-    ) -> M:
-        url = self.target.url + path
-        headers = {**self._headers, "content-type": "application/json"}
-        try:
-            response = await self._client.request(
-                method, url, headers=headers, timeout=limit_s, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise BridgeCallError(f"cannot reach {self.target.url}: {type(exc).__name__}") from exc
-        if not response.is_success:
-            raise _error_of(response)
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise BridgeCallError(
-                f"{self.target.url}{path} answered something that is not a bridge's answer",
-                status_code=response.status_code,
-                code="bad_answer",
-            ) from exc
-
-
-def _error_of(response: httpx.Response) -> BridgeCallError:
-    try:
-        detail = BridgeError.model_validate_json(response.content).error
-    except ValidationError:
-        return BridgeCallError(
-            f"HTTP {response.status_code}", status_code=response.status_code, code="http_error"
-        )
-    error = BridgeCallError(detail.message, status_code=response.status_code, code=detail.code)
-    error.field = detail.field
-    return error
+    return UnavailableError(
+        f"the bridge at {url} did not start the run: {exc.message}", field="backend"
+    )
 
 
 @dataclass(frozen=True)
@@ -247,7 +155,8 @@ class BridgeDispatcher:
         return max(0.1, min(10.0, self.timeout_s / 4))
 
     def client_for(self, target: BridgeTarget) -> BridgeClient:
-        return BridgeClient(self._client, target)
+        token = target.token.reveal() if target.token else None
+        return BridgeClient(self._client, target.url, token)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -307,7 +216,7 @@ class BridgeDispatcher:
         try:
             info = await self.client_for(target).start(request)
         except BridgeCallError as exc:
-            error = exc.to_service_error(target.url)
+            error = _refusal(exc, target.url)
             await self._ingestor.record_status(
                 op.operation_id, OperationStatus.FAILED, error=error.message
             )

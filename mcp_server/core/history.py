@@ -8,13 +8,9 @@ from dataclasses import dataclass, field
 
 from storage import Database, OperationNotFoundError, get_operation, read_metrics
 from trainer.analysis import AnalysisParams, EpochMetrics, LossAnalysis, LossAnalyzer, analyze_loss
+from training_mcp.points import is_step_metric
 
-__all__ = ["AnalysisCache", "is_step_metric", "load_history"]
-
-
-def is_step_metric(name: str) -> bool:
-    """Per-step series (`step/...`) are indexed by batch; everything else by epoch."""
-    return name.startswith("step/")
+__all__ = ["AnalysisCache", "load_history"]
 
 
 async def load_history(db: Database, operation_id: str) -> list[EpochMetrics]:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mcp_server.core.history import AnalysisCache, is_step_metric
+from mcp_server.core.history import AnalysisCache
 from mcp_server.core.notify import Change, Notifier
 from storage import (
     AppendResult,
@@ -20,36 +20,10 @@ from storage import (
     validate_points,
 )
 from trainer.analysis import EpochMetrics
-from trainer.records import STEP_LOSS_METRIC, EpochRecord, StepRecord
+from trainer.records import EpochRecord, StepRecord
+from training_mcp.points import epoch_points, is_step_metric, step_points
 
-__all__ = ["Ingestor", "epoch_points", "step_points"]
-
-
-def epoch_points(record: EpochRecord) -> list[MetricPointIn]:
-    """An epoch's metrics as points: step = epoch, wall time = when the epoch ended."""
-    return [
-        MetricPointIn(
-            name=name,
-            step=record.epoch,
-            epoch=record.epoch,
-            value=value,
-            wall_time=record.timestamp,
-        )
-        for name, value in record.metrics().items()
-    ]
-
-
-def step_points(records: Sequence[StepRecord]) -> list[MetricPointIn]:
-    return [
-        MetricPointIn(
-            name=STEP_LOSS_METRIC,
-            step=r.step,
-            epoch=r.epoch,
-            value=r.train_loss,
-            wall_time=r.timestamp,
-        )
-        for r in records
-    ]
+__all__ = ["Ingestor"]
 
 
 class Ingestor:

@@ -26,7 +26,7 @@ from mcp_server.core.errors import (
     translate,
 )
 from mcp_server.core.export import encode_history, parquet_available
-from mcp_server.core.history import AnalysisCache, is_step_metric, load_history
+from mcp_server.core.history import AnalysisCache, load_history
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.models import (
     DEFAULT_METRICS,
@@ -75,6 +75,7 @@ from trainer.analysis import AnalysisParams, LossAnalysis, summarize_run
 from trainer.analysis.models import output_float
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.spec import TrainingSpec
+from training_mcp.points import is_step_metric
 
 __all__ = ["ProgressCallback", "TrainingService", "open_service", "resource_links"]
 

@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from httpbase import error_response, json_response, read_limited
 from mcp_server.core.errors import InvalidInputError, ServiceError, from_validation_error
-from mcp_server.rest.models import MAX_BODY_BYTES, ApiError, ErrorDetail
+from mcp_server.rest.models import MAX_BODY_BYTES
 
 __all__ = [
     "Endpoint",
@@ -59,26 +60,6 @@ class Endpoint:
     open: bool = False  # no bearer token needed
 
 
-def json_response(
-    model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    # pydantic writes the JSON (fast, and non-finite floats become null: always valid JSON).
-    return Response(
-        model.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
-    )
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body = ApiError(error=ErrorDetail(code=code, message=message, field=field))
-    return json_response(body, status, headers)
-
-
 def service_error_response(exc: ServiceError) -> Response:
     return error_response(exc.http_status, exc.code, exc.message, exc.field)
 
@@ -103,17 +84,9 @@ def internal_error_response() -> Response:
 async def read_json(request: Request, limit: int = MAX_BODY_BYTES, *, required: bool = True) -> Any:
     """The body parsed as JSON (NaN and Infinity tokens accepted), refused with 413 past `limit`
     bytes: at once when Content-Length says so, else as soon as the stream passes it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_limited(request, limit)
+    if raw is None:
+        raise PayloadTooLargeError(f"body: larger than the limit of {limit} bytes", field="body")
     if not raw.strip():
         if required:
             raise InvalidInputError("body: a JSON object is required", field="body")
@@ -122,10 +95,6 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES, *, required: 
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         raise InvalidInputError(f"body: not valid JSON ({exc})", field="body") from exc
-
-
-def _too_large(limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"body: larger than the limit of {limit} bytes", field="body")
 
 
 def parse_body(model: type[M], data: Any) -> M:

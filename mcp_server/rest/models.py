@@ -11,39 +11,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage import METRIC_NAME_PATTERN, MetricPointIn, NonFinite, OperationStatus
+from storage import MetricPointIn, NonFinite, OperationStatus
+from training_mcp.points import MAX_BATCH_POINTS, METRIC_NAME_PATTERN
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_POINTS",
-    "ApiError",
     "EpochEvent",
-    "ErrorDetail",
     "Health",
     "IngestResult",
     "MetricsBatch",
     "StatusReport",
 ]
 
-MAX_POINTS = 10_000
+MAX_POINTS = MAX_BATCH_POINTS
 MAX_BODY_BYTES = 1024 * 1024
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(
-        description="Stable: invalid_input, not_found, conflict, payload_too_large, "
-        "unauthorized, method_not_allowed, unavailable, internal"
-    )
-    message: str = Field(description="What is wrong, naming the field and what is allowed")
-    field: str | None = Field(
-        None, description="The offending input, e.g. points[3].value, limit, body"
-    )
-
-
-class ApiError(BaseModel):
-    """Every error answer: `{"error": {"code", "message", "field"}}`."""
-
-    error: ErrorDetail
 
 
 class Health(BaseModel):

@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from httpbase import ApiError
 from mcp_server import __version__
 from mcp_server.rest.http import Endpoint
-from mcp_server.rest.models import ApiError
 
 __all__ = ["docs_page", "openapi_document"]
 
@@ -140,7 +140,7 @@ def _responses(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     if e.name == "stream_events":
         responses["204"] = {"description": "The run has ended and nothing after Last-Event-ID"}
     error = {"application/json": {"schema": refs[(ApiError, "serialization")]}}
-    # Every route checks Host and Origin (host_bridge.guard); a route with a body, its type.
+    # Every route checks Host and Origin (httpbase.guard); a route with a body, its type.
     guard = (403, 421, 415) if e.body is not None else (403, 421)
     codes = sorted({*e.errors, *guard, *(() if e.open else (401,)), *((422,) if e.query else ())})
     for code in codes:

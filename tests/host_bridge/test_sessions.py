@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from host_bridge.protocol import SessionRequest
-from host_bridge.reporter import MetricPoint, RetryPolicy
 from host_bridge.sessions import (
     RESTART_ERROR,
     SHUTDOWN_ERROR,
@@ -24,6 +23,7 @@ from host_bridge.sessions import (
     SessionManager,
 )
 from host_bridge.spool import Spool
+from training_mcp import MetricPoint, RetryPolicy
 
 TINY = {"dataset": {"kind": "synthetic", "name": "blobs"}, "model": {"hidden_sizes": [16]}}
 QUICK = RetryPolicy(attempts=2, base_delay_s=0.0, max_delay_s=0.01)

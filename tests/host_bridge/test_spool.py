@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from host_bridge.protocol import SessionRequest
-from host_bridge.reporter import MetricPoint
 from host_bridge.spool import Spool
 from trainer.spec import TrainingSpec
+from training_mcp import MetricPoint
 
 
 def _request(operation_id: str = "op-a", token: str | None = "s3cret") -> SessionRequest:

@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from host_bridge.guard import GuardPolicy, server_url_allowed
+from httpbase.guard import GuardPolicy, server_url_allowed
 
 EVIL = "http://evil.example"
 TEXT = {"Content-Type": "text/plain"}

@@ -9,10 +9,10 @@ import anyio
 import httpx
 import pytest
 
-from host_bridge import MetricsReporter, ReportError, RetryPolicy
 from mcp_server.core.service import TrainingService
 from tests.mcp_server.conftest import TINY
 from tests.mcp_server.rest.support import Event, live_server, read_events
+from training_mcp import MetricsReporter, ReportError, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

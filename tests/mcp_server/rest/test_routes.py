@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from mcp_server.core.service import TrainingService
-from storage import METRIC_NAME_PATTERN
 from tests.mcp_server.rest.support import asgi_client, parse_events
+from training_mcp.points import METRIC_NAME_PATTERN
 
 pytestmark = pytest.mark.anyio
 

@@ -1,5 +1,5 @@
 """The metrics reporter against a scripted server (httpx.MockTransport); the real server is in
-tests/mcp_server/test_rest_live.py."""
+tests/mcp_server/rest/test_live.py."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
-from host_bridge import MemoryQueue, MetricPoint, MetricsReporter, ReportError, RetryPolicy
-from host_bridge.reporter import METRIC_NAME_PATTERN
-from storage import METRIC_NAME_PATTERN as SERVER_PATTERN
+from storage import MetricPointIn
 from trainer.records import EpochRecord, StepRecord
+from training_mcp import MemoryQueue, MetricPoint, MetricsReporter, ReportError, RetryPolicy
 
 BASE = "http://server.test"
 NO_WAIT = RetryPolicy(attempts=3, base_delay_s=0.0, max_delay_s=0.0)
@@ -209,8 +209,23 @@ def test_log_refuses_bad_names_steps_and_values_at_the_call_site() -> None:
     r.close()
 
 
-def test_the_reporter_checks_names_with_the_servers_own_pattern() -> None:
-    assert METRIC_NAME_PATTERN == SERVER_PATTERN
+@pytest.mark.parametrize(
+    "name", ["loss", "step/train_loss", "a.b-c_d/e", "x" * 128, "1st", "x" * 129, "a b", "", "é"]
+)
+def test_the_reporter_refuses_exactly_the_names_the_server_refuses(name: str) -> None:
+    try:
+        MetricPointIn(name=name, step=1, value=0.0)
+        server_takes = True
+    except ValidationError:
+        server_takes = False
+    r = reporter(Server())
+    try:
+        r.log(1, {name: 0.5})
+        client_takes = True
+    except ValueError:
+        client_takes = False
+    r.close()
+    assert client_takes == server_takes
 
 
 def test_the_reporter_is_a_metric_sink_for_the_training_loop() -> None:

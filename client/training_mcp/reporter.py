@@ -1,4 +1,4 @@
-"""Push metrics from any training loop to training-mcp's REST mirror, one line per epoch.
+"""The sender under `training_mcp.init()`: pushes one run's points to training-mcp's REST mirror.
 
     with MetricsReporter.start_run("http://127.0.0.1:8765", name="my run") as run:
         for epoch in range(1, 11):
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -32,12 +31,17 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from trainer.records import STEP_LOSS_METRIC, EpochRecord, StepRecord
+from training_mcp.points import (
+    MAX_BATCH_POINTS,
+    EpochLike,
+    MetricPoint,
+    StepLike,
+    points_at,
+    step_points,
+)
 
 __all__ = [
-    "MAX_BATCH_POINTS",
     "MemoryQueue",
-    "MetricPoint",
     "MetricsReporter",
     "PointQueue",
     "ReportError",
@@ -47,35 +51,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The server's limits per request (POST /api/v1/operations/{id}/metrics).
-MAX_BATCH_POINTS = 10_000
-# The server's metric name rule (storage.METRIC_NAME_PATTERN; a test keeps the two equal). Checked
-# here too because one bad point makes the server refuse its whole batch.
-METRIC_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_./-]{0,127}$"
-_METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
-_MAX_STEP = 2**62
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 FinalStatus = Literal["completed", "failed"]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricPoint:
-    """One value of one metric at one step (the epoch, for epoch-level metrics)."""
-
-    name: str
-    step: int
-    value: float
-    epoch: int | None = None
-    wall_time: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"name": self.name, "step": self.step, "value": self.value}
-        if self.epoch is not None:
-            body["epoch"] = self.epoch
-        if self.wall_time is not None:
-            body["wall_time"] = self.wall_time
-        return body
 
 
 class PointQueue(Protocol):
@@ -285,45 +263,23 @@ class MetricsReporter:
         """Queue metric values at `step` (the epoch number for epoch-level metrics; then `epoch`
         defaults to it). Values may be NaN or infinite; anything `float()` takes is accepted
         (a 0-d tensor, a numpy scalar). Never blocks on the network."""
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _MAX_STEP:
-            raise ValueError(f"step: must be an integer between 0 and 2**62, got {step!r}")
+        # Names are checked here too: one bad point makes the server refuse its whole batch.
         when = time.time() if wall_time is None else wall_time
-        points = []
-        for name, raw in {**(metrics or {}), **values}.items():
-            if not isinstance(name, str) or not _METRIC_NAME.match(name):
-                raise ValueError(
-                    f"metric name {name!r}: must start with a letter and hold only letters, "
-                    "digits and _ . / - (at most 128 characters)"
-                )
-            try:
-                value = float(raw)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name}: must be a number, got {raw!r}") from exc
-            is_step = name.startswith("step/")
-            at_epoch = epoch if epoch is not None or is_step else step
-            points.append(MetricPoint(name, step, value, at_epoch, when))
+        points = points_at(step, {**(metrics or {}), **values}, epoch=epoch, wall_time=when)
         if points:
-            self._put(points)
+            self.put(points)
 
-    def on_epoch(self, record: EpochRecord) -> None:
+    def on_epoch(self, record: EpochLike) -> None:
         """`MetricSink`: an epoch of `trainer.loop` (step = epoch)."""
         self.log(record.epoch, record.metrics(), wall_time=record.timestamp)
 
-    def on_step(self, record: StepRecord) -> None:
+    def on_step(self, record: StepLike) -> None:
         """`MetricSink`: a batch's training loss, as `step/train_loss` at the global step."""
-        self._put(
-            [
-                MetricPoint(
-                    STEP_LOSS_METRIC,
-                    record.step,
-                    float(record.train_loss),
-                    record.epoch,
-                    record.timestamp,
-                )
-            ]
-        )
+        self.put(step_points([record]))
 
-    def _put(self, points: list[MetricPoint]) -> None:
+    def put(self, points: Sequence[MetricPoint]) -> None:
+        """Queue points made elsewhere (e.g. by `training_mcp.points.epoch_points`), unchecked:
+        the server refuses a batch with a bad one whole. Never blocks on the network."""
         with self._cv:
             if self._closing:
                 raise RuntimeError("this reporter is closed")
@@ -371,6 +327,21 @@ class MetricsReporter:
             {k: v for k, v in body.items() if v is not None},
         )
         self._finished = True
+        result: dict[str, Any] = response.json()
+        return result
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Tell the server the run is alive: one try (the next beat is the retry). Returns the
+        run as the server has it; raises `ReportError` if refused (a 409: the run has ended
+        there, stop training) or unreachable."""
+        try:
+            response = self._client.post(
+                f"/api/v1/operations/{self.operation_id}/heartbeat", content=b"{}"
+            )
+        except httpx.TransportError as exc:
+            raise ReportError(f"{type(exc).__name__}: {exc}", transient=True) from exc
+        if not response.is_success:
+            raise ReportError.from_response(response)
         result: dict[str, Any] = response.json()
         return result
 

@@ -1,0 +1,109 @@
+"""The server's client of a bridge: the HTTP calls of `protocol`, over a shared async client.
+
+Beside the wire contract it speaks, so the two cannot drift; torch-free (the server imports it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from host_bridge.protocol import BridgeHealth, SessionInfo, SessionRequest
+from httpbase import ApiError
+
+__all__ = ["HEALTH_TIMEOUT_S", "REQUEST_TIMEOUT_S", "BridgeCallError", "BridgeClient"]
+
+M = TypeVar("M", bound=BaseModel)
+
+HEALTH_TIMEOUT_S = 2.0
+REQUEST_TIMEOUT_S = 5.0
+
+
+class BridgeCallError(Exception):
+    """A bridge could not be reached, or answered with an error (`status_code`, `code`,
+    `field`)."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, code: str = "unreachable"
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.field: str | None = None
+
+
+class BridgeClient:
+    """The HTTP calls to the bridge at `url` (with its bearer `token`, if it has one)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, token: str | None = None) -> None:
+        self._client = client
+        self.url = url
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+
+    async def health(self) -> BridgeHealth:
+        return await self._call("GET", "/health", BridgeHealth, limit_s=HEALTH_TIMEOUT_S)
+
+    async def start(self, request: SessionRequest) -> SessionInfo:
+        body = request.model_dump_json().encode()
+        return await self._call("POST", "/sessions", SessionInfo, content=body)
+
+    async def session(self, operation_id: str) -> SessionInfo | None:
+        """The session, or None when the bridge has no record of it."""
+        try:
+            return await self._call("GET", f"/sessions/{operation_id}", SessionInfo)
+        except BridgeCallError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    async def cancel(self, operation_id: str, reason: str) -> SessionInfo | None:
+        try:
+            return await self._call(
+                "DELETE", f"/sessions/{operation_id}", SessionInfo, params={"reason": reason}
+            )
+        except BridgeCallError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        limit_s: float = REQUEST_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> M:
+        headers = {**self._headers, "content-type": "application/json"}
+        try:
+            response = await self._client.request(
+                method, self.url + path, headers=headers, timeout=limit_s, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise BridgeCallError(f"cannot reach {self.url}: {type(exc).__name__}") from exc
+        if not response.is_success:
+            raise _error_of(response)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise BridgeCallError(
+                f"{self.url}{path} answered something that is not a bridge's answer",
+                status_code=response.status_code,
+                code="bad_answer",
+            ) from exc
+
+
+def _error_of(response: httpx.Response) -> BridgeCallError:
+    try:
+        detail = ApiError.model_validate_json(response.content).error
+    except ValidationError:
+        return BridgeCallError(
+            f"HTTP {response.status_code}", status_code=response.status_code, code="http_error"
+        )
+    error = BridgeCallError(detail.message, status_code=response.status_code, code=detail.code)
+    error.field = detail.field
+    return error
