@@ -8,7 +8,6 @@ from trainer.errors import DatasetError, SpecError, TrainerError
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.records import (
     EPOCH_FIELDS,
-    STEP_LOSS_METRIC,
     EpochRecord,
     MetricSink,
     RunOutcome,
@@ -29,7 +28,6 @@ from trainer.spec import (
 
 __all__ = [
     "EPOCH_FIELDS",
-    "STEP_LOSS_METRIC",
     "SYNTHETIC_DATASETS",
     "CsvDataset",
     "DatasetError",

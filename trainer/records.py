@@ -13,16 +13,12 @@ from typing import Literal, Protocol
 
 __all__ = [
     "EPOCH_FIELDS",
-    "STEP_LOSS_METRIC",
     "EpochRecord",
     "MetricSink",
     "RunOutcome",
     "RunResult",
     "StepRecord",
 ]
-
-# Per-step training loss is stored under this metric name, with step = global batch number.
-STEP_LOSS_METRIC = "step/train_loss"
 
 # The per-epoch metrics every run reports (accuracies only for classification).
 EPOCH_FIELDS = (
@@ -70,7 +66,8 @@ class EpochRecord:
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """Training loss of one batch. `step` is the global batch count from 1."""
+    """Training loss of one batch. `step` is the global batch count from 1; stored as
+    `step/train_loss` (`training_mcp.points.step_points`)."""
 
     step: int
     epoch: int
