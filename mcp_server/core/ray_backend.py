@@ -14,6 +14,7 @@ Ray is an optional extra imported only here (and on the workers), only when `--r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -198,7 +199,7 @@ class RayBackend:
             request.model_dump_json(),
             dict(options),
             self.config.allow_factory,
-            [str(p) for p in self.config.data_roots],
+            [str(p) for p in self.config.allowed_data_roots],
         )
 
     # -- following a run ----------------------------------------------------------------------
@@ -211,19 +212,21 @@ class RayBackend:
         """Follow one actor to its end. Cancelled (the server stopping), it leaves the actor be:
         the run trains on, and the next server re-attaches it."""
         try:
-            await self._drive(operation_id, follow)
-        except self._ray.exceptions.RayActorError as exc:
-            follow.done.set()
-            self._release(operation_id, follow)
-            await self._lost(operation_id, follow, exc)
-            return
+            try:
+                await self._drive(operation_id, follow)
+            except self._ray.exceptions.RayActorError as exc:
+                follow.done.set()
+                self._release(operation_id, follow)
+                await self._lost(operation_id, follow, exc)
+                return
         except Exception as exc:  # the top of a follower: the run must end, the server stays up
             log.exception("run %s: following it on Ray failed", operation_id)
-            await self._finish(
-                operation_id,
-                OperationStatus.FAILED,
-                error=f"internal error following the run on Ray: {describe_death(exc)}",
-            )
+            with contextlib.suppress(Exception):
+                await self._finish(
+                    operation_id,
+                    OperationStatus.FAILED,
+                    error=f"internal error following the run on Ray: {describe_death(exc)}",
+                )
         finally:
             follow.done.set()
         if self._release(operation_id, follow):

@@ -138,12 +138,14 @@ async def test_two_runs_in_parallel_one_stopped_the_other_complete_with_every_ep
 
 def _parallel_then_stopped(server: Process, cluster: Cluster, endless: str) -> None:
     epochs = 25
+    poll_until(lambda: _operation(server, endless)["epochs_done"] >= 1, 60, server)
+    before = _operation(server, endless)["epochs_done"]
     finite = _start(server, {**TINY, **SMALL, "epochs": epochs, "name": "finite"})
     poll_until(lambda: _operation(server, finite)["status"] == "completed", 90, server)
     # The endless run trained all the while beside it, on its own worker.
     during = _operation(server, endless)
     assert (during["status"], during["device"]) == ("running", "cpu")
-    assert during["epochs_done"] >= 1
+    assert during["epochs_done"] > before
     poll_until(lambda: _operation(server, endless)["epochs_done"] >= during["epochs_done"] + 2, 30)
     done = _operation(server, finite)
     assert (done["backend"], done["error"], done["epochs_done"]) == ("ray", None, epochs)
