@@ -40,8 +40,10 @@ $(INSPECTOR):
 	  || echo "inspector install failed: its test will be skipped" >&2; \
 	else echo "npm not found: the Inspector test will be skipped" >&2; fi
 
+# The whole suite: everything but the Ray tests, then those in their loopback-only namespace.
 test: $(STAMP) $(UPLOT) $(INSPECTOR)
 	$(PY) -m pytest
+	PY=$(PY) scripts/ray_tests.sh
 
 # The Ray tests in a loopback-only network namespace (skipped, saying why, where none can be made).
 test-ray: $(STAMP)
