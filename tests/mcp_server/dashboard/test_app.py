@@ -145,11 +145,19 @@ function send(message) {
   frame.contentWindow.postMessage(Object.assign({jsonrpc: "2.0"}, message), "*");
 }
 window.deliver = (method, params) => send({ method: method, params: params });
+const answers = new Map();
+window.ask = (method, params) => new Promise(resolve => {
+  const id = "host-" + (answers.size + 1);
+  answers.set(id, resolve);
+  send({ id: id, method: method, params: params });
+});
 window.addEventListener("message", async (event) => {
   if (event.source !== frame.contentWindow) return;
   const m = event.data;
   window.host.log.push(m.method || "response");
-  if (m.method === "ui/initialize") {
+  if (!m.method && answers.has(m.id)) {
+    answers.get(m.id)(m);
+  } else if (m.method === "ui/initialize") {
     send({ id: m.id, result: { protocolVersion: "2026-01-26",
       hostInfo: { name: "test host", version: "1" },
       hostCapabilities: { serverTools: {} },
@@ -261,3 +269,10 @@ async def test_the_app_draws_the_curves_of_a_plot_metrics_call(
             "(id) => window.TM.dashboard.points(id, 'val_loss') === 3", arg=oid
         )
         assert await page.evaluate("() => window.host.calls") == ["dashboard_updates"]
+        # The host changes the theme, then tears the view down: the view answers.
+        await page.evaluate(
+            "() => deliver('ui/notifications/host-context-changed', {theme: 'dark'})"
+        )
+        await view.wait_for_function("() => document.documentElement.classList.contains('dark')")
+        answer = await page.evaluate("() => ask('ui/resource-teardown', {})")
+        assert answer == {"jsonrpc": "2.0", "id": "host-1", "result": {}}

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from mcp_server.core.queries import WaitQuery
+from mcp_server.core.queries import MetricsQuery, WaitQuery
 from mcp_server.core.service import TrainingService
 from storage import MetricPointIn, OperationStatus
 from tests.mcp_server.conftest import TINY
@@ -183,3 +183,25 @@ async def test_a_100000_epoch_run_is_drawn_from_a_downsampled_read(
         assert sizes[0] < 30_000  # bytes: 500 points, not 100,000
         async with httpx.AsyncClient(base_url=base) as http:
             await http.post(f"/api/v1/operations/{oid}/status", json={"status": "completed"})
+
+
+async def test_the_per_step_loss_is_drawn_on_request(service: TrainingService) -> None:
+    async with live_server(service) as base, chromium() as browser:
+        oid = await _start(base, {**TINY, "log_every_n_steps": 1})
+        await service.wait_for_operation(oid, WaitQuery(until="end", timeout_s=30))
+        stored = await service.get_metrics(
+            oid, MetricsQuery(metrics=["step/train_loss"], max_points=1000)
+        )
+        (steps,) = stored.series
+        page = browser.page
+        await page.goto(f"{base}/runs/{oid}")
+        await _wait_points(page, oid, 2)
+        assert await page.locator("#steps-chart").is_hidden()
+        await page.check("#show-steps")
+        await page.wait_for_function(
+            "(id) => window.TM.dashboard.points(id, 'step/train_loss') > 0", arg=oid
+        )
+        drawn = await page.evaluate("() => window.TM.dashboard.stepCurves.drawn")
+        assert drawn["xs"] == steps.steps  # every stored step, on its own axis
+        assert [line["metric"] for line in drawn["lines"]] == ["step/train_loss"]
+        assert await page.locator("#steps-chart canvas").count() == 1
