@@ -226,6 +226,13 @@
       this.render();
     }
 
+    // How many points of (run, metric) the chart has drawn (not just received).
+    drawnPoints(id, name) {
+      const drawn = this.curves.drawn;
+      const line = drawn && drawn.lines.find(l => l.run === id && l.metric === name);
+      return line ? line.raw.filter(v => v !== null).length : 0;
+    }
+
     points(id, name) { const s = this.data.get(id) && this.data.get(id).get(name); return s ? s.steps.length : 0; }
 
     forget(id) { this.data.delete(id); this.render(); }

@@ -212,15 +212,17 @@ async def test_the_app_renders_a_tool_result_keeps_it_live_and_its_stop_reaches_
         )
         await view.wait_for_selector(f"#runs tr[data-run={done}] .status-completed")
         await view.wait_for_function(
-            "(id) => window.TM.dashboard.points(id, 'val_loss') >= 3", arg=done
+            "(id) => window.TM.dashboard.drawnPoints(id, 'val_loss') >= 3", arg=done
         )
         drawn = await view.evaluate("() => window.TM.dashboard.curves.drawn")
         assert {line["run"] for line in drawn["lines"]} == {done, running}
         assert done in {m["run"] for m in drawn["markers"]}
-        first = await view.evaluate("(id) => window.TM.dashboard.points(id, 'val_loss')", running)
+        first = await view.evaluate(
+            "(id) => window.TM.dashboard.drawnPoints(id, 'val_loss')", running
+        )
         # Live: the view polls the view-only tool through the host and its curve grows.
         await view.wait_for_function(
-            "([id, n]) => window.TM.dashboard.points(id, 'val_loss') > n", arg=[running, first]
+            "([id, n]) => window.TM.dashboard.drawnPoints(id, 'val_loss') > n", arg=[running, first]
         )
         assert "dashboard_updates" in await page.evaluate("() => window.host.calls")
         assert await page.evaluate("() => window.host.sizes.length") >= 1
@@ -266,7 +268,7 @@ async def test_the_app_draws_the_curves_of_a_plot_metrics_call(
         )
         view = page.frames[1]
         await view.wait_for_function(
-            "(id) => window.TM.dashboard.points(id, 'val_loss') === 3", arg=oid
+            "(id) => window.TM.dashboard.drawnPoints(id, 'val_loss') === 3", arg=oid
         )
         assert await page.evaluate("() => window.host.calls") == ["dashboard_updates"]
         # The host changes the theme, then tears the view down: the view answers.

@@ -35,14 +35,15 @@ async def _start(base: str, body: dict[str, Any], token: str | None = None) -> s
 
 async def _points(page: Any, operation_id: str, metric: str = "val_loss") -> int:
     count: int = await page.evaluate(
-        "([id, m]) => window.TM.dashboard.points(id, m)", [operation_id, metric]
+        "([id, m]) => window.TM.dashboard.drawnPoints(id, m)", [operation_id, metric]
     )
     return count
 
 
 async def _wait_points(page: Any, operation_id: str, more_than: int) -> None:
     await page.wait_for_function(
-        "([id, n]) => window.TM.dashboard.points(id, 'val_loss') > n", arg=[operation_id, more_than]
+        "([id, n]) => window.TM.dashboard.drawnPoints(id, 'val_loss') > n",
+        arg=[operation_id, more_than],
     )
 
 
@@ -198,8 +199,9 @@ async def test_the_per_step_loss_is_drawn_on_request(service: TrainingService) -
         await _wait_points(page, oid, 2)
         assert await page.locator("#steps-chart").is_hidden()
         await page.check("#show-steps")
+        # Drawing happens on the next animation frame after the data arrives: wait for it.
         await page.wait_for_function(
-            "(id) => window.TM.dashboard.points(id, 'step/train_loss') > 0", arg=oid
+            "() => { const d = window.TM.dashboard.stepCurves.drawn; return d && d.xs.length > 0; }"
         )
         drawn = await page.evaluate("() => window.TM.dashboard.stepCurves.drawn")
         assert drawn["xs"] == steps.steps  # every stored step, on its own axis
