@@ -146,7 +146,7 @@ async def append_points(
                     new_rows = list(
                         {(r["series_id"], r["step"]): r for r in reversed(new_rows)}.values()
                     )
-                conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
+                conn.execute(_ADD_TO_SUMMARY, _summaries([_as_tuple(r) for r in new_rows]))
         if progress_epoch is not None:
             conn.execute(
                 update(operations)
@@ -177,7 +177,7 @@ def _append_sqlite(
     stored = 0
     if batch:
         ids = _sqlite_series_ids(raw, operation_id, sorted({p.name for p in batch}))
-        rows = []
+        rows: list[StoredRow] = []
         for p in batch:
             special = special_of(p.value)
             wall_ms = now_ms if p.wall_time is None else int(p.wall_time * 1000)
@@ -191,12 +191,16 @@ def _append_sqlite(
             added.update((r[0], r[1]) for r in raw.execute(sql, flat).fetchall())
         stored = len(added)
         if added:
-            keys = ("series_id", "step", "epoch", "value", "special", "wall_ms")
-            first: dict[tuple[int, int], dict[str, Any]] = {}
-            for row in rows:  # the first of a (name, step) sent twice is the one stored
-                if (row[0], row[1]) in added:
-                    first.setdefault((row[0], row[1]), dict(zip(keys, row, strict=True)))
-            raw.executemany(_ADD_TO_SUMMARY.text, _summaries(list(first.values())))
+            new_rows = rows
+            if stored < len(rows):  # some were stored before, or sent twice: the first wins
+                seen: set[tuple[int, int]] = set()
+                new_rows = []
+                for row in rows:
+                    key = (row[0], row[1])
+                    if key in added and key not in seen:
+                        seen.add(key)
+                        new_rows.append(row)
+            raw.executemany(_ADD_TO_SUMMARY.text, _summaries(new_rows))
     if progress_epoch is not None:
         raw.execute(
             "UPDATE operations SET epochs_done = ?, heartbeat_at = ? "
@@ -244,24 +248,38 @@ _ADD_TO_SUMMARY = text(
 )
 
 
-def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+StoredRow = tuple[int, int, int | None, float | None, int, int]  # a points row, column order
+
+
+def _as_tuple(row: dict[str, Any]) -> StoredRow:
+    return (
+        row["series_id"],
+        row["step"],
+        row["epoch"],
+        row["value"],
+        row["special"],
+        row["wall_ms"],
+    )
+
+
+def _summaries(rows: list[StoredRow]) -> list[dict[str, Any]]:
     """Per series in a batch: points added, non-finite among them, lowest step, newest point."""
-    by_series: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    by_series: dict[int, list[StoredRow]] = defaultdict(list)
     for row in rows:
-        by_series[row["series_id"]].append(row)
+        by_series[row[0]].append(row)
     out = []
     for sid, members in by_series.items():
-        newest = max(members, key=lambda r: r["step"])
+        newest = max(members, key=lambda r: r[1])
         out.append(
             {
                 "sid": sid,
                 "added": len(members),
-                "nonfinite": sum(1 for r in members if r["special"]),
-                "lo": min(r["step"] for r in members),
-                "hi": newest["step"],
-                "value": newest["value"],
-                "special": newest["special"],
-                "wall_ms": newest["wall_ms"],
+                "nonfinite": sum(1 for r in members if r[4]),
+                "lo": min(r[1] for r in members),
+                "hi": newest[1],
+                "value": newest[3],
+                "special": newest[4],
+                "wall_ms": newest[5],
             }
         )
     return out
