@@ -160,12 +160,18 @@ async def iter_history(
     for row in rows:
         after = -1
         while True:
-            chunk = await db.run_read(_Chunk(row.id, row.name, after, chunk_size))
+            chunk = await db.run_read(_Chunk(row.id, row.name, after, chunk_size, db.is_sqlite))
             if chunk:
                 yield chunk
             if len(chunk) < chunk_size:
                 break
             after = chunk[-1][1]
+
+
+_SQLITE_CHUNK = (
+    "SELECT ?, step, epoch, value, special, wall_ms FROM points "
+    "WHERE series_id = ? AND step > ? ORDER BY step LIMIT ?"
+)
 
 
 @dataclass(frozen=True)
@@ -176,8 +182,16 @@ class _Chunk:
     name: str
     after: int
     size: int
+    is_sqlite: bool
 
     def __call__(self, conn: Connection) -> list[ExportRow]:
+        if self.is_sqlite:  # sqlite3 hands back the rows as they go out, at ~3x the speed
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            found: list[ExportRow] = raw.execute(
+                _SQLITE_CHUNK, (self.name, self.sid, self.after, self.size)
+            ).fetchall()
+            return found
         query = (
             select(
                 points.c.step, points.c.epoch, points.c.value, points.c.special, points.c.wall_ms
