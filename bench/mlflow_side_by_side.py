@@ -316,6 +316,27 @@ async def _writers(server: Server, writers: int, epochs: int) -> tuple[float, li
     return writers * epochs / elapsed, latencies
 
 
+EXPORT_POINTS = 200_000
+
+
+def _export_rate(server: Server, n: int) -> float:
+    """Points per second of the whole-history export (JSON lines), streamed and counted."""
+    with httpx.Client(base_url=server.base, timeout=120) as http:
+        run = server.api.new_run(http)
+        url = server.api.log_url(run)
+        for start in range(0, n, 10_000):
+            part = [("m", s, math.cos(s)) for s in range(start, min(n, start + 10_000))]
+            _check(http.post(url, json=server.api.log_body(run, part)))
+        export = f"{API}/operations/{run}/metrics/export"
+        started = time.perf_counter()
+        with http.stream("GET", export) as response:
+            lines = sum(chunk.count(b"\n") for chunk in response.iter_raw())
+        elapsed = time.perf_counter() - started
+    if lines != n:
+        raise RuntimeError(f"export: {lines} lines of {n}")
+    return n / elapsed
+
+
 def measure(server: Server) -> Figures:
     api, out = server.api, Figures(server.label)
     out.values["start_s"] = server.started_s
@@ -361,6 +382,8 @@ def measure(server: Server) -> Figures:
 
     rate, latencies = anyio.run(_writers, server, 8, 50)
     out.values["conc_req_s"], out.values["conc_p99"] = rate, _p(latencies, 0.99)
+    if isinstance(api, TrainingMcpApi):  # MLflow has no export to compare with
+        out.values["export_pts_s"] = _export_rate(server, EXPORT_POINTS)
     out.values["rss_mb"] = server.rss_mb()
     return out
 
@@ -389,6 +412,7 @@ ROWS: list[tuple[str, str, tuple[str, ...], bool]] = [
     ("bytes per 100 epochs x 6 metrics", "{:,.0f}", ("bytes_100x6",), True),
     ("start to healthy", "{:.1f} s", ("start_s",), True),
     ("RSS (server and workers)", "{:,.0f} MB", ("rss_mb",), True),
+    (f"export {EXPORT_POINTS:,} points as JSON lines", "{:,.0f} pts/s", ("export_pts_s",), False),
 ]
 
 
@@ -398,7 +422,7 @@ def _ratio(ours: Figures, theirs: list[Figures], keys: tuple[str, ...], lower: b
     cells = []
     for n, key in enumerate(keys):
         down = lower or n > 0  # the second key of a rate is its p99 latency
-        values = [f.values[key] for f in theirs]
+        values = [f.values[key] for f in theirs if key in f.values]
         if not values or ours.values[key] <= 0:
             return "-"
         best = min(values) if down else max(values)
@@ -412,7 +436,10 @@ def print_table(results: list[Figures], run: int) -> None:
     header = ["figure", *[f.label for f in theirs], "training-mcp", "ratio vs best MLflow"]
     table = [header]
     for title, fmt, keys, lower in ROWS:
-        cells = [fmt.format(*(f.values[k] for k in keys)) for f in [*theirs, ours]]
+        cells = [
+            fmt.format(*(f.values[k] for k in keys)) if keys[0] in f.values else "-"
+            for f in [*theirs, ours]
+        ]
         ratio = "" if keys == ("health_p50",) else _ratio(ours, theirs, keys, lower)
         table.append([title, *cells, ratio])
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
