@@ -17,6 +17,7 @@ from storage.metrics import (
     AppendResult,
     append_points,
     latest_values,
+    operation_with_latest,
     read_metrics,
     validate_points,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "list_operations",
     "new_operation_id",
     "open_database",
+    "operation_with_latest",
     "read_metrics",
     "read_page",
     "record_heartbeat",

@@ -18,6 +18,7 @@ from storage.models import (
     TERMINAL_STATUSES,
     MetricPointIn,
     MetricsRead,
+    Operation,
     OperationStatus,
     SeriesData,
     SeriesLatest,
@@ -31,6 +32,7 @@ __all__ = [
     "AppendResult",
     "append_points",
     "latest_values",
+    "operation_with_latest",
     "read_metrics",
     "validate_points",
 ]
@@ -283,6 +285,24 @@ def _summaries(rows: list[StoredRow]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+async def operation_with_latest(
+    db: Database, operation_id: str
+) -> tuple[Operation, list[SeriesLatest]]:
+    """The operation and the latest value of each of its metrics, in one read (one hop): what
+    every metrics read and `GET /operations/{id}` start with."""
+
+    def query(conn: Connection) -> tuple[Operation, list[SeriesLatest]]:
+        row = conn.execute(select(operations).where(operations.c.id == operation_id)).one_or_none()
+        if row is None:
+            raise OperationNotFoundError(operation_id)
+        rows = conn.execute(
+            select(series).where(series.c.operation_id == operation_id).order_by(series.c.name)
+        ).all()
+        return Operation.from_row(row), [SeriesLatest.from_row(r) for r in rows]
+
+    return await db.run_read(query)
 
 
 async def latest_values(db: Database, operation_id: str) -> list[SeriesLatest]:

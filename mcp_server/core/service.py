@@ -62,12 +62,14 @@ from storage import (
     Operation,
     OperationStatus,
     SeriesData,
+    SeriesLatest,
     create_operation,
     get_operation,
     iter_history,
     latest_values,
     list_operations,
     open_database,
+    operation_with_latest,
     read_metrics,
     read_page,
 )
@@ -357,9 +359,15 @@ class TrainingService:
         except Exception as exc:
             raise translate(exc) from exc
 
+    async def _get_with_latest(self, operation_id: str) -> tuple[Operation, list[SeriesLatest]]:
+        try:
+            return await operation_with_latest(self._db, operation_id)
+        except Exception as exc:
+            raise translate(exc) from exc
+
     async def get_operation(self, operation_id: str) -> OperationInfo:
-        op = await self._get(operation_id)
-        latest = [s for s in await latest_values(self._db, operation_id) if s.count]
+        op, every = await self._get_with_latest(operation_id)
+        latest = [s for s in every if s.count]
         return OperationInfo(
             **op.model_dump(), latest=latest, resources=resource_links(operation_id)
         )
@@ -380,8 +388,8 @@ class TrainingService:
                 "(or page_size)",
                 field="page_size",
             )
-        op = await self._get(operation_id)
-        stored = [s.name for s in await latest_values(self._db, operation_id)]
+        op, every = await self._get_with_latest(operation_id)
+        stored = [s.name for s in every]
         if metrics is None or list(metrics) == []:
             wanted = [m for m in DEFAULT_METRICS if m in stored]
         elif list(metrics) == ["all"]:

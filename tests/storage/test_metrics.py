@@ -17,6 +17,7 @@ from storage import (
     create_operation,
     get_operation,
     latest_values,
+    operation_with_latest,
     read_metrics,
     set_status,
 )
@@ -236,3 +237,14 @@ async def test_a_batch_past_one_insert_with_a_point_sent_twice_keeps_the_first(
     assert series.steps == list(range(12_000)) and series.values[:4] == [0.0, 1.0, 2.0, 3.0]
     assert (latest.count, latest.step, latest.value) == (12_000, 11_999, 11_999.0)
     assert operation.epochs_done == 5
+
+
+async def test_the_operation_and_its_latest_values_come_in_one_read(db_url: str) -> None:
+    async with connect(db_url) as db:
+        op = await _op(db)
+        await append_points(db, op, _epochs(3))
+        operation, latest = await operation_with_latest(db, op)
+        with pytest.raises(OperationNotFoundError):
+            await operation_with_latest(db, "op-missing")
+    assert operation.operation_id == op
+    assert [(s.name, s.count, s.step) for s in latest] == [("train_loss", 3, 3), ("val_loss", 3, 3)]
