@@ -11,6 +11,7 @@ torch, so a notebook or any training script can use it. `training_mcp.points` is
 point every part of training-mcp shares.
 """
 
+from training_mcp.history import HistoryError, HistoryRow, history, to_pandas
 from training_mcp.points import MAX_BATCH_POINTS, METRIC_NAME_PATTERN, MetricPoint
 from training_mcp.reporter import (
     MemoryQueue,
@@ -25,6 +26,8 @@ from training_mcp.run import Run, current_run, finish, init, log
 __all__ = [
     "MAX_BATCH_POINTS",
     "METRIC_NAME_PATTERN",
+    "HistoryError",
+    "HistoryRow",
     "MemoryQueue",
     "MetricPoint",
     "MetricsReporter",
@@ -35,6 +38,8 @@ __all__ = [
     "Run",
     "current_run",
     "finish",
+    "history",
     "init",
     "log",
+    "to_pandas",
 ]
