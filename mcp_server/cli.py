@@ -44,6 +44,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the MCP server (stdio, or HTTP with --http)")
     serve.add_argument("--http", action="store_true", help="serve HTTP instead of stdio")
+    serve.add_argument(
+        "--entry-points",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a TOML file declaring your own training scripts, which start_training("
+        "entry_point=...) runs; they push metrics over HTTP, so serve with --http",
+    )
     serve.add_argument("--host", default=env.get("TRAINING_MCP_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(env.get("TRAINING_MCP_PORT", "8765")))
     serve.add_argument(
@@ -250,6 +258,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         token=Secret(args.token) if args.token else None,
         ray_address=args.ray or None,
         ray_retries=args.ray_retries,
+        entry_points_file=args.entry_points.expanduser().resolve() if args.entry_points else None,
         allowed_hosts=tuple(args.allowed_host or ()),
         allowed_origins=tuple(args.allowed_origin or ()),
         limits=limits,
@@ -316,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        problem = _ray_problem(args)
+        problem = _ray_problem(args) or _entry_points_problem(args)
         if problem:
             print(f"training-mcp: {problem}", file=sys.stderr)
             return 2
@@ -325,6 +334,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             anyio.run(_serve_stdio, config)
     return 0
+
+
+def _entry_points_problem(args: argparse.Namespace) -> str | None:
+    """Why `--entry-points FILE` is refused (the file, entry and field named), before start."""
+    if args.entry_points is None:
+        return None
+    from mcp_server.core.entry_points import EntryPointFileError, load_entry_points
+
+    try:
+        load_entry_points(args.entry_points.expanduser().resolve())
+    except EntryPointFileError as exc:
+        return f"--entry-points: {exc}"
+    return None
 
 
 def _ray_problem(args: argparse.Namespace) -> str | None:

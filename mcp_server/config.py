@@ -51,6 +51,8 @@ class ServerConfig:
     public_url: str | None = None  # how bridges reach this server's ingest route
     token: Secret | None = None
     ray_address: str | None = None  # "auto" (a local Ray) or a cluster's address; None: no Ray
+    entry_points_file: Path | None = None  # the operator's declared training scripts (TOML)
+    script_grace_s: float = 5.0  # a stopped script's time per signal (SIGINT, SIGTERM, SIGKILL)
     ray_namespace: str = "training-mcp"  # where the runs' named actors live on the cluster
     ray_retries: int = 0  # times a run whose Ray worker died is started again from scratch
     allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback and the bind address

@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mcp_server import __version__
 from mcp_server.apps import APP_TOOL_META, build_apps
+from mcp_server.core.entry_points import EntryPointList
 from mcp_server.core.errors import NotFoundError, ServiceError, from_validation_error
+from mcp_server.core.logs import LogsQuery, OperationLogs
 from mcp_server.core.models import (
     AnalysisDigest,
     Comparison,
@@ -430,6 +432,29 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         meta=APP_TOOL_META,  # hosts that render MCP Apps show the live dashboard beside it
     )
 
+    def list_entry_points() -> CallToolResult:
+        return _result(service.list_entry_points())
+
+    add(
+        list_entry_points,
+        inspect.Signature([], return_annotation=EntryPointList),
+        "The scripts the operator declared, with their parameters: start one with "
+        "start_training(entry_point, params).",
+        structured_output=False,
+    )
+
+    async def get_operation_logs(operation_id: str, **arguments: Any) -> CallToolResult:
+        with _client_errors():
+            query = _parse(LogsQuery, arguments)
+            return _result(await service.operation_logs(operation_id, query))
+
+    add(
+        get_operation_logs,
+        _signature(LogsQuery, OperationLogs, leading=[_OPERATION_ID]),
+        "A script run's stdout or stderr: the last lines, or what is new since a cursor.",
+        structured_output=False,
+    )
+
 
 def _add_resources(mcp: MCPServer, service: TrainingService) -> None:
     async def _json(coro: Any) -> str:
@@ -448,6 +473,15 @@ def _add_resources(mcp: MCPServer, service: TrainingService) -> None:
     )
     async def operations() -> str:
         return await _json(service.list_operations(ListQuery(limit=50)))
+
+    @mcp.resource(
+        "training://entry-points",
+        name="entry_points",
+        mime_type="application/json",
+        description="The training scripts the operator declared, with their parameters.",
+    )
+    async def entry_points() -> str:
+        return service.list_entry_points().model_dump_json()
 
     @mcp.resource(
         OPERATIONS_URI + "/{operation_id}",

@@ -43,6 +43,7 @@ class Backend(StrEnum):
     BRIDGE = "bridge"
     EXTERNAL = "external"
     RAY = "ray"
+    SCRIPT = "script"  # an operator-declared entry point, run as a process by the server
 
 
 TERMINAL_STATUSES = frozenset(

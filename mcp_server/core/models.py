@@ -95,6 +95,10 @@ class StartTrainingArgs(BaseModel):
         "local; 'ray': a task on the server's Ray cluster; 'external': register a run trained "
         "elsewhere that pushes its own metrics",
     )
+    entry_point: str | None = Field(
+        None, description="A script from list_entry_points (then only name, tags, params)"
+    )
+    params: dict[str, Any] | None = Field(None, description="The script's parameters")
     resources: RunResources | None = Field(
         None, description="What a Ray run reserves on the cluster (backend 'ray' only)"
     )

@@ -18,16 +18,19 @@ from pydantic import ValidationError
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.dispatch import BridgeDispatcher, open_bridges
+from mcp_server.core.entry_points import EntryPointList
 from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    UnavailableError,
     from_validation_error,
     translate,
 )
 from mcp_server.core.export import encode_history, parquet_available
 from mcp_server.core.history import AnalysisCache, load_history
 from mcp_server.core.ingest import Ingestor
+from mcp_server.core.logs import LogsQuery, OperationLogs
 from mcp_server.core.models import (
     DEFAULT_METRICS,
     ComparedRun,
@@ -44,6 +47,7 @@ from mcp_server.core.models import (
     Woke,
 )
 from mcp_server.core.notify import Listener, Notifier
+from mcp_server.core.processes import ScriptRunner, ScriptSettings
 from mcp_server.core.queries import (
     CompareQuery,
     ExportQuery,
@@ -132,6 +136,7 @@ class TrainingService:
         runner: LocalRunner,
         bridges: BridgeDispatcher,
         ray: RayBackend,
+        scripts: ScriptRunner | None = None,
     ) -> None:
         self._config = config
         self._db = db
@@ -141,6 +146,7 @@ class TrainingService:
         self._runner = runner
         self._bridges = bridges
         self._ray = ray
+        self._scripts = scripts
 
     # -- what the doors need besides the tools ----------------------------------------------
 
@@ -171,6 +177,8 @@ class TrainingService:
     # -- runs -------------------------------------------------------------------------------
 
     async def start_training(self, args: StartTrainingArgs) -> StartTrainingResult:
+        if args.entry_point is not None or args.params is not None:
+            return self._started(await self._start_script(args))
         if args.backend == "external":
             return await self._register_external(args)
         spec = self._build_spec(args)
@@ -204,6 +212,46 @@ class TrainingService:
         await self._ingestor.announce(op)
         self._runner.start(op.operation_id, spec)
         return self._started(op)
+
+    async def _start_script(self, args: StartTrainingArgs) -> Operation:
+        if args.entry_point is None:
+            raise InvalidInputError("params: given without an entry_point", field="params")
+        others = args.model_dump(exclude_none=True, exclude={"name", "tags", "backend"})
+        extra = sorted(set(others) - {"entry_point", "params"})
+        if extra or args.backend not in ("auto", "local"):
+            wrong = extra[0] if extra else "backend"
+            raise InvalidInputError(
+                f"{wrong}: an entry point takes only name, tags and params (the script's "
+                "own parameters)",
+                field=wrong,
+            )
+        return await self._script_runner().start(
+            args.entry_point, args.params, name=args.name, tags=args.tags
+        )
+
+    def _script_runner(self) -> ScriptRunner:
+        if self._scripts is None:
+            raise UnavailableError("entry_point: this server runs no scripts", field="entry_point")
+        return self._scripts
+
+    def list_entry_points(self) -> EntryPointList:
+        """The training scripts the operator declared (`--entry-points FILE`)."""
+        if self._scripts is None:
+            return EntryPointList(entry_points=[], file=None)
+        return self._scripts.entry_points()
+
+    async def operation_logs(self, operation_id: str, query: LogsQuery) -> OperationLogs:
+        """A script run's stdout or stderr: the last `tail` lines, or what came after `cursor`."""
+        op = await self._get(operation_id)
+        if op.backend is not Backend.SCRIPT:
+            raise InvalidInputError(
+                f"operation_id: {operation_id!r} is a {op.backend.value} run; only script runs "
+                "(entry points) have logs here",
+                field="operation_id",
+            )
+        return self._script_runner().logs(
+            operation_id, query.stream, tail=query.tail, cursor=query.cursor
+        )
 
     async def _register_external(self, args: StartTrainingArgs) -> StartTrainingResult:
         op = await create_operation(
@@ -299,6 +347,8 @@ class TrainingService:
             return await self._bridges.stop(op, why)
         if op.backend is Backend.RAY:
             return await self._ray.stop(op, why)
+        if op.backend is Backend.SCRIPT:
+            return await self._script_runner().stop(op, why)
         if self._runner.cancel(operation_id, why):
             if op.status is OperationStatus.QUEUED:
                 return await self._ingestor.record_status(
@@ -695,10 +745,17 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 checkpoints=config.checkpoints,
                 max_concurrent=config.max_concurrent_runs,
             )
-            service = TrainingService(
-                config, db, notifier, analyses, ingestor, runner, bridges, ray
+            scripts = ScriptRunner(
+                ScriptSettings.from_config(config),
+                db,
+                ingestor,
+                tg,
+                busy=lambda: runner.active + scripts.active >= config.max_concurrent_runs,
             )
-            orphans = await service.mark_orphans()
+            service = TrainingService(
+                config, db, notifier, analyses, ingestor, runner, bridges, ray, scripts
+            )
+            orphans = await service.mark_orphans() + await scripts.mark_orphans()
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
             tg.start_soon(bridges.watch)  # re-attaches bridge runs, then their heartbeat watchdog
@@ -706,5 +763,6 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 yield service
             finally:
                 runner.cancel_all(SHUTDOWN_REASON)
+                scripts.shutdown()
     finally:
         await db.close()

@@ -51,6 +51,7 @@ from mcp_server.rest.models import (
     StatusReport,
 )
 from mcp_server.rest.openapi import docs_page, openapi_document
+from mcp_server.rest.scripts import script_endpoints
 from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
 
@@ -335,6 +336,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     endpoints += bridge_endpoints(service)
     endpoints += export_endpoints(service)
     endpoints += compare_endpoints(service)
+    endpoints += script_endpoints(service)
     document = openapi_document(endpoints, PREFIX)
     page = docs_page(document)
     return endpoints

@@ -1,0 +1,181 @@
+"""Script runs end to end, CPU only: declared entry points started by `start_training` through a
+real MCP client, their processes pushing to the real server over loopback HTTP, then watched,
+stopped, killed or failed, and their logs read."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
+
+from tests.scripts.conftest import ROOT, ScriptServer
+
+pytestmark = pytest.mark.anyio
+
+Start = Callable[..., AbstractAsyncContextManager[ScriptServer]]
+
+LONG = """
+import sys, time, training_mcp
+run = training_mcp.init()
+for epoch in range(1, 100_000):
+    run.log(epoch, train_loss=1.0 / epoch)
+    run.reporter.flush()
+    print("epoch", epoch, flush=True)
+    time.sleep(0.02)  # the script's own pace, not the test's
+"""
+
+STUBBORN = """
+import os, signal, time, training_mcp
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(os.getpid(), flush=True)
+run = training_mcp.init()
+run.log(1, train_loss=0.5)
+run.reporter.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+FAILS = """
+import sys
+print("loading data", flush=True)
+print("Traceback (most recent call last):", file=sys.stderr)
+print("ValueError: bad batch shape (3, 7)", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def _declare(folder: Path, scripts: dict[str, str]) -> Path:
+    lines = []
+    for name, body in scripts.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(body))
+        lines.append(f'[entry_points.{name}]\ncommand = ["python", "{name}.py"]\n')
+    path = folder / "entry_points.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _text(result: CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, _text(result)
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+async def _wait(client: Client, op: str, until: str = "end") -> dict[str, Any]:
+    return await _call(
+        client, "wait_for_operation", {"operation_id": op, "until": until, "timeout_s": 55}
+    )
+
+
+async def test_the_plain_pytorch_example_runs_to_the_end_stored_and_analysed(
+    start_server: Start,
+) -> None:
+    async with start_server(ROOT / "examples/scripts/entry_points.toml") as server:
+        listed = await _call(server.client, "list_entry_points", {})
+        names = {e["name"]: e for e in listed["entry_points"]}
+        assert "plain_pytorch" in names
+        params = {p["name"]: p for p in names["plain_pytorch"]["parameters"]}
+        assert (params["epochs"]["min"], params["epochs"]["max"]) == (1, 200)
+
+        started = await _call(
+            server.client,
+            "start_training",
+            {"entry_point": "plain_pytorch", "params": {"epochs": 4, "hidden": 8}},
+        )
+        op = started["operation_id"]
+        assert (started["backend"], started["epochs_total"]) == ("script", 4)
+        waited = await _wait(server.client, op)
+        assert waited["status"] == "completed", waited
+        metrics = await _call(
+            server.client,
+            "get_operation_metrics",
+            {"operation_id": op, "metrics": ["val_loss", "step/train_loss"]},
+        )
+        series = {s["name"]: s for s in metrics["series"]}
+        assert series["val_loss"]["steps"] == [1, 2, 3, 4]
+        assert series["step/train_loss"]["total_points"] == 4 * 6
+        analysis = await _call(server.client, "analyze_loss", {"operation_id": op})
+        assert analysis["epochs_analyzed"] == 4
+        logs = await _call(server.client, "get_operation_logs", {"operation_id": op})
+        assert logs["lines"][-1].startswith("epoch 4: train_loss")
+        op_info = await _call(server.client, "get_operation", {"operation_id": op})
+        assert op_info["spec"]["argv"][:2] == ["python", "plain_pytorch.py"]
+        assert op_info["spec"]["params"] == {"learning_rate": 0.05, "epochs": 4, "hidden": 8}
+
+
+async def test_bad_parameters_are_refused_naming_the_parameter(start_server: Start) -> None:
+    async with start_server(ROOT / "examples/scripts/entry_points.toml") as server:
+        cases = [
+            ({"epochs": 0}, "params.epochs: must be an integer between 1 and 200, got 0"),
+            ({"learning_rate": "fast"}, "params.learning_rate: must be a number"),
+            ({"batch": 3}, "params.batch: unknown parameter of entry point 'plain_pytorch'"),
+        ]
+        for params, message in cases:
+            result = await server.client.call_tool(
+                "start_training", {"entry_point": "plain_pytorch", "params": params}
+            )
+            assert result.is_error and message in _text(result), _text(result)
+        unknown = await server.client.call_tool("start_training", {"entry_point": "rm -rf"})
+        assert unknown.is_error and "entry_point: 'rm -rf' is not declared" in _text(unknown)
+        runs = await _call(server.client, "list_operations", {})
+        assert runs["returned"] == 0  # nothing refused was started or stored
+
+
+async def test_a_stopped_script_is_gone_at_sigint_and_its_run_cancelled(
+    tmp_path: Path, start_server: Start
+) -> None:
+    async with start_server(_declare(tmp_path, {"long": LONG}), grace_s=30.0) as server:
+        op = (await _call(server.client, "start_training", {"entry_point": "long"}))["operation_id"]
+        await _wait(server.client, op, until="next_epoch")
+        stopped = await _call(
+            server.client, "stop_training", {"operation_id": op, "reason": "enough"}
+        )
+        assert (stopped["status"], stopped["reason"]) == ("cancelled", "enough")
+        # SIGINT ended it (Python's KeyboardInterrupt), long before the 30 s grace ran out.
+        stderr = await _call(
+            server.client, "get_operation_logs", {"operation_id": op, "stream": "stderr"}
+        )
+        assert stderr["lines"][-1] == "KeyboardInterrupt"
+        assert stopped["epochs_done"] >= 1
+
+
+async def test_a_script_that_ignores_signals_is_killed(tmp_path: Path, start_server: Start) -> None:
+    async with start_server(_declare(tmp_path, {"stubborn": STUBBORN}), grace_s=0.5) as server:
+        op = (await _call(server.client, "start_training", {"entry_point": "stubborn"}))[
+            "operation_id"
+        ]
+        await _wait(server.client, op, until="next_epoch")
+        stdout = await _call(server.client, "get_operation_logs", {"operation_id": op})
+        pid = int(stdout["lines"][0])
+        stopped = await _call(server.client, "stop_training", {"operation_id": op})
+        assert stopped["status"] == "cancelled"
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_a_failing_script_fails_its_run_with_the_end_of_its_stderr(
+    tmp_path: Path, start_server: Start
+) -> None:
+    async with start_server(_declare(tmp_path, {"fails": FAILS})) as server:
+        op = (await _call(server.client, "start_training", {"entry_point": "fails"}))[
+            "operation_id"
+        ]
+        waited = await _wait(server.client, op)
+        assert waited["status"] == "failed"
+        info = await _call(server.client, "get_operation", {"operation_id": op})
+        assert info["error"].startswith("the script ended with exit code 3")
+        assert info["error"].endswith("ValueError: bad batch shape (3, 7)")
+        logs = await _call(server.client, "get_operation_logs", {"operation_id": op, "tail": 1})
+        assert logs["lines"] == ["loading data"]
