@@ -216,8 +216,8 @@ class RayBackend:
                 await self._drive(operation_id, follow)
             except self._ray.exceptions.RayActorError as exc:
                 follow.done.set()
-                self._release(operation_id, follow)
-                await self._lost(operation_id, follow, exc)
+                if self._release(operation_id, follow):  # not killed by `stop` on purpose
+                    await self._lost(operation_id, follow, exc)
                 return
         except Exception as exc:  # the top of a follower: the run must end, the server stays up
             log.exception("run %s: following it on Ray failed", operation_id)

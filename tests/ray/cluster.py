@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -63,15 +64,8 @@ def ray_head(num_cpus: int = 4, timeout_s: float = 60.0) -> Iterator[Cluster]:
     head asked to stop drains running actors for 30 s), then stops the head it started."""
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths are short
     spool_dir = temp_dir / "spools"
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "OMP_NUM_THREADS": "1",
-        "TRAINING_MCP_RAY_DATA_DIR": str(spool_dir),
-    }
-    ray_cli = Path(sys.executable).with_name("ray")
-    args = [str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
+    env = _env(spool_dir)
+    args = [_RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
     args += [f"--port={free_port()}", f"--num-cpus={num_cpus}", "--num-gpus=0"]
     args += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
     with (temp_dir / "start.log").open("wb") as out:
@@ -88,6 +82,45 @@ def ray_head(num_cpus: int = 4, timeout_s: float = 60.0) -> Iterator[Cluster]:
         yield cluster
     finally:
         _stop(cluster)
+
+
+_RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _env(spool_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # A node that stops answering is declared dead in about a second, not half a minute.
+        "RAY_health_check_period_ms": "300",
+        "RAY_health_check_timeout_ms": "300",
+        "RAY_health_check_failure_threshold": "3",
+        "OMP_NUM_THREADS": "1",
+        "TRAINING_MCP_RAY_DATA_DIR": str(spool_dir),
+    }
+
+
+@contextmanager
+def ray_node(cluster: Cluster, num_cpus: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A second node joined to `cluster`, in its own process group: `os.killpg` on it with
+    SIGKILL is a node lost. Always gone when the block ends."""
+    args = [_RAY, "start", "--block", f"--address={cluster.address}"]
+    args += ["--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0"]
+    with (cluster.temp_dir / "node.log").open("ab") as out:
+        popen = subprocess.Popen(
+            args,
+            env=_env(cluster.spool_dir),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield popen
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=15)
 
 
 def connect(cluster: Cluster) -> Any:

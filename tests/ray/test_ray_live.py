@@ -21,7 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from host_bridge.ray_worker import actor_name
 from tests.host_bridge.processes import Process, free_port, poll_until
-from tests.ray.cluster import Cluster, connect
+from tests.ray.cluster import Cluster, connect, ray_node
 
 pytestmark = pytest.mark.slow
 
@@ -196,6 +196,23 @@ def test_a_killed_worker_fails_the_run_with_the_reason(server: Process, cluster:
     assert (op["status"], op["reason"]) == ("failed", "ray worker lost")
     assert op["error"].startswith("ray worker lost: ")
     assert "died" in op["error"] and "stored epochs are kept" in op["error"]
+    steps, total = _epochs(server, operation_id)
+    assert steps == list(range(1, op["epochs_done"] + 1)) and total == len(steps) >= 2
+
+
+def test_a_lost_node_fails_its_run_with_the_reason(server: Process, cluster: Cluster) -> None:
+    ray = connect(cluster)
+    with ray_node(cluster, num_cpus=8) as node:
+        poll_until(lambda: ray.cluster_resources().get("CPU", 0) >= 12, 60)
+        # More CPUs than the head has: only the new node can take it.
+        operation_id = _start(server, {**ENDLESS, "resources": {"num_cpus": 6}})
+        poll_until(lambda: _operation(server, operation_id)["epochs_done"] >= 2, 60, server)
+        os.killpg(node.pid, signal.SIGKILL)
+        poll_until(lambda: _operation(server, operation_id)["status"] != "running", 60, server)
+    op = _operation(server, operation_id)
+    assert (op["status"], op["reason"]) == ("failed", "ray worker lost")
+    assert op["error"].startswith("ray worker lost: ") and "stored epochs are kept" in op["error"]
+    assert "its node has died" in op["error"]
     steps, total = _epochs(server, operation_id)
     assert steps == list(range(1, op["epochs_done"] + 1)) and total == len(steps) >= 2
 
