@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from training_mcp.points import STEP_LOSS_METRIC
+
 __all__ = ["UPLOT_DIR", "ChartLibrary", "load_chart_library", "render_page"]
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def render_page(kind: PageKind, *, library: ChartLibrary | None = None, title: s
     """One HTML document for `kind`: the browser page (REST + event stream) or the MCP App view
     (the host's postMessage protocol)."""
     lib = library if library is not None else load_chart_library()
-    config = {"kind": kind, "chartsMissing": lib.missing}
+    config = {"kind": kind, "chartsMissing": lib.missing, "stepMetric": STEP_LOSS_METRIC}
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",

@@ -112,6 +112,7 @@
   function theme(context) {
     if (!context) return;
     document.documentElement.classList.toggle("dark", context.theme === "dark");
+    dash.render();
   }
 
   window.addEventListener("message", event => {

@@ -8,7 +8,7 @@
                    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
   const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3]];
   const ACTIVE = new Set(["queued", "running"]);
-  const STEP_METRIC = "step/train_loss";
+  const STEP_METRIC = window.TM_CONFIG.stepMetric; // the server's name for the per-step loss
   const INTEGER_STEPS = [1, 2, 5].flatMap(k => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map(p => k * p))
     .sort((a, b) => a - b); // epochs and steps are whole numbers: no 1.5 on the axis
 
@@ -105,7 +105,9 @@
                       points: { show: true, size: 11, width: 2, stroke: m.color, fill: "#fff" } });
       }
       this.drawn = { xs: xs, lines: drawn, markers: markers.map(m => ({ run: m.run, step: m.step })) };
-      const key = series.map(s => s.label + (s.stroke || "")).join("|");
+      // Axis text follows the page's theme (a host may switch it to dark).
+      const ink = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
+      const key = ink + series.map(s => s.label + (s.stroke || "")).join("|");
       const width = Math.max(320, this.root.clientWidth || 600);
       if (!window.uPlot) return;
       if (this.plot && key === this.key) {
@@ -117,7 +119,7 @@
       this.plot = new window.uPlot({
         width: width, height: 280, series: series,
         scales: { x: { time: false } },
-        axes: [{ label: this.xLabel, incrs: INTEGER_STEPS }, { size: 60 }],
+        axes: [{ label: this.xLabel, incrs: INTEGER_STEPS, stroke: ink }, { size: 60, stroke: ink }],
         legend: { show: false }, // the compact legend below names runs and metrics once
         cursor: { drag: { x: true, y: false } },
       }, data, this.root);
