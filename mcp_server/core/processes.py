@@ -30,20 +30,23 @@ from anyio.abc import Process, TaskGroup
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_points
-from mcp_server.core.errors import InvalidInputError, UnavailableError
+from mcp_server.core.errors import InvalidInputError, ServiceError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogStream, OperationLogs, RotatingLog, read_log
+from mcp_server.core.tensorboard import follow_logdir
 from storage import (
     Backend,
     Database,
     IllegalTransitionError,
     Operation,
     OperationStatus,
+    StorageError,
     create_operation,
     get_operation,
     list_operations,
     new_operation_id,
 )
+from training_mcp.points import MetricPoint
 
 __all__ = ["ScriptRunner", "ScriptSettings", "script_outcome"]
 
@@ -184,7 +187,7 @@ class ScriptRunner:
             )
         live = _Live(process)
         self._live[operation_id] = live
-        self._tg.start_soon(self._watch, operation_id, live)
+        self._tg.start_soon(self._watch, operation_id, live, entry.logdir(operation_id))
         log.info("script run %s: %s (pid %d)", operation_id, entry_point, process.pid)
         return op
 
@@ -228,7 +231,7 @@ class ScriptRunner:
     def _folder(self, operation_id: str) -> Path:
         return self._settings.logs_root / operation_id
 
-    async def _watch(self, operation_id: str, live: _Live) -> None:
+    async def _watch(self, operation_id: str, live: _Live, logdir: Path | None) -> None:
         process = live.process
         folder = self._folder(operation_id)
         out = RotatingLog(folder, "stdout", self._settings.log_bytes, self._settings.log_files)
@@ -239,6 +242,13 @@ class ScriptRunner:
                     assert process.stdout is not None and process.stderr is not None
                     tg.start_soon(_copy, process.stdout, out)
                     tg.start_soon(_copy, process.stderr, err)
+                    if logdir is not None:
+                        tg.start_soon(
+                            follow_logdir,
+                            logdir,
+                            lambda points: self._store(operation_id, points),
+                            lambda: process.returncode is None,
+                        )
                     returncode = await process.wait()
                 status, error, reason = script_outcome(
                     returncode, live.stop_reason, err.tail_text(STDERR_TAIL_LINES)
@@ -262,6 +272,12 @@ class ScriptRunner:
                 err.close()
                 self._live.pop(operation_id, None)
                 live.done.set()
+
+    async def _store(self, operation_id: str, points: list[MetricPoint]) -> None:
+        try:
+            await self._ingestor.record_points(operation_id, [p.to_json() for p in points])
+        except (StorageError, ServiceError) as exc:  # a bad scalar must not end the watch
+            log.warning("script run %s: TensorBoard scalars not stored: %s", operation_id, exc)
 
     def shutdown(self) -> None:
         """The server is stopping: end every script (their runs are marked interrupted)."""

@@ -5,6 +5,7 @@ stopped, killed or failed, and their logs read."""
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -179,3 +180,28 @@ async def test_a_failing_script_fails_its_run_with_the_end_of_its_stderr(
         assert info["error"].endswith("ValueError: bad batch shape (3, 7)")
         logs = await _call(server.client, "get_operation_logs", {"operation_id": op, "tail": 1})
         assert logs["lines"] == ["loading data"]
+
+
+async def test_a_script_that_only_writes_tensorboard_scalars_is_ingested(
+    tmp_path: Path, start_server: Start
+) -> None:
+    pytest.importorskip("tensorboard")
+    folder = tmp_path / "scripts"
+    shutil.copytree(ROOT / "examples/scripts", folder, ignore=shutil.ignore_patterns("runs"))
+    async with start_server(folder / "entry_points.toml") as server:
+        started = await _call(
+            server.client,
+            "start_training",
+            {"entry_point": "tensorboard_only", "params": {"epochs": 6}},
+        )
+        op = started["operation_id"]
+        waited = await _wait(server.client, op)
+        assert waited["status"] == "completed", waited
+        metrics = await _call(
+            server.client, "get_operation_metrics", {"operation_id": op, "metrics": ["val_loss"]}
+        )
+        assert metrics["series"][0]["steps"] == [1, 2, 3, 4, 5, 6]
+        assert metrics["epochs_done"] == 6
+        analysis = await _call(server.client, "analyze_loss", {"operation_id": op})
+        assert analysis["epochs_analyzed"] == 6
+        assert (folder / "runs" / op).is_dir()
