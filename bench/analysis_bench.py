@@ -67,7 +67,8 @@ async def _pushed(parts: bool) -> dict[int, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         async with open_service(ServerConfig(data_dir=Path(tmp))) as service:
             args = StartTrainingArgs.model_validate({"backend": "external"})
-            op = (await service.start_training(args)).operation_id
+            started = await service.start_training(args)
+            op, token = started.operation_id, started.push_token
             for point in points:
                 batch = [
                     {"name": n, "step": point.epoch, "value": point.values[n]}
@@ -75,7 +76,7 @@ async def _pushed(parts: bool) -> dict[int, list[float]]:
                 ]
                 t = time.perf_counter()
                 for request in [batch[:1], batch[1:]] if parts else [batch]:
-                    await service.push_metrics(op, request)
+                    await service.push_metrics(op, request, token)
                 await service.analyze(op)
                 for key, epochs in measured.items():
                     if point.epoch in epochs:

@@ -152,7 +152,12 @@ def latency(tmp: Path, epochs: int) -> list[float]:
         operation_id = created.json()["operation_id"]
         sessions = SessionManager(BridgeOptions(data_dir=tmp / "session"), transport=transport)
         request = SessionRequest.model_validate(
-            {"operation_id": operation_id, "spec": spec, "server_url": server_url}
+            {
+                "operation_id": operation_id,
+                "spec": spec,
+                "server_url": server_url,
+                "push_token": created.json()["push_token"],
+            }
         )
         sessions.start(request)
         deadline = time.monotonic() + 300
@@ -216,7 +221,12 @@ def _pushed(sessions: SessionManager, server_url: str, spec: TrainingSpec) -> tu
     created = httpx.post(f"{server_url}/api/v1/operations", json={"backend": "external"})
     operation_id = created.json()["operation_id"]
     request = SessionRequest.model_validate(
-        {"operation_id": operation_id, "spec": spec, "server_url": server_url}
+        {
+            "operation_id": operation_id,
+            "spec": spec,
+            "server_url": server_url,
+            "push_token": created.json()["push_token"],
+        }
     )
     cpu = time.process_time()
     sessions.start(request)

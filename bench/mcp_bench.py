@@ -44,7 +44,12 @@ async def notify_latency(service: TrainingService, client: Client, epochs: int) 
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(service.push_metrics, started_run.operation_id, _epoch(epoch))
+                tg.start_soon(
+                    service.push_metrics,
+                    started_run.operation_id,
+                    _epoch(epoch),
+                    started_run.push_token,
+                )
                 await events.__anext__()
                 latencies.append((time.perf_counter() - started) * 1000)
     return latencies

@@ -26,6 +26,7 @@ import httpx
 
 METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "learning_rate", "grad_norm")
 API = "/api/v1"
+PUSH_TOKEN_HEADER = "X-Training-Push-Token"  # host_bridge.protocol.PUSH_TOKEN_HEADER
 
 
 def _p(values: list[float], q: float) -> float:
@@ -71,6 +72,7 @@ def _new_run(http: httpx.Client) -> str:
     response = http.post(f"{API}/operations", json={"backend": "external", "name": "bench"})
     response.raise_for_status()
     operation_id: str = response.json()["operation_id"]
+    http.headers[PUSH_TOKEN_HEADER] = response.json()["push_token"]  # pushes go to the newest
     return operation_id
 
 
@@ -160,16 +162,17 @@ async def _concurrent_writers(base: str, writers: int, epochs: int) -> tuple[flo
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=writers, max_keepalive_connections=writers)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
-        runs = []
+        runs, tokens = [], {}
         for _ in range(writers):
             response = await http.post(f"{API}/operations", json={"backend": "external"})
             runs.append(response.json()["operation_id"])
+            tokens[runs[-1]] = {PUSH_TOKEN_HEADER: response.json()["push_token"]}
 
         async def writer(operation_id: str) -> None:
             url = f"{API}/operations/{operation_id}/metrics"
             for epoch in range(1, epochs + 1):
                 t = time.perf_counter()
-                response = await http.post(url, json=_epoch(epoch))
+                response = await http.post(url, json=_epoch(epoch), headers=tokens[operation_id])
                 latencies.append((time.perf_counter() - t) * 1000)
                 if response.status_code != 200:
                     raise RuntimeError(response.text[:200])

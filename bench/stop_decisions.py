@@ -71,6 +71,7 @@ def replay(client: httpx.Client, run: Run) -> tuple[int, list[tuple[str, float]]
     )
     created.raise_for_status()
     op = created.json()["operation_id"]
+    owner = {"X-Training-Push-Token": created.json()["push_token"]}  # the run's own pushes
     stop, seen = epochs, []
     for epoch, (train, val) in enumerate(
         zip(run["train_loss"], run["val_loss"], strict=True), start=1
@@ -79,14 +80,19 @@ def replay(client: httpx.Client, run: Run) -> tuple[int, list[tuple[str, float]]
             {"name": "train_loss", "step": epoch, "value": train},
             {"name": "val_loss", "step": epoch, "value": val},
         ]
-        client.post(f"{API}/operations/{op}/metrics", json={"points": points}).raise_for_status()
+        pushed = client.post(
+            f"{API}/operations/{op}/metrics", json={"points": points}, headers=owner
+        )
+        pushed.raise_for_status()
         analysis = client.get(f"{API}/operations/{op}/analysis")
         analysis.raise_for_status()
         body = analysis.json()
         seen.append((body["recommendation"], body["confidence"]))
         if body["recommendation"] == "stop_and_restore_best" and stop == epochs:
             stop = epoch
-    client.post(f"{API}/operations/{op}/status", json={"status": "completed"}).raise_for_status()
+    client.post(
+        f"{API}/operations/{op}/status", json={"status": "completed"}, headers=owner
+    ).raise_for_status()
     return stop, seen
 
 

@@ -20,9 +20,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
 from trainer.spec import TrainingSpec
+from training_mcp.points import PUSH_TOKEN_HEADER
 
 __all__ = [
     "OPERATION_ID_PATTERN",
+    "PUSH_TOKEN_HEADER",
     "BridgeHealth",
     "GpuInfo",
     "SessionInfo",
@@ -57,8 +59,13 @@ class SessionRequest(BaseModel):
     heartbeat_interval_s: float = Field(
         5.0, gt=0, le=300, description="How often to tell the server the run is alive"
     )
+    push_token: SecretStr | None = Field(
+        default=None,
+        max_length=200,
+        description=f"The run's push credential: sent as {PUSH_TOKEN_HEADER} with every push",
+    )
 
-    @field_serializer("server_token", when_used="json")
+    @field_serializer("server_token", "push_token", when_used="json")
     def _reveal_on_the_wire(self, token: SecretStr | None) -> str | None:
         # repr and logs show '**********'; only the JSON sent to the bridge carries the token.
         return None if token is None else token.get_secret_value()

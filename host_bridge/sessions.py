@@ -276,10 +276,12 @@ class SessionManager:
 
     def _track(self, request: SessionRequest, *, training: bool) -> _Live:
         token = request.server_token.get_secret_value() if request.server_token else None
+        push = request.push_token.get_secret_value() if request.push_token else None
         reporter = MetricsReporter(
             request.server_url,
             request.operation_id,
             token=token,
+            push_token=push,
             max_batch=self.options.max_batch,
             timeout_s=self.options.timeout_s,
             retry=self.options.retry,

@@ -35,7 +35,12 @@ def build_app(
     # The guard below covers /mcp with the rest of the app; the SDK's own check would refuse
     # the names the operator allowed.
     security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        transport_security=security,
+        max_sessions=service.config.mcp_max_sessions,
+        session_idle_timeout=service.config.mcp_session_idle_s,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

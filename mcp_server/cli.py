@@ -82,8 +82,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=Path,
         action="append",
         default=None,
-        help="folder CSV datasets may be read from (repeatable; default the "
-        "working and data directories)",
+        help="folder CSV datasets may be read from (repeatable; default only the data "
+        "directory; '--data-root .' adds the working directory)",
     )
     serve.add_argument(
         "--token",
@@ -124,6 +124,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
     _add_guard_flags(serve)
     _add_budget_flags(serve)
+    _add_cap_flags(serve)
     _add_bridge_parser(sub, env)
     return parser
 
@@ -223,6 +224,25 @@ def _budget(args: argparse.Namespace) -> tuple[ResourceLimits, CheckpointBudget]
     )
 
 
+def _add_cap_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-event-streams", type=int, default=64, help="REST event streams open in all"
+    )
+    parser.add_argument(
+        "--max-event-streams-per-run", type=int, default=8, help="event streams of one run"
+    )
+    parser.add_argument(
+        "--max-mcp-sessions", type=int, default=100, help="MCP-over-HTTP sessions open at once"
+    )
+    parser.add_argument(
+        "--mcp-session-idle",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="close an MCP-over-HTTP session idle this long (default 600)",
+    )
+
+
 def _add_guard_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allowed-host",
@@ -263,6 +283,10 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         allowed_origins=tuple(args.allowed_origin or ()),
         limits=limits,
         checkpoints=checkpoints,
+        max_streams=args.max_event_streams,
+        max_streams_per_run=args.max_event_streams_per_run,
+        mcp_max_sessions=args.max_mcp_sessions,
+        mcp_session_idle_s=args.mcp_session_idle,
     )
 
 

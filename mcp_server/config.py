@@ -59,6 +59,10 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()  # browser origins besides the server's own
     limits: ResourceLimits | None = None  # a run's budget; None: defaults from this machine
     checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
+    max_streams_per_run: int = 8  # REST event streams of one run open at once
+    max_streams: int = 64  # REST event streams open at once, in all
+    mcp_max_sessions: int = 100  # MCP-over-HTTP sessions open at once
+    mcp_session_idle_s: float = 600.0  # an MCP session with no request this long is closed
 
     @property
     def database_url(self) -> str:
@@ -79,5 +83,6 @@ class ServerConfig:
 
     @property
     def allowed_data_roots(self) -> tuple[Path, ...]:
-        """CSV files must lie under one of these: by default the working and data directories."""
-        return self.data_roots or (Path.cwd(), self.data_dir)
+        """CSV files must lie under one of these: by default only the data directory. Never the
+        working directory unless asked for: a stdio server started in `/` would read any file."""
+        return self.data_roots or (self.data_dir,)

@@ -42,6 +42,7 @@ from mcp_server.core.queries import (
 from mcp_server.core.service import TrainingService
 from mcp_server.prompt_files import load_prompt_files, to_mcp_prompt
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
+from mcp_server.tool_args import forbid_unknown_arguments
 from storage import Operation
 from trainer.analysis import LossAnalysis
 
@@ -128,6 +129,7 @@ def build_mcp_server(service: TrainingService) -> MCPServer:
     subscriptions = Subscriptions(mcp, bus)
     service.on_change(subscriptions.on_change)
     _add_tools(mcp, service)
+    forbid_unknown_arguments(mcp)
     _add_resources(mcp, service)
     for prompt in load_prompt_files():
         mcp.add_prompt(to_mcp_prompt(prompt))
@@ -293,7 +295,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
 
     async def start_training(**arguments: Any) -> CallToolResult:
         with _client_errors():
-            return _result(await service.start_training(StartTrainingArgs(**arguments)))
+            return _result(await service.start_training(_parse(StartTrainingArgs, arguments)))
 
     add(
         start_training,

@@ -3,6 +3,19 @@
 The repository functions below are the only way the rest of training-mcp touches the database.
 """
 
+from storage.bounds import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_NAME,
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
+    JsonBoundsError,
+    check_json_bounds,
+    check_tags,
+    clip,
+)
+from storage.credentials import issue_push_credential, push_credential_matches
 from storage.database import DB_FILENAME, Database, connect, default_database_url, open_database
 from storage.errors import (
     IllegalTransitionError,
@@ -45,7 +58,14 @@ from storage.operations import (
 
 __all__ = [
     "DB_FILENAME",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_NAME",
     "MAX_PAGE_SIZE",
+    "MAX_TAGS",
+    "MAX_TAG_KEY",
+    "MAX_TAG_VALUE",
+    "METRIC_NAME_PATTERN",
     "MIN_SAMPLE_POINTS",
     "TERMINAL_STATUSES",
     "TRANSITIONS",
@@ -56,6 +76,7 @@ __all__ = [
     "HistoryPage",
     "IllegalTransitionError",
     "InvalidPointError",
+    "JsonBoundsError",
     "MetricPointIn",
     "MetricsRead",
     "NonFinite",
@@ -67,16 +88,21 @@ __all__ = [
     "SeriesLatest",
     "StorageError",
     "append_points",
+    "check_json_bounds",
+    "check_tags",
+    "clip",
     "connect",
     "create_operation",
     "default_database_url",
     "get_operation",
+    "issue_push_credential",
     "iter_history",
     "latest_values",
     "list_operations",
     "new_operation_id",
     "open_database",
     "operation_with_latest",
+    "push_credential_matches",
     "read_metrics",
     "read_page",
     "record_heartbeat",

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from storage.bounds import MAX_NAME, MAX_TEXT, clip, readable_spec, readable_tags
 from training_mcp.points import MAX_STEP, METRIC_NAME_PATTERN, METRIC_NAME_RULE
 
 __all__ = [
@@ -128,21 +129,22 @@ class Operation(BaseModel):
 
     @classmethod
     def from_row(cls, row: Any) -> Operation:
+        # Rows written before the bounds existed may hold anything: show them within the bounds.
         return cls(
             operation_id=row.id,
-            name=row.name,
+            name=clip(row.name, MAX_NAME) or "",
             status=OperationStatus(row.status),
             backend=Backend(row.backend),
-            spec=row.spec,
+            spec=readable_spec(row.spec),
             device=row.device,
-            tags=row.tags or {},
+            tags=readable_tags(row.tags),
             created_at=_iso(row.created_at),
             started_at=_iso_or_none(row.started_at),
             finished_at=_iso_or_none(row.finished_at),
             epochs_done=row.epochs_done,
             epochs_total=row.epochs_total,
-            error=row.error,
-            reason=row.reason,
+            error=clip(row.error, MAX_TEXT),
+            reason=clip(row.reason, MAX_TEXT),
             bridge_url=row.bridge_url,
         )
 

@@ -81,3 +81,17 @@ points = Table(
     Column("wall_ms", BigInteger, nullable=False),
     sqlite_with_rowid=False,
 )
+
+# A run's push credential (external and bridge runs): only its SHA-256 is kept. A table of its
+# own, so a database made before it existed gains it with `create_all` and nothing else changes.
+push_credentials = Table(
+    "push_credentials",
+    metadata,
+    Column(
+        "operation_id",
+        String(16),
+        ForeignKey("operations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("digest", String(64), nullable=False),
+)

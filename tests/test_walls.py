@@ -102,3 +102,13 @@ def test_the_light_client_imports_none_of_the_heavy_libraries() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_http_guard_and_the_budgets_stand_alone() -> None:
+    """The guard both HTTP apps share imports nothing of ours; the budgets only the trainer's
+    torch-free spec and errors (the server checks them without torch)."""
+    guard = _imports("httpbase")[str(Path("httpbase") / "guard.py")]
+    assert guard & (OURS | {"torch"}) == set()
+    for name in ("budget.py", "checkpoint_budget.py"):
+        imported = _imports("trainer")[str(Path("trainer") / name)]
+        assert imported & (OURS | {"torch"}) <= {"trainer"}, name

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_STEP",
     "METRIC_NAME_PATTERN",
     "METRIC_NAME_RULE",
+    "PUSH_TOKEN_HEADER",
     "STEP_LOSS_METRIC",
     "STEP_PREFIX",
     "EpochLike",
@@ -33,6 +34,9 @@ __all__ = [
     "step_points",
 ]
 
+# The header that carries a run's push credential on every push, status report and heartbeat: the
+# server answers one when it registers an external run and sends a bridge one per session.
+PUSH_TOKEN_HEADER = "X-Training-Push-Token"
 # At most this many points per request to POST /api/v1/operations/{id}/metrics.
 MAX_BATCH_POINTS = 10_000
 # Steps are stored as 64-bit integers; this bound leaves room.

@@ -33,6 +33,7 @@ import httpx
 
 from training_mcp.points import (
     MAX_BATCH_POINTS,
+    PUSH_TOKEN_HEADER,
     EpochLike,
     MetricPoint,
     StepLike,
@@ -191,6 +192,7 @@ class MetricsReporter:
         operation_id: str,
         *,
         token: str | None = None,
+        push_token: str | None = None,
         max_batch: int = 1000,
         timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
@@ -205,7 +207,8 @@ class MetricsReporter:
         if not 0 < timeout_s <= 600:
             raise ValueError(f"timeout_s: must be more than 0 and at most 600, got {timeout_s}")
         self.operation_id = operation_id
-        self._client = _client(base_url, token, timeout_s, transport)
+        self.push_token = push_token  # the run's push credential (start_run: the server's)
+        self._client = _client(base_url, token, timeout_s, transport, push_token)
         self._owns_run = False
         self._finished = False
         self._max_batch = max_batch
@@ -243,7 +246,12 @@ class MetricsReporter:
                 client, "/api/v1/operations", {k: v for k, v in body.items() if v is not None}
             )
         reporter = cls(
-            base_url, response["operation_id"], token=token, transport=transport, **options
+            base_url,
+            response["operation_id"],
+            token=token,
+            push_token=response.get("push_token"),
+            transport=transport,
+            **options,
         )
         reporter._owns_run = True
         return reporter
@@ -463,11 +471,17 @@ class MetricsReporter:
 
 
 def _client(
-    base_url: str, token: str | None, timeout_s: float, transport: httpx.BaseTransport | None
+    base_url: str,
+    token: str | None,
+    timeout_s: float,
+    transport: httpx.BaseTransport | None,
+    push_token: str | None = None,
 ) -> httpx.Client:
     headers = {"content-type": "application/json", "accept": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
+    if push_token:  # the run's own credential: only its owner may push into it
+        headers[PUSH_TOKEN_HEADER.lower()] = push_token
     return httpx.Client(
         base_url=base_url.rstrip("/"),
         headers=headers,

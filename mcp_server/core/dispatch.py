@@ -48,6 +48,7 @@ from storage import (
     OperationStatus,
     create_operation,
     get_operation,
+    issue_push_credential,
     list_operations,
     record_heartbeat,
 )
@@ -206,12 +207,14 @@ class BridgeDispatcher:
         )
         await self._ingestor.announce(op)
         token = self.config.token.reveal() if self.config.token else None
+        push = await issue_push_credential(self._db, op.operation_id)  # only this session pushes
         request = SessionRequest(
             operation_id=op.operation_id,
             spec=spec,
             server_url=str(self.config.public_url),
             server_token=SecretStr(token) if token else None,
             heartbeat_interval_s=self.heartbeat_interval_s,
+            push_token=SecretStr(push),
         )
         try:
             info = await self.client_for(target).start(request)

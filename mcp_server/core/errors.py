@@ -19,6 +19,7 @@ from trainer.errors import SpecError
 
 __all__ = [
     "ConflictError",
+    "ForbiddenError",
     "InvalidInputError",
     "NotFoundError",
     "ServiceError",
@@ -48,6 +49,13 @@ class InvalidInputError(ServiceError):
 class NotFoundError(ServiceError):
     code = "not_found"
     http_status = 404
+
+
+class ForbiddenError(ServiceError):
+    """The caller may not do this to this run (it is not the run's source)."""
+
+    code = "forbidden"
+    http_status = 403
 
 
 class ConflictError(ServiceError):

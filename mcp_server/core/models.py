@@ -5,9 +5,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from storage import Operation, OperationStatus, SeriesData, SeriesLatest
+from host_bridge.protocol import PUSH_TOKEN_HEADER
+from storage import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_TAG_KEY,
+    MAX_TAG_VALUE,
+    MAX_TAGS,
+    JsonBoundsError,
+    Operation,
+    OperationStatus,
+    SeriesData,
+    SeriesLatest,
+    check_json_bounds,
+    check_tags,
+)
 from trainer.analysis import ForecastSummary, LossAnalysis, LossFlag, RunSummary
 
 __all__ = [
@@ -58,7 +72,9 @@ class StartTrainingArgs(BaseModel):
         "big models overfit), 'sine' (regression); or 'csv' (with csv_path and target_column) "
         "or 'factory' (with factory)",
     )
-    csv_path: str | None = Field(None, description="CSV file under the server's data roots")
+    csv_path: str | None = Field(
+        None, max_length=4096, description="CSV file under the server's data roots"
+    )
     target_column: str | None = Field(None, description="CSV column to predict")
     feature_columns: list[str] | None = Field(None, description="CSV feature columns (default all)")
     task: Literal["auto", "classification", "regression"] | None = None
@@ -72,7 +88,7 @@ class StartTrainingArgs(BaseModel):
     )
     activation: Literal["relu", "gelu", "tanh", "silu"] | None = None
     dropout: float | None = Field(None, description="Dropout probability, 0 <= p < 1")
-    epochs: int | None = Field(None, description="Number of epochs, 1..100000")
+    epochs: int | None = Field(None, ge=1, le=100_000, description="Number of epochs, 1..100000")
     batch_size: int | None = None
     optimizer: Literal["sgd", "adam", "adamw"] | None = None
     learning_rate: float | None = None
@@ -88,7 +104,11 @@ class StartTrainingArgs(BaseModel):
     log_every_n_steps: int | None = Field(None, description="Per-step loss every N batches; 0 off")
     early_stopping: bool | None = Field(None, description="Stop when val_loss stops improving")
     patience: int | None = Field(None, description="Early-stopping patience in epochs")
-    tags: dict[str, str] | None = None
+    tags: dict[str, str] | None = Field(
+        None,
+        description=f"Labels to find the run by: at most {MAX_TAGS}, keys up to {MAX_TAG_KEY} "
+        f"and values up to {MAX_TAG_VALUE} characters",
+    )
     backend: Literal["auto", "local", "bridge", "external", "ray"] = Field(
         "auto",
         description="'auto': Ray (when the server has --ray) or a bridge for device='cuda', else "
@@ -103,8 +123,37 @@ class StartTrainingArgs(BaseModel):
         None, description="What a Ray run reserves on the cluster (backend 'ray' only)"
     )
     spec: dict[str, Any] | None = Field(
-        None, description="A full TrainingSpec; the flat arguments above override its fields"
+        None,
+        description="A full TrainingSpec; the flat arguments above override its fields "
+        f"(external runs: any object, at most {MAX_JSON_DEPTH} deep and {MAX_JSON_BYTES} bytes)",
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: dict[str, str] | None) -> dict[str, str] | None:
+        if tags is not None:
+            try:
+                check_tags(tags)
+            except JsonBoundsError as exc:
+                raise ValueError(str(exc)) from None
+        return tags
+
+    @field_validator("spec")
+    @classmethod
+    def _bounded_spec(cls, spec: dict[str, Any] | None) -> dict[str, Any] | None:
+        if spec is not None:
+            try:
+                check_json_bounds(spec)
+            except JsonBoundsError as exc:
+                raise ValueError(str(exc)) from None
+        return spec
+
+    @field_validator("csv_path")
+    @classmethod
+    def _no_nul(cls, path: str | None) -> str | None:
+        if path is not None and "\x00" in path:
+            raise ValueError("a path must not contain a NUL byte")
+        return path
 
 
 class ResourceLinks(BaseModel):
@@ -121,6 +170,11 @@ class StartTrainingResult(BaseModel):
     epochs_total: int | None
     resources: ResourceLinks = Field(description="MCP resources to read or subscribe to")
     next_step: str = Field(description="What to call next")
+    push_token: str | None = Field(
+        default=None,
+        description=f"External runs only, shown once: send it as the {PUSH_TOKEN_HEADER} header "
+        "with every push, status report and heartbeat; others are refused",
+    )
 
 
 class OperationInfo(Operation):

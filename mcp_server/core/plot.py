@@ -41,7 +41,9 @@ def render_png(curves: list[Curve], x_label: str) -> bytes:
     for ax, (family, members) in zip(axes, families.items(), strict=True):
         for curve in members:
             ys = [math.nan if v is None else v for v in curve.values]
-            (line,) = ax.plot(curve.steps, ys, label=curve.label, linewidth=1.5)
+            # '$' would start matplotlib's math text, which a run's name may not parse as
+            label = curve.label.replace("$", r"\$")
+            (line,) = ax.plot(curve.steps, ys, label=label, linewidth=1.5)
             if curve.best_step is not None and curve.best_step in curve.steps:
                 i = curve.steps.index(curve.best_step)
                 if curve.values[i] is not None:

@@ -43,6 +43,7 @@ from storage import (
     StorageError,
     create_operation,
     get_operation,
+    issue_push_credential,
     list_operations,
     new_operation_id,
 )
@@ -172,11 +173,12 @@ class ScriptRunner:
             operation_id=operation_id,
         )
         await self._ingestor.announce(op)
+        push = await issue_push_credential(self._db, operation_id)  # only the script pushes
         try:
             process = await anyio.open_process(
                 argv,
                 cwd=entry.cwd,
-                env=self._environment(operation_id),
+                env=self._environment(operation_id, push),
                 start_new_session=True,  # its own process group: signals reach its children
             )
         except OSError as exc:
@@ -191,12 +193,13 @@ class ScriptRunner:
         log.info("script run %s: %s (pid %d)", operation_id, entry_point, process.pid)
         return op
 
-    def _environment(self, operation_id: str) -> dict[str, str]:
+    def _environment(self, operation_id: str, push_token: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINING_MCP_")}
         env.update(
             TRAINING_MCP_URL=self._settings.server_url,
             TRAINING_MCP_OPERATION_ID=operation_id,
             TRAINING_MCP_TOKEN=self._settings.token or "",
+            TRAINING_MCP_PUSH_TOKEN=push_token,  # the run's push credential
             PYTHONUNBUFFERED="1",  # so its logs show as they are written
         )
         return env

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_server.core.export import ExportFormat
 from storage import MAX_PAGE_SIZE, MIN_SAMPLE_POINTS, OperationStatus
@@ -125,10 +125,21 @@ class AnalyzeRequest(AnalysisParams):
         return AnalysisParams.model_validate(self.model_dump(exclude={"detail"}))
 
 
+def _distinct(ids: list[str]) -> list[str]:
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"each id at most once; repeated: {', '.join(repeated)}")
+    return ids
+
+
 class CompareQuery(BaseModel):
     model_config = _QUERY
 
-    operation_ids: list[str] = Field(min_length=2, max_length=10, description="2 to 10 ids")
+    operation_ids: list[str] = Field(
+        min_length=2, max_length=10, description="2 to 10 distinct ids"
+    )
+
+    _distinct_ids = field_validator("operation_ids")(_distinct)
 
 
 class PlotQuery(BaseModel):
@@ -145,7 +156,11 @@ class PlotQuery(BaseModel):
 class PlotRequest(PlotQuery):
     """The plot of several runs (the REST route plots the run in its path)."""
 
-    operation_ids: list[str] = Field(min_length=1, max_length=10, description="1 to 10 ids")
+    operation_ids: list[str] = Field(
+        min_length=1, max_length=10, description="1 to 10 distinct ids"
+    )
+
+    _distinct_ids = field_validator("operation_ids")(_distinct)
 
 
 class StopRequest(BaseModel):

@@ -11,16 +11,19 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 import anyio
 from pydantic import ValidationError
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.config import ServerConfig
 from mcp_server.core.dispatch import BridgeDispatcher, open_bridges
 from mcp_server.core.entry_points import EntryPointList
 from mcp_server.core.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     UnavailableError,
@@ -59,6 +62,7 @@ from mcp_server.core.queries import (
 from mcp_server.core.ray_backend import RayBackend, open_ray
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from storage import (
+    MAX_NAME,
     AppendResult,
     Backend,
     Database,
@@ -67,13 +71,16 @@ from storage import (
     OperationStatus,
     SeriesData,
     SeriesLatest,
+    clip,
     create_operation,
     get_operation,
+    issue_push_credential,
     iter_history,
     latest_values,
     list_operations,
     open_database,
     operation_with_latest,
+    push_credential_matches,
     read_metrics,
     read_page,
 )
@@ -88,12 +95,23 @@ __all__ = ["ProgressCallback", "TrainingService", "open_service", "resource_link
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
+MAX_STEP = 2**62  # the largest step storage takes
 _CURSOR = re.compile(r"^e(-1|\d+)(?:\.s(-1|\d+))?$")
 _LIST = ListQuery()
 _METRICS = MetricsQuery()
 _EXPORT = ExportQuery()
 _WAIT = WaitQuery()
 _PLOT = PlotQuery()
+
+
+class _Caller(Enum):
+    IN_PROCESS = "in-process"
+
+
+# What a pusher showed: a door (REST) passes the X-Training-Push-Token it got, None if none; code
+# in this process (tests, benches, other services) is trusted and passes nothing.
+IN_PROCESS = _Caller.IN_PROCESS
+PushToken = str | None | Literal[_Caller.IN_PROCESS]
 
 
 def resource_links(operation_id: str) -> ResourceLinks:
@@ -112,8 +130,13 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int]:
             "cursor: expected a value returned as next_cursor, such as 'e12' or 'e12.s480'",
             field="cursor",
         )
-    step = match.group(2)
-    return int(match.group(1)), int(step) if step is not None else -1
+    epoch, step = int(match.group(1)), int(match.group(2) or -1)
+    if max(epoch, step) > MAX_STEP:
+        raise InvalidInputError(
+            f"cursor: a position past {MAX_STEP} cannot exist; pass a next_cursor you were given",
+            field="cursor",
+        )
+    return epoch, step
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -139,6 +162,7 @@ class TrainingService:
         scripts: ScriptRunner | None = None,
     ) -> None:
         self._config = config
+        self._sources: set[tuple[str, str | None]] = set()  # pushers already checked
         self._db = db
         self._notifier = notifier
         self._analyses = analyses
@@ -170,8 +194,11 @@ class TrainingService:
         """Local runs training now."""
         return self._runner.active
 
-    async def bridge_heartbeat(self, operation_id: str) -> Operation:
+    async def bridge_heartbeat(
+        self, operation_id: str, push_token: PushToken = IN_PROCESS
+    ) -> Operation:
         """A bridge's periodic word that a run it trains is alive."""
+        await self._check_source(operation_id, push_token)
         return await self._bridges.heartbeat(operation_id)
 
     # -- runs -------------------------------------------------------------------------------
@@ -263,8 +290,9 @@ class TrainingService:
             tags=args.tags,
             status=OperationStatus.RUNNING,
         )
+        credential = await issue_push_credential(self._db, op.operation_id)
         await self._ingestor.announce(op)
-        return self._started(op)
+        return self._started(op).model_copy(update={"push_token": credential})
 
     def _started(self, op: Operation) -> StartTrainingResult:
         hint = (
@@ -376,6 +404,7 @@ class TrainingService:
         *,
         error: str | None = None,
         reason: str | None = None,
+        push_token: PushToken = IN_PROCESS,
     ) -> Operation:
         """An external run reports that it finished (or failed). A run this server trains
         reports its own status: stop it with `stop_training` instead."""
@@ -386,6 +415,7 @@ class TrainingService:
                 f"stop_training (REST: POST /api/v1/operations/{operation_id}/cancel)",
                 field="status",
             )
+        await self._check_source(operation_id, push_token)
         try:
             return await self._ingestor.record_status(
                 operation_id, status, error=error, reason=reason
@@ -394,12 +424,43 @@ class TrainingService:
             raise translate(exc) from exc
 
     async def push_metrics(
-        self, operation_id: str, points: Sequence[MetricPointIn | Mapping[str, Any]]
+        self,
+        operation_id: str,
+        points: Sequence[MetricPointIn | Mapping[str, Any]],
+        push_token: PushToken = IN_PROCESS,
     ) -> AppendResult:
+        """Store points pushed by the run's own source (its push credential, when it has one).
+        A run this server trains takes none: its values are its trainer's."""
+        await self._check_source(operation_id, push_token)
         try:
             return await self._ingestor.record_points(operation_id, points)
         except Exception as exc:
             raise translate(exc) from exc
+
+    async def _check_source(self, operation_id: str, push_token: PushToken) -> None:
+        """Refuse a pusher that is not the run's source: 409 for a run this server trains, 403
+        without the run's push credential (a door passes what its caller sent; code in this
+        process is trusted)."""
+        if (operation_id, push_token) in self._sources:
+            return
+        op = await self._get(operation_id)
+        if op.backend is Backend.LOCAL:
+            raise ConflictError(
+                f"operation_id: {operation_id!r} is trained by this server, which writes its "
+                "metrics itself; it takes no pushed points",
+                field="operation_id",
+            )
+        if push_token is IN_PROCESS:
+            return
+        if not await push_credential_matches(self._db, operation_id, push_token):
+            raise ForbiddenError(
+                f"{PUSH_TOKEN_HEADER}: only the source that registered {operation_id!r} may push "
+                "into it; send the push_token its registration returned",
+                field=PUSH_TOKEN_HEADER,
+            )
+        if len(self._sources) >= 4096:
+            self._sources.clear()
+        self._sources.add((operation_id, push_token))
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -528,7 +589,16 @@ class TrainingService:
         self, operation_id: str, params: AnalysisParams | None = None
     ) -> LossAnalysis:
         await self._get(operation_id)
-        return await self._analyses.with_params(operation_id, params or AnalysisParams())
+        params = params or AnalysisParams()
+        if "monitor" in params.model_fields_set:
+            stored = [s.name for s in await latest_values(self._db, operation_id)]
+            if stored and params.monitor not in stored:
+                raise InvalidInputError(
+                    f"monitor: {params.monitor!r} is not a metric of this run; it has "
+                    + ", ".join(n for n in stored if not is_step_metric(n)),
+                    field="monitor",
+                )
+        return await self._analyses.with_params(operation_id, params)
 
     async def wait_for_operation(
         self,
@@ -635,9 +705,11 @@ class TrainingService:
         metrics = query.metrics
         curves: list[Curve] = []
         notes: list[str] = []
+        unknown = set(metrics)
         for oid in operation_ids:
             op = await self._get(oid)
             read = await read_metrics(self._db, oid, names=list(metrics), max_points=2000)
+            unknown &= set(read.missing)
             analysis = await self._analyses.current(oid)
             for s in read.series:
                 curves.append(
@@ -656,6 +728,13 @@ class TrainingService:
                 )
             else:
                 notes.append(f"{oid}: no epochs yet")
+        if unknown and len(unknown) < len(set(metrics)):  # all unknown: "nothing stored" below
+            names = ", ".join(m for m in metrics if m in unknown)
+            raise NotFoundError(
+                f"metrics: {names} never stored for these runs; drop them or check the names "
+                "get_operation_metrics lists as available",
+                field="metrics",
+            )
         if not any(c.steps for c in curves):
             raise NotFoundError(
                 "metrics: nothing stored yet for " + ", ".join(metrics), field="metrics"
@@ -721,7 +800,7 @@ def _default_name(spec: TrainingSpec) -> str:
     dataset = spec.dataset
     label = getattr(dataset, "name", None) or getattr(dataset, "kind", "run")
     sizes = "x".join(str(h) for h in spec.model.hidden_sizes)
-    return f"{label} mlp[{sizes}] {spec.epochs}ep"
+    return clip(f"{label} mlp[{sizes}] {spec.epochs}ep", MAX_NAME) or "run"
 
 
 @asynccontextmanager

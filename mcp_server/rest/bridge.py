@@ -7,8 +7,9 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.core.service import TrainingService
-from mcp_server.rest.http import Endpoint, json_response, parse_body, read_json
+from mcp_server.rest.http import Endpoint, body_or_empty, json_response, parse_body, read_json
 from storage import Operation
 
 __all__ = ["Heartbeat", "bridge_endpoints"]
@@ -22,9 +23,10 @@ class Heartbeat(BaseModel):
 
 def bridge_endpoints(service: TrainingService) -> list[Endpoint]:
     async def heartbeat(request: Request) -> Response:
-        parse_body(Heartbeat, await read_json(request, required=False) or {})
+        parse_body(Heartbeat, body_or_empty(await read_json(request, required=False)))
         operation_id: str = request.path_params["operation_id"]
-        return json_response(await service.bridge_heartbeat(operation_id))
+        pusher = request.headers.get(PUSH_TOKEN_HEADER)
+        return json_response(await service.bridge_heartbeat(operation_id, pusher))
 
     return [
         Endpoint(

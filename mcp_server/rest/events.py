@@ -4,10 +4,11 @@ change, and the end of the stream when the run has ended.
 The stream is a replay of stored state, not a relay of notifications: after every change (and at
 the start) it reads what was stored past the position it has delivered and sends that. So an event
 id is a position in stored state, `e<epoch>` or `e<epoch>-<status>` (the last epoch and the last
-status delivered), and a client that reconnects with `Last-Event-ID` gets exactly what it missed,
-from storage. Reconnecting to a run that has ended with nothing new gets `204 No Content`, which
-tells an EventSource to stop reconnecting. (A client that missed more than 10,000 epochs gets
-them downsampled, as a metrics read would: each bucket's first, min, max and last epoch.)
+status delivered; `e-1` before any epoch), and a client that reconnects with `Last-Event-ID`
+gets exactly what it missed, from storage. Reconnecting to a run that has ended with nothing new
+gets `204 No Content`, which tells an EventSource to stop reconnecting. (A client that missed
+more than 10,000 epochs gets them downsampled, as a metrics read would: each bucket's first, min,
+max and last epoch.)
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ __all__ = ["HEARTBEAT_S", "StreamPosition", "operation_events", "parse_last_even
 
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 RETRY_MS = 2000  # how soon an EventSource reconnects after a dropped connection
-_EVENT_ID = re.compile(r"^e(\d{1,12})(?:-([a-z]{1,20}))?$")
+_EVENT_ID = re.compile(r"^e(-1|\d{1,19})(?:-([a-z]{1,20}))?$")
+_MAX_STEP = 2**62  # the largest step storage takes: every id this stream sends parses
 _PAGE = 10_000  # the most epochs one read returns whole
 
 
 @dataclass(frozen=True, slots=True)
 class StreamPosition:
-    """What a client has received: epochs up to `epoch`, and `status` (None: no status yet)."""
+    """What a client has received: epochs up to `epoch` (-1: none, so an epoch stored at step 0
+    is sent too), and `status` (None: no status yet)."""
 
-    epoch: int = 0
+    epoch: int = -1
     status: OperationStatus | None = None
 
     @property
@@ -51,7 +54,11 @@ def parse_last_event_id(value: str | None) -> StreamPosition:
         return StreamPosition()
     match = _EVENT_ID.match(value)
     statuses = {s.value for s in OperationStatus}
-    if match is None or (match.group(2) is not None and match.group(2) not in statuses):
+    if (
+        match is None
+        or (match.group(2) is not None and match.group(2) not in statuses)
+        or int(match.group(1)) > _MAX_STEP
+    ):
         raise InvalidInputError(
             "Last-Event-ID: expected an id this stream sent, such as 'e12' or 'e12-running'",
             field="Last-Event-ID",

@@ -20,6 +20,7 @@ from mcp_server.rest.models import MAX_BODY_BYTES
 __all__ = [
     "Endpoint",
     "PayloadTooLargeError",
+    "body_or_empty",
     "error_response",
     "http_exception_response",
     "internal_error_response",
@@ -95,6 +96,12 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES, *, required: 
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         raise InvalidInputError(f"body: not valid JSON ({exc})", field="body") from exc
+
+
+def body_or_empty(data: Any) -> Any:
+    """No body is `{}`; any other body, `[]`, `0`, `false` or `""` included, is parsed as given
+    (and refused when it is not an object)."""
+    return {} if data is None else data
 
 
 def parse_body(model: type[M], data: Any) -> M:

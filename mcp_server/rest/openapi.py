@@ -19,12 +19,14 @@ __all__ = ["docs_page", "openapi_document"]
 _REF = "#/components/schemas/{model}"
 _ERROR_TEXT = {
     401: "No valid bearer token (when the server has one)",
-    403: "The request came from a web page this server does not allow (Origin)",
+    403: "A web page this server does not allow (Origin), or a push without the run's "
+    "push credential (X-Training-Push-Token)",
     404: "No such operation",
     409: "The operation's state does not allow it",
     413: "Body over 1 MiB or over 10,000 points",
     415: "A body that is not declared as JSON (Content-Type: application/json)",
     421: "A Host name this server does not answer to",
+    429: "Too many event streams open, for this run or on the server",
     422: "Invalid input; `field` names it",
     503: "Something the request needs is not available",
 }

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server import __version__
 from mcp_server.core.errors import InvalidInputError, ServiceError
 from mcp_server.core.models import OperationInfo, OperationList, OperationMetrics, StartTrainingArgs
@@ -34,6 +35,7 @@ from mcp_server.rest.http import (
     Endpoint,
     Handler,
     PayloadTooLargeError,
+    body_or_empty,
     http_exception_response,
     internal_error_response,
     json_response,
@@ -52,6 +54,7 @@ from mcp_server.rest.models import (
 )
 from mcp_server.rest.openapi import docs_page, openapi_document
 from mcp_server.rest.scripts import script_endpoints
+from mcp_server.rest.stream_slots import StreamSlots
 from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
 
@@ -119,6 +122,8 @@ async def _on_internal_error(_request: Request, _exc: Exception) -> Response:
 
 def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     """Every route: handler and OpenAPI description together, so the two cannot drift."""
+    config = service.config
+    slots = StreamSlots(config.max_streams_per_run, config.max_streams)
 
     def op_id(request: Request) -> str:
         value: str = request.path_params["operation_id"]
@@ -143,7 +148,9 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
         return json_response(await service.list_operations(parse_query(request, ListQuery)))
 
     async def start_operation(request: Request) -> Response:
-        args = parse_body(StartTrainingArgs, await read_json(request, required=False) or {})
+        args = parse_body(
+            StartTrainingArgs, body_or_empty(await read_json(request, required=False))
+        )
         started = await service.start_training(args)
         location = f"{PREFIX}/operations/{started.operation_id}"
         return json_response(started, 202, {"Location": location})
@@ -152,14 +159,18 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
         return json_response(await service.get_operation(op_id(request)))
 
     async def cancel_operation(request: Request) -> Response:
-        cancel = parse_body(StopRequest, await read_json(request, required=False) or {})
+        cancel = parse_body(StopRequest, body_or_empty(await read_json(request, required=False)))
         return json_response(await service.stop_training(op_id(request), cancel.reason))
 
     async def report_status(request: Request) -> Response:
         report = parse_body(StatusReport, await read_json(request))
         operation_id = op_id(request)
         op = await service.report_status(
-            operation_id, OperationStatus(report.status), error=report.error, reason=report.reason
+            operation_id,
+            OperationStatus(report.status),
+            error=report.error,
+            reason=report.reason,
+            push_token=request.headers.get(PUSH_TOKEN_HEADER),
         )
         return json_response(op)
 
@@ -169,7 +180,8 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
 
     async def push_metrics(request: Request) -> Response:
         points = _points(await read_json(request))
-        result = await service.push_metrics(op_id(request), points)
+        pusher = request.headers.get(PUSH_TOKEN_HEADER)
+        result = await service.push_metrics(op_id(request), points, pusher)
         body = IngestResult(
             received=result.received,
             stored=result.stored,
@@ -191,8 +203,9 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
         position = parse_last_event_id(request.headers.get("last-event-id"))
         if await is_exhausted(service, operation_id, position):
             return Response(status_code=204)
+        slots.acquire(operation_id)
         return StreamingResponse(
-            operation_events(service, operation_id, position),
+            slots.holding(operation_id, operation_events(service, operation_id, position)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -318,7 +331,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             "Server-Sent Events: `epoch` per epoch stored, `status` per status change; "
             "ends when the run ends; resumable with Last-Event-ID",
             ok="text/event-stream",
-            errors=(404, 422),
+            errors=(404, 422, 429),
             events={"epoch": EpochEvent, "status": Operation},
         ),
         Endpoint(

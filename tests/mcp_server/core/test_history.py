@@ -20,10 +20,14 @@ def _curve(epoch: int) -> tuple[float, float]:
     return train, val
 
 
+TOKENS: dict[str, str | None] = {}  # operation id -> its push credential
+
+
 async def _external(service: TrainingService) -> str:
     started = await service.start_training(
         StartTrainingArgs.model_validate({"backend": "external"})
     )
+    TOKENS[started.operation_id] = started.push_token
     return started.operation_id
 
 
@@ -40,10 +44,16 @@ async def test_epochs_pushed_in_parts_give_the_analysis_of_the_whole_epochs(
     op = await _external(service)
     for epoch in range(1, 31):
         train, val = _curve(epoch)
-        await service.push_metrics(op, [{"name": "train_loss", "step": epoch, "value": train}])
+        await service.push_metrics(
+            op,
+            push_token=TOKENS[op],
+            points=[{"name": "train_loss", "step": epoch, "value": train}],
+        )
         partial = await service.analyze(op)
         assert partial.epochs_analyzed == epoch
-        await service.push_metrics(op, [{"name": "val_loss", "step": epoch, "value": val}])
+        await service.push_metrics(
+            op, push_token=TOKENS[op], points=[{"name": "val_loss", "step": epoch, "value": val}]
+        )
         merged = await service.analyze(op)
         assert merged.model_dump() == await _fresh(service, op)
     assert merged.best_epoch == min(range(1, 31), key=lambda e: _curve(e)[1])
@@ -57,14 +67,19 @@ async def test_late_parts_duplicates_and_out_of_order_epochs_still_match_storage
     await service.analyze(op)  # the cache exists from the start
     for epoch in (1, 2, 3, 5, 4, 6):
         train, val = _curve(epoch)
-        await service.push_metrics(op, [{"name": "train_loss", "step": epoch, "value": train}])
+        await service.push_metrics(
+            op,
+            push_token=TOKENS[op],
+            points=[{"name": "train_loss", "step": epoch, "value": train}],
+        )
         await service.analyze(op)
     # a val_loss for every epoch, late; one batch re-sends a point already stored
     for epoch in range(1, 7):
         _, val = _curve(epoch)
         await service.push_metrics(
             op,
-            [
+            push_token=TOKENS[op],
+            points=[
                 {"name": "val_loss", "step": epoch, "value": val},
                 {"name": "train_loss", "step": 1, "value": 99.0},  # duplicate: storage keeps 1.0
             ],

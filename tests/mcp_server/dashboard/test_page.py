@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.core.queries import MetricsQuery, WaitQuery
 from mcp_server.core.service import TrainingService
 from storage import MetricPointIn, OperationStatus
@@ -24,12 +25,16 @@ pytestmark = [pytest.mark.anyio, needs_browser]
 LONG = {"dataset": "blobs", "epochs": 20_000, "hidden_sizes": [16], "batch_size": 64}
 
 
+PUSH_TOKENS: dict[str, str | None] = {}  # external runs' push credentials
+
+
 async def _start(base: str, body: dict[str, Any], token: str | None = None) -> str:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=base, headers=headers) as http:
         started = await http.post("/api/v1/operations", json=body)
         assert started.status_code == 202, started.text
         operation_id: str = started.json()["operation_id"]
+        PUSH_TOKENS[operation_id] = started.json()["push_token"]
         return operation_id
 
 
@@ -183,7 +188,11 @@ async def test_a_100000_epoch_run_is_drawn_from_a_downsampled_read(
             await read.wait()  # the response handler runs as a task of its own
         assert sizes[0] < 30_000  # bytes: 500 points, not 100,000
         async with httpx.AsyncClient(base_url=base) as http:
-            await http.post(f"/api/v1/operations/{oid}/status", json={"status": "completed"})
+            await http.post(
+                f"/api/v1/operations/{oid}/status",
+                json={"status": "completed"},
+                headers={PUSH_TOKEN_HEADER: PUSH_TOKENS[oid] or ""},
+            )
 
 
 async def test_the_per_step_loss_is_drawn_on_request(service: TrainingService) -> None:

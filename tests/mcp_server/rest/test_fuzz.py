@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.config import ServerConfig
 from mcp_server.core.service import open_service
 from mcp_server.rest.routes import rest_endpoints
@@ -67,20 +68,28 @@ def _no_server_error(response: schemathesis.Response) -> None:
 
 def _seed(session: requests.Session, base_url: str) -> tuple[str, str]:
     """Two external runs with a few epochs: one running, one completed."""
-    ids = []
+    ids, tokens = [], []
     for _ in range(2):
         started = session.post(f"{base_url}/api/v1/operations", json={"backend": "external"})
         operation_id = started.json()["operation_id"]
+        tokens.append({PUSH_TOKEN_HEADER: started.json()["push_token"]})
         points: list[dict[str, Any]] = [
             {"name": name, "step": epoch, "value": value / epoch}
             for epoch in range(1, 6)
             for name, value in (("train_loss", 1.0), ("val_loss", 1.2))
         ]
         session.post(
-            f"{base_url}/api/v1/operations/{operation_id}/metrics", json={"points": points}
+            f"{base_url}/api/v1/operations/{operation_id}/metrics",
+            json={"points": points},
+            headers=tokens[-1],
         )
         ids.append(operation_id)
-    session.post(f"{base_url}/api/v1/operations/{ids[1]}/status", json={"status": "completed"})
+    session.post(
+        f"{base_url}/api/v1/operations/{ids[1]}/status",
+        json={"status": "completed"},
+        headers=tokens[1],
+    )
+    session.headers.update(tokens[0])  # the fuzzer's pushes to the running run are its source's
     return ids[0], ids[1]
 
 

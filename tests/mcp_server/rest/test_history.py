@@ -14,6 +14,7 @@ import httpx
 import pytest
 from mcp import Client
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.core.service import TrainingService
 from mcp_server.server import build_mcp_server
 from tests.mcp_server.rest.support import asgi_client
@@ -44,13 +45,14 @@ def _same(a: float, b: float) -> bool:
 async def _run_with(api: httpx.AsyncClient, points: list[dict[str, Any]]) -> str:
     response = await api.post(f"{API}/operations", json={"backend": "external"})
     op: str = response.json()["operation_id"]
+    owner = response.json()["push_token"]  # the run's own pushes
     for start in range(0, len(points), 10_000):
         # json.dumps writes NaN / Infinity tokens, which the route accepts.
         body = json.dumps({"points": points[start : start + 10_000]})
         pushed = await api.post(
             f"{API}/operations/{op}/metrics",
             content=body,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", PUSH_TOKEN_HEADER: owner},
         )
         assert pushed.status_code == 200, pushed.text
     return op

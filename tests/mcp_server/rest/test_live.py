@@ -121,13 +121,14 @@ async def test_an_external_run_fed_by_the_reporter_is_completed_then_analysed(
         ) as http,
     ):
 
-        def train_elsewhere() -> str:
+        def train_elsewhere() -> tuple[str, str | None]:
             with MetricsReporter.start_run(base, name="keras-like", epochs=12, token=token) as run:
                 for epoch in range(1, 13):
                     run.log(epoch, train_loss=1.0 / epoch, val_loss=_val_loss(epoch))
-                return run.operation_id
+                return run.operation_id, run.push_token
 
-        operation_id = await anyio.to_thread.run_sync(train_elsewhere)
+        operation_id, push_token = await anyio.to_thread.run_sync(train_elsewhere)
+        assert push_token
 
         op = (await http.get(f"/operations/{operation_id}")).json()
         assert (op["backend"], op["status"], op["epochs_done"]) == ("external", "completed", 12)
@@ -137,7 +138,7 @@ async def test_an_external_run_fed_by_the_reporter_is_completed_then_analysed(
         assert (_epochs(events), _statuses(events)) == (list(range(1, 13)), ["completed"])
 
         def push_late_and_unauthenticated() -> tuple[ReportError, ReportError]:
-            late = MetricsReporter(base, operation_id, token=token)
+            late = MetricsReporter(base, operation_id, token=token, push_token=push_token)
             anonymous = MetricsReporter(
                 base, operation_id, retry=RetryPolicy(attempts=1, base_delay_s=0.0)
             )

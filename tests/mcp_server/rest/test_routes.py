@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.core.service import TrainingService
 from tests.mcp_server.rest.support import asgi_client, parse_events
 from training_mcp.points import METRIC_NAME_PATTERN
@@ -44,6 +45,7 @@ async def _external_run(api: httpx.AsyncClient, **fields: Any) -> str:
     response = await api.post(f"{API}/operations", json={"backend": "external", **fields})
     assert response.status_code == 202, response.text
     operation_id: str = response.json()["operation_id"]
+    api.headers[PUSH_TOKEN_HEADER] = response.json()["push_token"]  # this run's pushes
     assert response.headers["location"] == f"{API}/operations/{operation_id}"
     return operation_id
 
