@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 ENV_URL = "TRAINING_MCP_URL"
 ENV_OPERATION_ID = "TRAINING_MCP_OPERATION_ID"
 ENV_TOKEN = "TRAINING_MCP_TOKEN"
+ENV_PUSH_TOKEN = "TRAINING_MCP_PUSH_TOKEN"  # the run's push credential (X-Training-Push-Token)
 
 _lock = threading.Lock()
 _current: Run | None = None
@@ -144,6 +145,7 @@ def init(
     tags: Mapping[str, str] | None = None,
     operation_id: str | None = None,
     token: str | None = None,
+    push_token: str | None = None,
     env: Mapping[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
     **options: Any,
@@ -156,9 +158,10 @@ def init(
       its spec, `epochs` as its planned length.
     - `init(url, operation_id=...)`: report to a run that exists.
 
-    `url`, `operation_id` and `token` fall back to `TRAINING_MCP_URL`,
-    `TRAINING_MCP_OPERATION_ID` and `TRAINING_MCP_TOKEN`. `options` go to `MetricsReporter`
-    (`max_batch`, `timeout_s`, `retry`, `queue`)."""
+    `url`, `operation_id`, `token` and `push_token` (the run's push credential, which a run
+    registered elsewhere was answered with) fall back to `TRAINING_MCP_URL`,
+    `TRAINING_MCP_OPERATION_ID`, `TRAINING_MCP_TOKEN` and `TRAINING_MCP_PUSH_TOKEN`. `options`
+    go to `MetricsReporter` (`max_batch`, `timeout_s`, `retry`, `queue`)."""
     global _current
     environ = os.environ if env is None else env
     env_url = environ.get(ENV_URL) or None
@@ -171,7 +174,10 @@ def init(
         raise ValueError(f"url: give the server's URL, or set {ENV_URL}")
     token = token or environ.get(ENV_TOKEN) or None
     if operation_id is not None:
-        reporter = MetricsReporter(url, operation_id, token=token, transport=transport, **options)
+        push_token = push_token or environ.get(ENV_PUSH_TOKEN) or None
+        reporter = MetricsReporter(
+            url, operation_id, token=token, push_token=push_token, transport=transport, **options
+        )
         run = Run(reporter, url=url, name=name, config=config, owned=False)
     else:
         reporter = MetricsReporter.start_run(

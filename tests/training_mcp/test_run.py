@@ -105,6 +105,7 @@ async def test_init_without_arguments_attaches_to_the_run_named_by_the_environme
         "TRAINING_MCP_URL": base,
         "TRAINING_MCP_OPERATION_ID": operation_id,
         "TRAINING_MCP_TOKEN": "",
+        "TRAINING_MCP_PUSH_TOKEN": started.json()["push_token"],
     }
 
     def train() -> str:
