@@ -78,6 +78,7 @@ class Api(Protocol):
 
     def new_run(self, http: httpx.Client) -> str: ...
     def log_url(self, run: str) -> str: ...
+    def log_headers(self, run: str) -> dict[str, str]: ...
     def log_body(self, run: str, points: list[tuple[str, int, float]]) -> dict[str, Any]: ...
     def history(self, http: httpx.Client, run: str, key: str) -> int: ...
     def sampled(self, http: httpx.Client, run: str, key: str, n: int) -> int: ...
@@ -85,10 +86,17 @@ class Api(Protocol):
 
 
 class TrainingMcpApi:
+    def __init__(self) -> None:
+        self._push: dict[str, dict[str, str]] = {}  # each run's push credential header
+
     def new_run(self, http: httpx.Client) -> str:
         response = _check(http.post(f"{API}/operations", json={"backend": "external"}))
         run: str = response.json()["operation_id"]
+        self._push[run] = {"X-Training-Push-Token": response.json()["push_token"]}
         return run
+
+    def log_headers(self, run: str) -> dict[str, str]:
+        return self._push[run]
 
     def log_url(self, run: str) -> str:
         return f"{API}/operations/{run}/metrics"
@@ -133,6 +141,9 @@ class MlflowApi:
 
     def log_url(self, run: str) -> str:
         return f"{MLF}/runs/log-batch"
+
+    def log_headers(self, run: str) -> dict[str, str]:
+        return {}
 
     def log_body(self, run: str, points: list[tuple[str, int, float]]) -> dict[str, Any]:
         now = int(time.time() * 1000)
@@ -304,7 +315,9 @@ async def _writers(server: Server, writers: int, epochs: int) -> tuple[float, li
             for epoch in range(1, epochs + 1):
                 body = server.api.log_body(run, _epoch(epoch))
                 t = time.perf_counter()
-                response = await http.post(server.api.log_url(run), json=body)
+                response = await http.post(
+                    server.api.log_url(run), json=body, headers=server.api.log_headers(run)
+                )
                 latencies.append((time.perf_counter() - t) * 1000)
                 _check(response)
 
@@ -326,7 +339,11 @@ def _export_rate(server: Server, n: int) -> float:
         url = server.api.log_url(run)
         for start in range(0, n, 10_000):
             part = [("m", s, math.cos(s)) for s in range(start, min(n, start + 10_000))]
-            _check(http.post(url, json=server.api.log_body(run, part)))
+            _check(
+                http.post(
+                    url, json=server.api.log_body(run, part), headers=server.api.log_headers(run)
+                )
+            )
         export = f"{API}/operations/{run}/metrics/export"
         started = time.perf_counter()
         with http.stream("GET", export) as response:
@@ -351,7 +368,12 @@ def measure(server: Server) -> Figures:
         url = api.log_url(run)
         epochs = iter(range(1, 101))
         writes = _timed(
-            lambda: _check(http.post(url, json=api.log_body(run, _epoch(next(epochs))))), 100
+            lambda: _check(
+                http.post(
+                    url, json=api.log_body(run, _epoch(next(epochs))), headers=api.log_headers(run)
+                )
+            ),
+            100,
         )
         out.values["write_p50"], out.values["write_p99"] = _p(writes, 0.5), _p(writes, 0.99)
         out.values["bytes_100x6"] = _store_bytes(server.store) - before

@@ -47,7 +47,10 @@ async def run(service: TrainingService) -> AsyncIterator[tuple[str, str]]:
             pushed = await http.post(
                 f"/operations/{op}/metrics",
                 content=body,
-                headers={"content-type": "application/json"},
+                headers={
+                    "content-type": "application/json",
+                    "X-Training-Push-Token": started.json()["push_token"],  # the run's source
+                },
             )
             assert pushed.status_code == 200, pushed.text
         yield base, op
