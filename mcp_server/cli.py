@@ -121,6 +121,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=0,
         help="times a run whose Ray worker or node died is started again (default 0: it fails)",
     )
+    serve.add_argument(
+        "--resume-interrupted",
+        action="store_true",
+        help="on start, resume local runs an earlier process left interrupted, from their last "
+        "checkpoint",
+    )
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
     _add_guard_flags(serve)
     _add_budget_flags(serve)
@@ -287,6 +293,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         max_streams_per_run=args.max_event_streams_per_run,
         mcp_max_sessions=args.max_mcp_sessions,
         mcp_session_idle_s=args.mcp_session_idle,
+        resume_interrupted=args.resume_interrupted,
     )
 
 

@@ -63,6 +63,7 @@ class ServerConfig:
     max_streams: int = 64  # REST event streams open at once, in all
     mcp_max_sessions: int = 100  # MCP-over-HTTP sessions open at once
     mcp_session_idle_s: float = 600.0  # an MCP session with no request this long is closed
+    resume_interrupted: bool = False  # on start, resume local runs a crash left interrupted
 
     @property
     def database_url(self) -> str:
@@ -79,6 +80,7 @@ class ServerConfig:
             data_roots=self.allowed_data_roots,
             allow_factory=self.allow_factory,
             limits=self.limits or ResourceLimits.for_memory(),
+            checkpoint_budget_bytes=self.checkpoints.per_run,
         )
 
     @property

@@ -41,6 +41,7 @@ from mcp_server.core.queries import (
 )
 from mcp_server.core.service import TrainingService
 from mcp_server.prompt_files import load_prompt_files, to_mcp_prompt
+from mcp_server.steering import register_steering
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
 from mcp_server.tool_args import forbid_unknown_arguments
 from storage import Operation
@@ -129,6 +130,7 @@ def build_mcp_server(service: TrainingService) -> MCPServer:
     subscriptions = Subscriptions(mcp, bus)
     service.on_change(subscriptions.on_change)
     _add_tools(mcp, service)
+    register_steering(mcp, service)
     forbid_unknown_arguments(mcp)
     _add_resources(mcp, service)
     for prompt in load_prompt_files():

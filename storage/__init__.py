@@ -25,6 +25,7 @@ from storage.errors import (
     StorageError,
 )
 from storage.history import MAX_PAGE_SIZE, ExportRow, HistoryPage, iter_history, read_page
+from storage.lineage import copy_history
 from storage.metrics import (
     MIN_SAMPLE_POINTS,
     AppendResult,
@@ -38,6 +39,7 @@ from storage.models import (
     TERMINAL_STATUSES,
     TRANSITIONS,
     Backend,
+    Lineage,
     MetricPointIn,
     MetricsRead,
     NonFinite,
@@ -52,6 +54,7 @@ from storage.operations import (
     list_operations,
     new_operation_id,
     record_heartbeat,
+    reopen_operation,
     set_progress,
     set_status,
 )
@@ -77,6 +80,7 @@ __all__ = [
     "IllegalTransitionError",
     "InvalidPointError",
     "JsonBoundsError",
+    "Lineage",
     "MetricPointIn",
     "MetricsRead",
     "NonFinite",
@@ -92,6 +96,7 @@ __all__ = [
     "check_tags",
     "clip",
     "connect",
+    "copy_history",
     "create_operation",
     "default_database_url",
     "get_operation",
@@ -106,6 +111,7 @@ __all__ = [
     "read_metrics",
     "read_page",
     "record_heartbeat",
+    "reopen_operation",
     "set_progress",
     "set_status",
     "validate_points",

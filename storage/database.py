@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from storage.errors import StorageError
+from storage.migrations import migrate
 from storage.schema import metadata
 
 T = TypeVar("T")
@@ -160,6 +161,7 @@ async def open_database(url: str) -> Database:
             event.listen(sync_engine, "connect", _sqlite_pragmas)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+        await conn.run_sync(migrate)
     return Database(engine=engine, url=url, sync_engine=sync_engine)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TRANSITIONS",
     "Backend",
+    "Lineage",
     "MetricPointIn",
     "MetricsRead",
     "NonFinite",
@@ -100,6 +101,16 @@ def _iso_or_none(ts: float | None) -> datetime | None:
     return None if ts is None else _iso(ts)
 
 
+class Lineage(BaseModel):
+    """Where a forked run came from: its parent, the epoch it started after, what it changed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    parent_id: str
+    from_epoch: int = Field(description="The parent's epoch whose checkpoint the run started from")
+    changes: dict[str, Any] = Field(description="The hyperparameters changed from the parent's")
+
+
 class Operation(BaseModel):
     """A training run, wherever it trains."""
 
@@ -122,6 +133,10 @@ class Operation(BaseModel):
         default=None, description="Why it ended as it did (early stop, cancel, interruption)."
     )
     bridge_url: str | None = None
+    lineage: Lineage | None = Field(
+        default=None,
+        description="Set on a forked run: its epochs up to from_epoch are the parent's, copied",
+    )
 
     @property
     def finished(self) -> bool:
@@ -146,6 +161,7 @@ class Operation(BaseModel):
             error=clip(row.error, MAX_TEXT),
             reason=clip(row.reason, MAX_TEXT),
             bridge_url=row.bridge_url,
+            lineage=Lineage.model_validate(row.lineage) if row.lineage else None,
         )
 
 

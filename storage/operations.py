@@ -20,6 +20,7 @@ __all__ = [
     "list_operations",
     "new_operation_id",
     "record_heartbeat",
+    "reopen_operation",
     "set_progress",
     "set_status",
 ]
@@ -44,6 +45,7 @@ async def create_operation(
     device: str | None = None,
     bridge_url: str | None = None,
     operation_id: str | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> Operation:
     now = time.time()
     values = {
@@ -60,6 +62,7 @@ async def create_operation(
         "epochs_total": epochs_total,
         "bridge_url": bridge_url,
         "heartbeat_at": now if status is OperationStatus.RUNNING else None,
+        "lineage": dict(lineage) if lineage is not None else None,
     }
     async with db.write() as conn:
         await conn.execute(operations.insert().values(**values))
@@ -133,6 +136,34 @@ async def set_status(
         if device is not None:
             values["device"] = device
         await conn.execute(update(operations).where(operations.c.id == operation_id).values(values))
+        row = (await conn.execute(select(operations).where(operations.c.id == operation_id))).one()
+    return Operation.from_row(row)
+
+
+REOPENABLE = (OperationStatus.INTERRUPTED, OperationStatus.FAILED)
+
+
+async def reopen_operation(db: Database, operation_id: str, *, reason: str) -> Operation:
+    """Queue an interrupted or failed run again, to resume from its checkpoint: the one way back
+    from a finished status. Its stored epochs stay; `error` is cleared, `reason` says why."""
+    async with db.write() as conn:
+        row = (
+            await conn.execute(select(operations).where(operations.c.id == operation_id))
+        ).one_or_none()
+        if row is None:
+            raise OperationNotFoundError(operation_id)
+        current = OperationStatus(row.status)
+        if current not in REOPENABLE:
+            raise IllegalTransitionError(
+                operation_id, current.value, OperationStatus.QUEUED.value, ()
+            )
+        await conn.execute(
+            update(operations)
+            .where(operations.c.id == operation_id)
+            .values(
+                status=OperationStatus.QUEUED.value, finished_at=None, error=None, reason=reason
+            )
+        )
         row = (await conn.execute(select(operations).where(operations.c.id == operation_id))).one()
     return Operation.from_row(row)
 

@@ -45,6 +45,9 @@ operations = Table(
     Column("reason", Text),
     Column("bridge_url", String(500)),
     Column("heartbeat_at", Float),
+    # {"parent_id", "from_epoch", "changes"} for a run forked from another; added by
+    # storage.migrations to databases created before it existed
+    Column("lineage", JSON),
     Index("ix_operations_status_created", "status", "created_at"),
     Index("ix_operations_created", "created_at"),
 )

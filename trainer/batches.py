@@ -49,6 +49,13 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(self.rows / self._batch_size)
 
+    def rng_state(self) -> Tensor:
+        """The data-order generator's state, for a checkpoint to resume the same order from."""
+        return self._generator.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        self._generator.set_state(state)
+
     def sizes(self) -> list[int]:
         """Rows in each batch of a pass: all full but the last (nothing is dropped)."""
         full, rest = divmod(self.rows, self._batch_size)

@@ -58,13 +58,6 @@ def _files(folder: Path) -> list[Path]:
         return []
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:  # deleted meanwhile
-        return 0
-
-
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -72,9 +65,30 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _disk_bytes(files: list[Path]) -> int:
+    """Bytes the files take on disk: hard links to one file (best.pt, last.pt) count once."""
+    seen: dict[tuple[int, int], int] = {}
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError:  # deleted meanwhile
+            continue
+        seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
+
+
+def _freed(path: Path) -> int:
+    """What deleting `path` frees: nothing while another hard link keeps the file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return 0
+    return st.st_size if st.st_nlink <= 1 else 0
+
+
 def run_bytes(run_dir: Path) -> int:
-    """Bytes of every file in one run's folder."""
-    return sum(_size(p) for p in _files(run_dir))
+    """Bytes of every file in one run's folder (hard links counted once)."""
+    return _disk_bytes(_files(run_dir))
 
 
 def prune_run(
@@ -85,12 +99,12 @@ def prune_run(
     if max_bytes is None:
         return []
     files = _files(run_dir)
-    used = sum(_size(p) for p in files)
+    used = _disk_bytes(files)
     deleted: list[Path] = []
     for path in sorted((p for p in files if p.name not in keep), key=_mtime):
         if used <= max_bytes:
             break
-        size = _size(path)
+        size = _freed(path)
         path.unlink(missing_ok=True)
         used -= size
         deleted.append(path)

@@ -23,19 +23,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.batches import Batches, HitCounter, resolve_device
-from trainer.checkpoints import BEST, LAST, copy_checkpoint, save_checkpoint
+from trainer.checkpoints import Checkpointer, capture_random_state, restore_random_state
 from trainer.datasets import Data, load_data
 from trainer.errors import DatasetError, SpecError
 from trainer.models import build_mlp
 from trainer.optim import grad_norm, make_optimizer, make_scheduler, step_scheduler
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.records import EpochRecord, MetricSink, RunOutcome, RunResult, StepRecord
+from trainer.resume import Start, load_start
+from trainer.retention import LAST
 from trainer.spec import EarlyStoppingSpec, MonitorName, TrainingSpec
 from trainer.stopping import EarlyStopper
 
@@ -59,13 +62,16 @@ def run_training(
     *,
     cancel: threading.Event | None = None,
     options: TrainerOptions = _NO_OPTIONS,
+    start_from: Path | None = None,
 ) -> RunResult:
     """Train `spec`, sending records to `sink`; returns how the run ended.
 
     Raises `SpecError`/`DatasetError` before the first epoch when the spec or its data cannot run.
     Set `cancel` to stop within one batch (outcome "cancelled", finished epochs kept).
+    `start_from`: a checkpoint file to start from (resume, or fork with a changed spec, see
+    `trainer.resume`): epochs continue from its epoch up to `spec.epochs`.
     """
-    return train(spec, sink, cancel=cancel, options=options).result
+    return train(spec, sink, cancel=cancel, options=options, start_from=start_from).result
 
 
 def train(
@@ -74,6 +80,7 @@ def train(
     *,
     cancel: threading.Event | None = None,
     options: TrainerOptions = _NO_OPTIONS,
+    start_from: Path | None = None,
 ) -> Trained:
     """`run_training`, also returning the trained model."""
     # -- set-up: everything that can be wrong with the spec or data fails here, before epoch 1
@@ -91,7 +98,6 @@ def train(
     _check_output_shape(model, data, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(spec, params)
-    scheduler = make_scheduler(spec, optimizer)
     batches = Batches(data.train, spec.batch_size, device, seed=spec.seed, shuffle=True)
     val_batches = None if data.val is None else Batches(data.val, spec.batch_size, device)
     n_train, sizes, last_batch = batches.rows, batches.sizes(), len(batches) - 1
@@ -99,8 +105,29 @@ def train(
     check_finite = spec.early_stopping is None or spec.early_stopping.check_finite
     keep_best = spec.early_stopping is not None and spec.early_stopping.restore_best_weights
     artifacts = options.artifact_dir
-    best_state: dict[str, Tensor] | None = None
-    step = 0
+    checkpointer = (
+        None if artifacts is None else Checkpointer(artifacts, options.checkpoint_budget_bytes)
+    )
+    start = Start()
+    if start_from is not None:
+        start = load_start(
+            start_from,
+            spec,
+            model=model,
+            optimizer=optimizer,
+            stopper=stopper,
+            device=device,
+            keep_best=keep_best,
+            checkpointer=checkpointer,
+        )
+    scheduler = make_scheduler(spec, optimizer, epochs=spec.epochs - start.epoch)
+    if scheduler is not None and start.scheduler_state is not None:
+        scheduler.load_state_dict(start.scheduler_state)
+    if start.checkpoint is not None:
+        restore_random_state(start.checkpoint["rng"], model, batches, device)
+    history = start.history or []  # every epoch's metrics, for the checkpoints
+    best_state = start.best_state
+    step = start.step
 
     def finish(outcome: RunOutcome, epochs: int, reason: str | None) -> Trained:
         if best_state is not None:
@@ -116,7 +143,7 @@ def train(
         )
         return Trained(result, model)
 
-    for epoch in range(1, spec.epochs + 1):
+    for epoch in range(start.epoch + 1, spec.epochs + 1):
         # -- train one epoch
         started = time.perf_counter()
         model.train()
@@ -175,21 +202,27 @@ def train(
         decision = stopper.update(epoch, metrics)
         if decision.improved and keep_best:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if artifacts is not None:
-            save_checkpoint(
-                artifacts / LAST,
-                model=model,
-                optimizer=optimizer,
-                spec=spec,
-                epoch=epoch,
-                metrics=metrics,
+        # the schedule steps before the checkpoint, so a resumed run trains at the next rate
+        step_scheduler(scheduler, val_loss if val_loss is not None else train_loss)
+        history.append(metrics)
+        if checkpointer is not None:
+            checkpointer.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": None if scheduler is None else scheduler.state_dict(),
+                    "spec": spec.model_dump_json(),
+                    "epoch": epoch,
+                    "step": step,
+                    "metrics": metrics,
+                    "history": history,
+                    "rng": capture_random_state(model, batches),
+                },
+                improved=decision.improved,
             )
-            if decision.improved:
-                copy_checkpoint(artifacts / LAST, artifacts / BEST)
         if decision.stop:  # a non-finite monitored value is a failure, not an early stop
             failed = decision.criterion == "check_finite"
             return finish("failed" if failed else "early_stopped", epoch, decision.reason)
-        step_scheduler(scheduler, val_loss if val_loss is not None else train_loss)
     return finish("completed", spec.epochs, None)
 
 

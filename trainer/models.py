@@ -37,6 +37,14 @@ class SeededDropout(nn.Module):
         keep = torch.rand(x.shape, generator=self._generator, device=x.device) >= self.p
         return x * keep.to(x.dtype) / (1 - self.p)
 
+    def rng_state(self) -> torch.Tensor | None:
+        """The mask generator's state (None before the first mask is drawn)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor, device: torch.device) -> None:
+        self._generator = torch.Generator(device=device)
+        self._generator.set_state(state)
+
     def extra_repr(self) -> str:
         return f"p={self.p}, seed={self.seed}"
 

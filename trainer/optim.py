@@ -26,13 +26,18 @@ def make_optimizer(spec: TrainingSpec, params: Sequence[nn.Parameter]) -> Optimi
     return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
 
 
-def make_scheduler(spec: TrainingSpec, optimizer: Optimizer) -> Scheduler | None:
-    """PyTorch's scheduler for `spec.schedule`, stepped once per epoch; None for constant."""
+def make_scheduler(
+    spec: TrainingSpec, optimizer: Optimizer, epochs: int | None = None
+) -> Scheduler | None:
+    """PyTorch's scheduler for `spec.schedule`, stepped once per epoch; None for constant.
+
+    `epochs`: how many epochs it schedules (cosine's span), default `spec.epochs`; a run started
+    from a checkpoint schedules the epochs it has left."""
     s = spec.schedule
     if s.kind == "step":
         return StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
     if s.kind == "cosine":
-        return CosineAnnealingLR(optimizer, T_max=spec.epochs, eta_min=s.min_lr)
+        return CosineAnnealingLR(optimizer, T_max=epochs or spec.epochs, eta_min=s.min_lr)
     if s.kind == "reduce_on_plateau":
         return ReduceLROnPlateau(
             optimizer,

@@ -40,14 +40,18 @@ class TrainerOptions:
 
     `data_roots`: CSV paths must resolve (symlinks followed) under one of these; empty allows none.
     `allow_factory`: run user factory code (the server's `--allow-factory`).
-    `artifact_dir`: where best/last checkpoints go; None writes none.
+    `artifact_dir`: where checkpoints go; None writes none.
     `limits`: the resource budget a spec must fit (`trainer.budget`); None checks none.
+    `checkpoint_budget_bytes`: the bytes a run's checkpoint folder may take (None: no limit);
+    within it the loop keeps the newest epochs' checkpoints besides the best and the last (0:
+    just those two), so forks can start from recent epochs.
     """
 
     data_roots: tuple[Path, ...] = ()
     allow_factory: bool = False
     artifact_dir: Path | None = None
     limits: ResourceLimits | None = None
+    checkpoint_budget_bytes: int | None = 0
 
 
 def check_spec(spec: TrainingSpec, options: TrainerOptions) -> None:

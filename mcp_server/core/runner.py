@@ -23,6 +23,7 @@ from storage import IllegalTransitionError, OperationStatus
 from trainer.checkpoint_budget import CheckpointBudget, prune_run, prune_total
 from trainer.preflight import TrainerOptions
 from trainer.records import EpochRecord, RunResult, StepRecord
+from trainer.retention import protected_names
 from trainer.spec import TrainingSpec
 
 __all__ = ["SHUTDOWN_REASON", "LocalRunner"]
@@ -53,6 +54,7 @@ class _Run:
     cancel: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None
     started: bool = False
+    start_from: Path | None = None
 
 
 class LocalRunner:
@@ -82,8 +84,9 @@ class LocalRunner:
     def is_local(self, operation_id: str) -> bool:
         return operation_id in self._runs
 
-    def start(self, operation_id: str, spec: TrainingSpec) -> None:
-        self._runs[operation_id] = _Run()
+    def start(self, operation_id: str, spec: TrainingSpec, start_from: Path | None = None) -> None:
+        """Queue a run; `start_from` is a checkpoint file to resume or fork from."""
+        self._runs[operation_id] = _Run(start_from=start_from)
         self._tg.start_soon(self._run, operation_id, spec, name=f"run {operation_id}")
 
     def cancel(self, operation_id: str, reason: str) -> bool:
@@ -127,7 +130,8 @@ class LocalRunner:
         budget, active = self._checkpoints, set(self._runs)
 
         def prune() -> None:
-            prune_run(root / operation_id, budget.per_run)
+            folder = root / operation_id  # the fork/resume points the loop keeps are protected
+            prune_run(folder, budget.per_run, keep=protected_names(folder))
             prune_total(root, budget.total, active)  # logs what it deletes
 
         try:
@@ -145,7 +149,13 @@ class LocalRunner:
             tg.start_soon(self._consume, operation_id, receive)
             try:
                 result = await anyio.to_thread.run_sync(
-                    _train_in_thread, spec, sink, run.cancel, options, limiter=self._threads
+                    _train_in_thread,
+                    spec,
+                    sink,
+                    run.cancel,
+                    options,
+                    run.start_from,
+                    limiter=self._threads,
                 )
             except Exception as exc:
                 result = None
@@ -220,8 +230,12 @@ def _is_spec_problem(exc: Exception) -> bool:
 
 
 def _train_in_thread(
-    spec: TrainingSpec, sink: _ThreadSink, cancel: threading.Event, options: TrainerOptions
+    spec: TrainingSpec,
+    sink: _ThreadSink,
+    cancel: threading.Event,
+    options: TrainerOptions,
+    start_from: Path | None,
 ) -> RunResult:
     from trainer.loop import run_training  # imports torch: only when a run starts
 
-    return run_training(spec, sink, cancel=cancel, options=options)
+    return run_training(spec, sink, cancel=cancel, options=options, start_from=start_from)

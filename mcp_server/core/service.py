@@ -61,6 +61,7 @@ from mcp_server.core.queries import (
 )
 from mcp_server.core.ray_backend import RayBackend, open_ray
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
+from mcp_server.core.steering import ForkRequest, ForkResult, Steering
 from storage import (
     MAX_NAME,
     AppendResult,
@@ -171,6 +172,7 @@ class TrainingService:
         self._bridges = bridges
         self._ray = ray
         self._scripts = scripts
+        self._steering = Steering(config, db, notifier, ingestor, runner)
 
     # -- what the doors need besides the tools ----------------------------------------------
 
@@ -387,6 +389,19 @@ class TrainingService:
             operation_id, OperationStatus.CANCELLED, reason=why
         )
 
+    async def fork_training(self, operation_id: str, request: ForkRequest) -> ForkResult:
+        """A new run from a checkpoint of this one, with changed hyperparameters (steering.py)."""
+        return await self._steering.fork(operation_id, request)
+
+    async def resume_training(self, operation_id: str) -> StartTrainingResult:
+        """An interrupted or failed run, queued again from its last checkpoint (steering.py)."""
+        return await self._steering.resume(operation_id)
+
+    async def resume_interrupted(self) -> list[str]:
+        """Resume every local run left interrupted that has a checkpoint (serve
+        --resume-interrupted); returns their ids."""
+        return await self._steering.resume_interrupted()
+
     async def _await_end(self, operation_id: str, timeout_s: float) -> Operation:
         with anyio.move_on_after(timeout_s):
             while True:
@@ -598,7 +613,8 @@ class TrainingService:
                     + ", ".join(n for n in stored if not is_step_metric(n)),
                     field="monitor",
                 )
-        return await self._analyses.with_params(operation_id, params)
+        analysis = await self._analyses.with_params(operation_id, params)
+        return await self._steering.with_next_call(operation_id, analysis)
 
     async def wait_for_operation(
         self,
@@ -837,6 +853,9 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             orphans = await service.mark_orphans() + await scripts.mark_orphans()
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
+            if config.resume_interrupted:
+                resumed = await service.resume_interrupted()
+                log.warning("resumed %d interrupted runs: %s", len(resumed), ", ".join(resumed))
             tg.start_soon(bridges.watch)  # re-attaches bridge runs, then their heartbeat watchdog
             try:
                 yield service

@@ -49,6 +49,8 @@ async def test_every_tool_is_listed_with_truthful_annotations(client: Client) ->
         "dashboard_updates",  # the MCP App's view-only tool (hosts hide it from the model)
         "list_entry_points",
         "get_operation_logs",
+        "fork_training",
+        "resume_training",
     }
     assert tools["get_operation"].annotations and tools["get_operation"].annotations.read_only_hint
     assert tools["stop_training"].annotations

@@ -26,7 +26,9 @@ def test_best_and_last_checkpoints_are_complete_and_load_into_a_fresh_model(
     trained = train(spec, sink, options=TrainerOptions(artifact_dir=tmp_path / "run"))
     result = trained.result
     assert result.checkpoint_dir == str(tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt"]
+    best_file = f"epoch-{result.best_epoch:06d}.pt"
+    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert names == sorted(["best.pt", "last.pt", "checkpoints.json", "epoch-000012.pt", best_file])
 
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     best = load_checkpoint(tmp_path / "run" / "best.pt")

@@ -8,7 +8,7 @@ a value that is not finite is None and the result says why. Import them from `tr
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.config import JsonDict
@@ -337,6 +337,11 @@ class LossAnalysis(BaseModel):
     reasons: list[str]
     notes: list[str]
     params: AnalysisParams
+    next_call: dict[str, Any] | None = Field(
+        default=None,
+        description="The tool call that acts on the recommendation, with values, as "
+        '{"tool": "fork_training", "arguments": {...}}; set by the server for runs it can fork',
+    )
 
 
 class RunSummary(BaseModel):

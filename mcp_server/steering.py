@@ -1,0 +1,61 @@
+"""The MCP tools that steer finished or broken runs: fork_training and resume_training.
+Thin edges over `TrainingService`; registered by `build_mcp_server` with one call."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field, ValidationError
+
+from mcp_server.core.errors import ServiceError, from_validation_error
+from mcp_server.core.models import StartTrainingResult
+from mcp_server.core.service import TrainingService
+from mcp_server.core.steering import ForkRequest, ForkResult, FromEpoch
+
+__all__ = ["register_steering"]
+
+_STARTS_A_RUN = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+OperationId = Annotated[str, Field(description="The id start_training returned, e.g. op-k3f9x2ab")]
+_FIELDS = ForkRequest.model_fields
+
+
+def register_steering(mcp: MCPServer, service: TrainingService) -> None:
+    @mcp.tool(annotations=_STARTS_A_RUN)
+    async def fork_training(
+        operation_id: OperationId,
+        from_epoch: Annotated[FromEpoch, Field(description=_FIELDS["from_epoch"].description)] = (
+            "best"
+        ),
+        changes: Annotated[
+            dict[str, Any] | None, Field(description=_FIELDS["changes"].description)
+        ] = None,
+    ) -> ForkResult:
+        """Start a new run from a checkpoint of a local run (model, optimizer, schedule and
+        random state) with changed hyperparameters, returning at once with its operation_id.
+        Epoch numbers continue from the fork point; the parent's history up to it is copied
+        into the new run, whose `lineage` names the parent, the epoch and the changes. Call it
+        when analyze_loss recommends reduce_learning_rate or add_regularization (its next_call
+        has the arguments). Refused, listing the epochs that have checkpoints, when from_epoch
+        has none. Next: wait_for_operation on the new id."""
+        try:
+            request = ForkRequest(from_epoch=from_epoch, changes=changes or {})
+            return await service.fork_training(operation_id, request)
+        except ValidationError as exc:
+            raise ToolError(from_validation_error(exc).message) from exc
+        except ServiceError as exc:
+            raise ToolError(exc.message) from exc
+
+    @mcp.tool(annotations=_STARTS_A_RUN)
+    async def resume_training(operation_id: OperationId) -> StartTrainingResult:
+        """Continue an interrupted or failed local run from its last checkpoint, in the same
+        operation: finished epochs are kept, at most the epoch in flight is trained again, no
+        epoch is stored twice. Returns at once; follow it with wait_for_operation."""
+        try:
+            return await service.resume_training(operation_id)
+        except ServiceError as exc:
+            raise ToolError(exc.message) from exc
