@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from storage.database import Database
 from storage.errors import OperationNotFoundError
-from storage.metrics import _ADD_TO_SUMMARY, _series_ids, _summaries
+from storage.metrics import _ADD_TO_SUMMARY, _as_tuple, _series_ids, _summaries
 from storage.schema import operations, points, series
 
 __all__ = ["copy_history"]
@@ -62,7 +62,7 @@ async def copy_history(db: Database, source_id: str, target_id: str, *, up_to_ep
         keys = {(r[0], r[1]) for r in added}
         new_rows = [r for r in rows if (r["series_id"], r["step"]) in keys]
         if new_rows:
-            conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
+            conn.execute(_ADD_TO_SUMMARY, _summaries([_as_tuple(r) for r in new_rows]))
         return len(new_rows)
 
     return await db.run_write(transaction)

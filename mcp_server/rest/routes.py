@@ -54,8 +54,8 @@ from mcp_server.rest.models import (
 )
 from mcp_server.rest.openapi import docs_page, openapi_document
 from mcp_server.rest.scripts import script_endpoints
-from mcp_server.rest.stream_slots import StreamSlots
 from mcp_server.rest.steering import steering_endpoints
+from mcp_server.rest.stream_slots import StreamSlots
 from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
 
