@@ -35,13 +35,9 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
             dict[str, Any] | None, Field(description=_FIELDS["changes"].description)
         ] = None,
     ) -> ForkResult:
-        """Start a new run from a checkpoint of a local run (model, optimizer, schedule and
-        random state) with changed hyperparameters, returning at once with its operation_id.
-        Epoch numbers continue from the fork point; the parent's history up to it is copied
-        into the new run, whose `lineage` names the parent, the epoch and the changes. Call it
-        when analyze_loss recommends reduce_learning_rate or add_regularization (its next_call
-        has the arguments). Refused, listing the epochs that have checkpoints, when from_epoch
-        has none. Next: wait_for_operation on the new id."""
+        """A new run from a checkpoint of a local run, with changed hyperparameters; epochs
+        continue from there and the parent's history is copied in. Make analyze_loss's
+        next_call with it. Returns the new operation_id at once."""
         try:
             request = ForkRequest(from_epoch=from_epoch, changes=changes or {})
             return await service.fork_training(operation_id, request)
@@ -53,8 +49,7 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
     @mcp.tool(annotations=_STARTS_A_RUN)
     async def resume_training(operation_id: OperationId) -> StartTrainingResult:
         """Continue an interrupted or failed local run from its last checkpoint, in the same
-        operation: finished epochs are kept, at most the epoch in flight is trained again, no
-        epoch is stored twice. Returns at once; follow it with wait_for_operation."""
+        operation. Returns at once."""
         try:
             return await service.resume_training(operation_id)
         except ServiceError as exc:

@@ -87,13 +87,12 @@ class ForkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_epoch: FromEpoch = Field(
-        default="best", description="'best', 'last' or an epoch number that has a checkpoint"
+        default="best", description="'best', 'last' or an epoch with a checkpoint"
     )
     changes: dict[str, Any] = Field(
         default_factory=dict,
-        description="What to change: epochs (how many MORE), learning_rate, schedule, "
-        "weight_decay, dropout, batch_size, optimizer, momentum, grad_clip, early_stopping, "
-        "patience, name. The model's shape and the data cannot change.",
+        description="epochs (how many more), learning_rate, schedule, weight_decay, dropout, "
+        "batch_size, optimizer, momentum, grad_clip, early_stopping, patience, name",
     )
 
 
