@@ -43,6 +43,7 @@ from mcp_server.core.service import TrainingService
 from mcp_server.prompt_files import load_prompt_files, to_mcp_prompt
 from mcp_server.steering import register_steering
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
+from mcp_server.sweeps import register_sweeps
 from mcp_server.tool_args import forbid_unknown_arguments
 from storage import Operation
 from trainer.analysis import LossAnalysis
@@ -131,6 +132,7 @@ def build_mcp_server(service: TrainingService) -> MCPServer:
     service.on_change(subscriptions.on_change)
     _add_tools(mcp, service)
     register_steering(mcp, service)
+    register_sweeps(mcp, service)
     forbid_unknown_arguments(mcp)
     _add_resources(mcp, service)
     for prompt in load_prompt_files():

@@ -29,6 +29,8 @@ OPERATIONS_URI = "training://operations"
 
 def uris_for(change: Change) -> list[str]:
     """The resources a change makes stale."""
+    if change.operation_id.startswith("sw-"):  # a sweep's own change (mcp_server.core.sweeps)
+        return [f"training://sweeps/{change.operation_id}"]
     base = f"{OPERATIONS_URI}/{change.operation_id}"
     uris = [base, f"{base}/metrics", f"{base}/analysis"]
     if change.kind in ("created", "status"):

@@ -49,7 +49,7 @@ from mcp_server.core.models import (
     WaitResult,
     Woke,
 )
-from mcp_server.core.notify import Listener, Notifier
+from mcp_server.core.notify import Change, Listener, Notifier
 from mcp_server.core.processes import ScriptRunner, ScriptSettings
 from mcp_server.core.queries import (
     CompareQuery,
@@ -62,6 +62,8 @@ from mcp_server.core.queries import (
 from mcp_server.core.ray_backend import RayBackend, open_ray
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from mcp_server.core.steering import ForkRequest, ForkResult, Steering
+from mcp_server.core.sweep_space import SweepRequest
+from mcp_server.core.sweeps import Sweep, Sweeps, SweepStarted
 from storage import (
     MAX_NAME,
     AppendResult,
@@ -396,6 +398,29 @@ class TrainingService:
     async def resume_training(self, operation_id: str) -> StartTrainingResult:
         """An interrupted or failed run, queued again from its last checkpoint (steering.py)."""
         return await self._steering.resume(operation_id)
+
+    # -- sweeps (sweeps.py; Optuna, an optional extra) ---------------------------------------
+
+    _sweeps: Sweeps | None = None
+
+    def _sweep_engine(self) -> Sweeps:
+        if self._sweeps is None:
+            raise UnavailableError("sweeps: this server was opened without a task group for them")
+        return self._sweeps
+
+    def spec_for(self, args: StartTrainingArgs) -> TrainingSpec:
+        """The spec start_training would run for these arguments (InvalidInputError if none)."""
+        return self._build_spec(args)
+
+    async def start_sweep(self, request: SweepRequest) -> SweepStarted:
+        """Start a sweep; its trials are ordinary runs of this service."""
+        return await self._sweep_engine().start(request)
+
+    async def get_sweep(self, sweep_id: str) -> Sweep:
+        return await self._sweep_engine().get(sweep_id)
+
+    async def enqueue_sweep_trial(self, sweep_id: str, params: Mapping[str, Any]) -> Sweep:
+        return await self._sweep_engine().enqueue(sweep_id, dict(params))
 
     async def resume_interrupted(self) -> list[str]:
         """Resume every local run left interrupted that has a checkpoint (serve
@@ -812,6 +837,12 @@ def decision_changes(before: LossAnalysis, after: LossAnalysis) -> list[str]:
     return changes
 
 
+def _optuna_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("optuna") is not None
+
+
 def _default_name(spec: TrainingSpec) -> str:
     dataset = spec.dataset
     label = getattr(dataset, "name", None) or getattr(dataset, "kind", "run")
@@ -853,6 +884,16 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             orphans = await service.mark_orphans() + await scripts.mark_orphans()
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
+            service._sweeps = Sweeps(
+                service,
+                tg,
+                config.database_url,
+                lambda sweep_id: notifier.publish(Change(sweep_id, "metrics")),
+            )
+            if _optuna_installed():
+                resumed_sweeps = await service._sweeps.resume_all()
+                if resumed_sweeps:
+                    log.warning("driving %d sweeps again", len(resumed_sweeps))
             if config.resume_interrupted:
                 resumed = await service.resume_interrupted()
                 log.warning("resumed %d interrupted runs: %s", len(resumed), ", ".join(resumed))
@@ -860,6 +901,8 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             try:
                 yield service
             finally:
+                if service._sweeps is not None:
+                    service._sweeps.close()
                 runner.cancel_all(SHUTDOWN_REASON)
                 scripts.shutdown()
     finally:

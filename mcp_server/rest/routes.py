@@ -56,6 +56,7 @@ from mcp_server.rest.openapi import docs_page, openapi_document
 from mcp_server.rest.scripts import script_endpoints
 from mcp_server.rest.steering import steering_endpoints
 from mcp_server.rest.stream_slots import StreamSlots
+from mcp_server.rest.sweeps import sweep_endpoints
 from storage import Operation, OperationStatus
 from trainer.analysis import AnalysisParams, LossAnalysis
 
@@ -352,6 +353,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     endpoints += compare_endpoints(service)
     endpoints += script_endpoints(service)
     endpoints += steering_endpoints(service, PREFIX)
+    endpoints += sweep_endpoints(service, PREFIX)
     document = openapi_document(endpoints, PREFIX)
     page = docs_page(document)
     return endpoints

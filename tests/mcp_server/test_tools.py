@@ -51,6 +51,9 @@ async def test_every_tool_is_listed_with_truthful_annotations(client: Client) ->
         "get_operation_logs",
         "fork_training",
         "resume_training",
+        "start_sweep",
+        "get_sweep",
+        "enqueue_sweep_trial",
     }
     assert tools["get_operation"].annotations and tools["get_operation"].annotations.read_only_hint
     assert tools["stop_training"].annotations
