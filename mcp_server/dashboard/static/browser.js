@@ -39,7 +39,7 @@
     onSelect: (id, on) => (on ? select(id) : unselect(id)),
     onStop: stop,
     onSteps: on => { if (on) dash.selected.forEach(loadSteps); },
-  }, { selectable: true });
+  }, { selectable: true, offerStored: true });
   window.TM.dashboard = dash;
 
   async function loadRuns() {

@@ -131,7 +131,8 @@
   }
 
   // The whole view. `hooks`: onSelect(id, on), onStop(id), onReload() (metrics asked changed),
-  // onSteps(on). `options.selectable`: the run list has checkboxes (the browser page).
+  // onSteps(on). `options.selectable`: the run list has checkboxes; `options.offerStored`: offer
+  // every metric the run stored (both the browser page's).
   class Dashboard {
     constructor(root, hooks, options) {
       this.hooks = hooks; this.options = options || {};
@@ -220,7 +221,11 @@
         const target = this.series(id, s.name);
         if (replace) target.replace(s.steps, s.values); else target.append(s.steps, s.values);
       }
-      for (const name of read.available || []) if (!name.startsWith("step/")) this.available.add(name);
+      // The browser page reads every metric, so it offers every stored name; the App view reads
+      // the default few and offers only those it has.
+      if (this.options.offerStored) {
+        for (const name of read.available || []) if (name !== STEP_METRIC) this.available.add(name);
+      }
       const run = this.runs.get(id) || { operation_id: id, name: id };
       this.runs.set(id, { ...run, status: read.status, epochs_done: read.epochs_done,
                           epochs_total: read.epochs_total });

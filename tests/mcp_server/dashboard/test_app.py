@@ -217,6 +217,18 @@ async def test_the_app_renders_a_tool_result_keeps_it_live_and_its_stop_reaches_
         drawn = await view.evaluate("() => window.TM.dashboard.curves.drawn")
         assert {line["run"] for line in drawn["lines"]} == {done, running}
         assert done in {m["run"] for m in drawn["markers"]}
+        # Only the metrics the view was given are offered (not every name the run stored).
+        offered = await view.eval_on_selector_all(
+            "#metric-toggles input", "(boxes) => boxes.map(b => b.value)"
+        )
+        assert set(offered) <= {
+            "train_loss",
+            "val_loss",
+            "train_accuracy",
+            "val_accuracy",
+            "learning_rate",
+        }
+        assert {"train_loss", "val_loss"} <= set(offered)
         first = await view.evaluate(
             "(id) => window.TM.dashboard.drawnPoints(id, 'val_loss')", running
         )

@@ -123,6 +123,10 @@ async def test_two_runs_overlay_with_their_best_epochs_and_spec_differences(
         differences = await page.locator("#differences tbody tr").all_text_contents()
         assert any("model.hidden_sizes" in row and "[64,64]" in row for row in differences)
         assert await page.locator("canvas").count() >= 1
+        offered = await page.eval_on_selector_all(
+            "#metric-toggles input", "(boxes) => boxes.map(b => b.value)"
+        )
+        assert {"train_loss", "val_loss", "grad_norm", "learning_rate"} <= set(offered)
         await page.screenshot(path=str(screenshots / "dashboard.png"))
 
 
