@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) bench/storage_bench.py
 	$(PY) bench/analysis_bench.py
 	$(PY) bench/trainer_overhead.py
+	$(PY) bench/client_overhead.py
 	$(PY) bench/mcp_bench.py
 	$(PY) bench/rest_bench.py
 	$(PY) bench/bridge_bench.py

@@ -205,3 +205,89 @@ async def test_a_script_that_only_writes_tensorboard_scalars_is_ingested(
         analysis = await _call(server.client, "analyze_loss", {"operation_id": op})
         assert analysis["epochs_analyzed"] == 6
         assert (folder / "runs" / op).is_dir()
+
+
+async def test_a_lightning_script_reports_through_its_callback_and_stops_at_a_step(
+    start_server: Start,
+) -> None:
+    pytest.importorskip("lightning")
+    async with start_server(ROOT / "examples/scripts/entry_points.toml") as server:
+        done = await _call(
+            server.client,
+            "start_training",
+            {"entry_point": "lightning_mlp", "params": {"epochs": 3}},
+        )
+        waited = await _wait(server.client, done["operation_id"])
+        assert waited["status"] == "completed", waited
+        metrics = await _call(
+            server.client,
+            "get_operation_metrics",
+            {
+                "operation_id": done["operation_id"],
+                "metrics": ["train_loss", "val_loss", "learning_rate", "step/train_loss"],
+            },
+        )
+        series = {s["name"]: s for s in metrics["series"]}
+        assert series["val_loss"]["steps"] == [1, 2, 3]
+        assert series["train_loss"]["steps"] == [1, 2, 3]
+        assert series["learning_rate"]["values"] == [0.05, 0.05, 0.05]
+        assert series["step/train_loss"]["total_points"] == 3 * 6
+
+        long = await _call(
+            server.client,
+            "start_training",
+            {"entry_point": "lightning_mlp", "params": {"epochs": 10000}},
+        )
+        op = long["operation_id"]
+        await _wait(server.client, op, until="next_epoch")
+        stopped = await _call(server.client, "stop_training", {"operation_id": op})
+        assert stopped["status"] == "cancelled"
+        assert stopped["epochs_done"] < 10000
+        # The callback ended training at a step boundary: no KeyboardInterrupt raised.
+        stderr = await _call(
+            server.client, "get_operation_logs", {"operation_id": op, "stream": "stderr"}
+        )
+        assert not any("KeyboardInterrupt" in line for line in stderr["lines"]), stderr
+
+
+async def test_a_hugging_face_trainer_reports_through_its_callback_and_stops_at_a_step(
+    start_server: Start,
+) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    async with start_server(ROOT / "examples/scripts/entry_points.toml") as server:
+        done = await _call(
+            server.client,
+            "start_training",
+            {"entry_point": "huggingface_tiny", "params": {"epochs": 2}},
+        )
+        waited = await _wait(server.client, done["operation_id"])
+        assert waited["status"] == "completed", waited
+        metrics = await _call(
+            server.client,
+            "get_operation_metrics",
+            {
+                "operation_id": done["operation_id"],
+                "metrics": ["train_loss", "val_loss", "learning_rate", "step/train_loss"],
+            },
+        )
+        series = {s["name"]: s for s in metrics["series"]}
+        assert series["val_loss"]["steps"] == [1, 2]
+        assert series["train_loss"]["steps"] == [1, 2]
+        assert series["learning_rate"]["steps"] == [1, 2]
+        assert series["step/train_loss"]["total_points"] == 2 * 6  # 192 samples / 32
+
+        long = await _call(
+            server.client,
+            "start_training",
+            {"entry_point": "huggingface_tiny", "params": {"epochs": 1000}},
+        )
+        op = long["operation_id"]
+        await _wait(server.client, op, until="next_epoch")
+        stopped = await _call(server.client, "stop_training", {"operation_id": op})
+        assert stopped["status"] == "cancelled"
+        assert stopped["epochs_done"] < 1000
+        stderr = await _call(
+            server.client, "get_operation_logs", {"operation_id": op, "stream": "stderr"}
+        )
+        assert not any("KeyboardInterrupt" in line for line in stderr["lines"]), stderr

@@ -32,4 +32,6 @@ def test_the_client_builds_alone_into_a_wheel_that_needs_only_httpx(tmp_path: Pa
     assert packages == {"training_mcp"}
     assert {"training_mcp/points.py", "training_mcp/run.py", "training_mcp/py.typed"} <= set(names)
     assert metadata["Name"] == "training-mcp-client"
-    assert metadata.get_all("Requires-Dist") == ["httpx>=0.27"]
+    required = [r for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r]
+    assert required == ["httpx>=0.27"]
+    assert set(metadata.get_all("Provides-Extra") or []) == {"lightning", "transformers"}
