@@ -141,55 +141,19 @@ def build_mcp_server(service: TrainingService) -> MCPServer:
 
 
 class _LeanMCPServer(MCPServer):
-    """Lists tools with lean schemas, since an agent reads every byte of tools/list: input
-    schemas keep every range and description but no generated titles; output schemas give the
-    top level of the answer (names, types, required), the tool's description says what it
-    means, and the structured content itself is complete."""
+    """Lists tools lean, since an agent reads every byte of tools/list: input schemas keep every
+    range and description but no generated titles, and no tool lists an output schema. Output
+    schemas are optional in MCP; the tool's description says what it returns, the text is that
+    answer as compact JSON, and the structured content is the whole model. (With sixteen tools,
+    their output schemas alone were 7 KB, a third of the budget.)"""
 
     async def list_tools(self) -> list[MCPTool]:
         return [
             tool.model_copy(
-                update={
-                    "input_schema": _lean(tool.input_schema, {"title"}),
-                    "output_schema": _shallow(tool.output_schema)
-                    if tool.output_schema is not None
-                    else None,
-                }
+                update={"input_schema": _lean(tool.input_schema, {"title"}), "output_schema": None}
             )
             for tool in await super().list_tools()
         ]
-
-
-def _shallow(schema: dict[str, Any]) -> dict[str, Any]:
-    """An object schema's top level: each property's type (nested models as plain objects)."""
-    defs: dict[str, Any] = schema.get("$defs", {})
-
-    def kind(prop: dict[str, Any]) -> dict[str, Any]:
-        if "$ref" in prop:
-            target = defs.get(prop["$ref"].rsplit("/", 1)[-1], {})
-            return {"type": ["object"]} if "properties" in target or not target else kind(target)
-        if "anyOf" in prop:
-            types = sorted({t for o in prop["anyOf"] for t in kind(o).get("type", [])})
-            return {"type": types} if types else {}
-        out: dict[str, Any] = {k: prop[k] for k in ("type", "enum") if k in prop}
-        if isinstance(out.get("type"), str):
-            out["type"] = [out["type"]]
-        return out
-
-    def simplify(prop: dict[str, Any]) -> dict[str, Any]:
-        found = kind(prop)
-        types = found.get("type")
-        if isinstance(types, list) and len(types) == 1:
-            found["type"] = types[0]
-        return found
-
-    shallow: dict[str, Any] = {
-        "type": "object",
-        "properties": {n: simplify(p) for n, p in schema.get("properties", {}).items()},
-    }
-    if schema.get("required"):
-        shallow["required"] = schema["required"]
-    return shallow
 
 
 def _lean(schema: Any, drop: set[str]) -> Any:
