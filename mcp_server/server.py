@@ -328,12 +328,10 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         _signature(AnalyzeRequest, AnalysisDigest, leading=[_OPERATION_ID]),
         "The decision on a run: verdict, recommendation (continue, stop_and_restore_best, "
         "reduce_learning_rate, add_regularization, investigate_divergence, "
-        "wait_for_more_epochs) with a confidence and reasons that quote the numbers, the best "
-        "epoch and value, epochs since improvement, flags, the stopping criteria that fired, "
-        "and the forecast: forecast.probability is the chance that continuing to epochs_total "
-        "beats the best by more than forecast.margin (stop_and_restore_best needs it below "
-        "0.2). detail='full' adds the trends, generalisation gap, every criterion and the "
-        "parameters.",
+        "wait_for_more_epochs), confidence, reasons quoting the numbers, best epoch and value, "
+        "flags, criteria fired, and the forecast (probability that continuing to epochs_total "
+        "beats the best by more than margin; a stop needs it below 0.2). detail='full' adds "
+        "trends, the generalisation gap, every criterion and the parameters.",
     )
 
     async def stop_training(operation_id: str, **arguments: Any) -> CallToolResult:

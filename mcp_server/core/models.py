@@ -106,14 +106,13 @@ class StartTrainingArgs(BaseModel):
     patience: int | None = Field(None, description="Early-stopping patience in epochs")
     tags: dict[str, str] | None = Field(
         None,
-        description=f"Labels to find the run by: at most {MAX_TAGS}, keys up to {MAX_TAG_KEY} "
-        f"and values up to {MAX_TAG_VALUE} characters",
+        description=f"Labels: <= {MAX_TAGS}, keys <= {MAX_TAG_KEY} and values <= "
+        f"{MAX_TAG_VALUE} characters",
     )
     backend: Literal["auto", "local", "bridge", "external", "ray"] = Field(
         "auto",
-        description="'auto': Ray (when the server has --ray) or a bridge for device='cuda', else "
-        "local; 'ray': a task on the server's Ray cluster; 'external': register a run trained "
-        "elsewhere that pushes its own metrics",
+        description="auto: a device='cuda' run goes to Ray (with --ray) or a bridge, else "
+        "local; external: register a run trained elsewhere that pushes its own metrics",
     )
     entry_point: str | None = Field(
         None, description="A script from list_entry_points (then only name, tags, params)"
@@ -124,8 +123,8 @@ class StartTrainingArgs(BaseModel):
     )
     spec: dict[str, Any] | None = Field(
         None,
-        description="A full TrainingSpec; the flat arguments above override its fields "
-        f"(external runs: any object, at most {MAX_JSON_DEPTH} deep and {MAX_JSON_BYTES} bytes)",
+        description="A full TrainingSpec, overridden by the flat arguments (external runs: any "
+        f"object, <= {MAX_JSON_DEPTH} deep and {MAX_JSON_BYTES} bytes)",
     )
 
     @field_validator("tags")

@@ -113,7 +113,7 @@ class AnalysisParams(BaseModel):
     )
     min_delta: float = Field(
         default=0.0,
-        description="An improvement must beat the best by more than this (absolute).",
+        description="An improvement beats the best by more than this (absolute).",
         json_schema_extra=_bounds("min_delta"),
     )
     patience: int = Field(
@@ -123,7 +123,7 @@ class AnalysisParams(BaseModel):
     )
     window: int = Field(
         default=10,
-        description="How many recent values the trend, noise and gap are measured over.",
+        description="Recent values the trend, noise and gap are measured over.",
         json_schema_extra=_bounds("window"),
     )
     gl_alpha: float = Field(
@@ -138,7 +138,7 @@ class AnalysisParams(BaseModel):
     )
     pq_strip_k: int = Field(
         default=5,
-        description="Prechelt strip length k in epochs (strips end at epochs divisible by k).",
+        description="Prechelt strip length k in epochs.",
         json_schema_extra=_bounds("pq_strip_k"),
     )
     up_strips: int = Field(
@@ -148,20 +148,18 @@ class AnalysisParams(BaseModel):
     )
     divergence_factor: float = Field(
         default=2.0,
-        description="A loss risen above its best by more than (factor - 1) times the best "
-        "(or a quarter of its first value, if larger) is diverging.",
+        description="Diverging: a loss above its best by more than (factor - 1) x the best.",
         json_schema_extra=_bounds("divergence_factor"),
     )
     ema_weight: float = Field(
         default=0.6,
-        description="Weight of the debiased EMA that smooths the series before the trend.",
+        description="Weight of the debiased EMA that smooths the series.",
         json_schema_extra=_bounds("ema_weight"),
     )
 
     epochs_total: int | None = Field(
         default=None,
-        description="The run's epoch budget: how far the forecast looks ahead. None: the "
-        "server uses the run's own epochs_total, else as many epochs again as seen so far.",
+        description="How far the forecast looks; default the run's own epochs_total.",
         json_schema_extra={"minimum": 1, "maximum": 1_000_000},
     )
 
