@@ -207,47 +207,52 @@ async def test_a_script_that_only_writes_tensorboard_scalars_is_ingested(
         assert (folder / "runs" / op).is_dir()
 
 
+async def _completes_with_callback_metrics(
+    server: ScriptServer, entry_point: str, epochs: int
+) -> dict[str, dict[str, Any]]:
+    done = await _call(
+        server.client, "start_training", {"entry_point": entry_point, "params": {"epochs": epochs}}
+    )
+    waited = await _wait(server.client, done["operation_id"])
+    assert waited["status"] == "completed", waited
+    metrics = await _call(
+        server.client,
+        "get_operation_metrics",
+        {
+            "operation_id": done["operation_id"],
+            "metrics": ["train_loss", "val_loss", "learning_rate", "step/train_loss"],
+        },
+    )
+    return {s["name"]: s for s in metrics["series"]}
+
+
+async def _stops_at_a_step_boundary(server: ScriptServer, entry_point: str, epochs: int) -> None:
+    long = await _call(
+        server.client, "start_training", {"entry_point": entry_point, "params": {"epochs": epochs}}
+    )
+    op = long["operation_id"]
+    await _wait(server.client, op, until="next_epoch")
+    stopped = await _call(server.client, "stop_training", {"operation_id": op})
+    assert stopped["status"] == "cancelled"
+    assert stopped["epochs_done"] < epochs
+    # The callback ended training at a step boundary: no KeyboardInterrupt raised.
+    stderr = await _call(
+        server.client, "get_operation_logs", {"operation_id": op, "stream": "stderr"}
+    )
+    assert not any("KeyboardInterrupt" in line for line in stderr["lines"]), stderr
+
+
 async def test_a_lightning_script_reports_through_its_callback_and_stops_at_a_step(
     start_server: Start,
 ) -> None:
     pytest.importorskip("lightning")
     async with start_server(ROOT / "examples/scripts/entry_points.toml") as server:
-        done = await _call(
-            server.client,
-            "start_training",
-            {"entry_point": "lightning_mlp", "params": {"epochs": 3}},
-        )
-        waited = await _wait(server.client, done["operation_id"])
-        assert waited["status"] == "completed", waited
-        metrics = await _call(
-            server.client,
-            "get_operation_metrics",
-            {
-                "operation_id": done["operation_id"],
-                "metrics": ["train_loss", "val_loss", "learning_rate", "step/train_loss"],
-            },
-        )
-        series = {s["name"]: s for s in metrics["series"]}
+        series = await _completes_with_callback_metrics(server, "lightning_mlp", 3)
         assert series["val_loss"]["steps"] == [1, 2, 3]
         assert series["train_loss"]["steps"] == [1, 2, 3]
         assert series["learning_rate"]["values"] == [0.05, 0.05, 0.05]
         assert series["step/train_loss"]["total_points"] == 3 * 6
-
-        long = await _call(
-            server.client,
-            "start_training",
-            {"entry_point": "lightning_mlp", "params": {"epochs": 10000}},
-        )
-        op = long["operation_id"]
-        await _wait(server.client, op, until="next_epoch")
-        stopped = await _call(server.client, "stop_training", {"operation_id": op})
-        assert stopped["status"] == "cancelled"
-        assert stopped["epochs_done"] < 10000
-        # The callback ended training at a step boundary: no KeyboardInterrupt raised.
-        stderr = await _call(
-            server.client, "get_operation_logs", {"operation_id": op, "stream": "stderr"}
-        )
-        assert not any("KeyboardInterrupt" in line for line in stderr["lines"]), stderr
+        await _stops_at_a_step_boundary(server, "lightning_mlp", 10000)
 
 
 async def test_a_hugging_face_trainer_reports_through_its_callback_and_stops_at_a_step(
@@ -256,38 +261,9 @@ async def test_a_hugging_face_trainer_reports_through_its_callback_and_stops_at_
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     async with start_server(ROOT / "examples/scripts/entry_points.toml") as server:
-        done = await _call(
-            server.client,
-            "start_training",
-            {"entry_point": "huggingface_tiny", "params": {"epochs": 2}},
-        )
-        waited = await _wait(server.client, done["operation_id"])
-        assert waited["status"] == "completed", waited
-        metrics = await _call(
-            server.client,
-            "get_operation_metrics",
-            {
-                "operation_id": done["operation_id"],
-                "metrics": ["train_loss", "val_loss", "learning_rate", "step/train_loss"],
-            },
-        )
-        series = {s["name"]: s for s in metrics["series"]}
+        series = await _completes_with_callback_metrics(server, "huggingface_tiny", 2)
         assert series["val_loss"]["steps"] == [1, 2]
         assert series["train_loss"]["steps"] == [1, 2]
         assert series["learning_rate"]["steps"] == [1, 2]
         assert series["step/train_loss"]["total_points"] == 2 * 6  # 192 samples / 32
-
-        long = await _call(
-            server.client,
-            "start_training",
-            {"entry_point": "huggingface_tiny", "params": {"epochs": 1000}},
-        )
-        op = long["operation_id"]
-        await _wait(server.client, op, until="next_epoch")
-        stopped = await _call(server.client, "stop_training", {"operation_id": op})
-        assert stopped["status"] == "cancelled"
-        assert stopped["epochs_done"] < 1000
-        stderr = await _call(
-            server.client, "get_operation_logs", {"operation_id": op, "stream": "stderr"}
-        )
-        assert not any("KeyboardInterrupt" in line for line in stderr["lines"]), stderr
+        await _stops_at_a_step_boundary(server, "huggingface_tiny", 1000)
