@@ -356,6 +356,8 @@ class Report:
             )
         fc = call.forecast
         left = fc.horizon - (self.e.last_epoch or 0)
+        if left <= 0:  # the run has used its budget: there is nothing to continue to
+            return None
         share = (
             "min_delta"
             if call.margin == self.p.min_delta
