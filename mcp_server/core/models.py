@@ -40,6 +40,7 @@ __all__ = [
     "StartTrainingResult",
     "WaitResult",
     "Woke",
+    "merge_flat",
 ]
 
 # What get_operation_metrics returns when no names are given: compact, enough to judge a run.
@@ -295,3 +296,24 @@ class AnalysisDigest(BaseModel):
         }
         fields = analysis.model_dump(include=set(cls.model_fields) - {"fired"})
         return cls(**fields, fired=fired)
+
+
+def merge_flat(data: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Flat training arguments (start_training's, a fork's changes) onto a spec's dict: the
+    model's fields, the schedule's kind, early stopping and its patience go where they belong,
+    the rest are top-level fields. Takes them out of `flat`; returns `data`."""
+    model = {k: flat.pop(k) for k in ("hidden_sizes", "activation", "dropout") if k in flat}
+    if model:
+        data["model"] = {**dict(data.get("model") or {}), **model}
+    if "schedule" in flat:
+        data["schedule"] = {**dict(data.get("schedule") or {}), "kind": flat.pop("schedule")}
+    early, patience = flat.pop("early_stopping", None), flat.pop("patience", None)
+    if early is False:
+        data["early_stopping"] = None
+    elif early or patience is not None:
+        stopping = dict(data.get("early_stopping") or {})
+        if patience is not None:
+            stopping["patience"] = patience
+        data["early_stopping"] = stopping
+    data.update(flat)
+    return data

@@ -48,6 +48,7 @@ from mcp_server.core.models import (
     StartTrainingResult,
     WaitResult,
     Woke,
+    merge_flat,
 )
 from mcp_server.core.notify import Change, Listener, Notifier
 from mcp_server.core.processes import ScriptRunner, ScriptSettings
@@ -340,24 +341,7 @@ class TrainingService:
             dataset = {"kind": "factory", "factory": flat.pop("factory")}
         if dataset:
             base["dataset"] = dataset
-        model = dict(base.get("model") or {})
-        for key in ("hidden_sizes", "activation", "dropout"):
-            if key in flat:
-                model[key] = flat.pop(key)
-        if model:
-            base["model"] = model
-        if "schedule" in flat:
-            base["schedule"] = {**dict(base.get("schedule") or {}), "kind": flat.pop("schedule")}
-        early = flat.pop("early_stopping", None)
-        patience = flat.pop("patience", None)
-        if early is False:
-            base["early_stopping"] = None
-        elif early or patience is not None:
-            stopping = dict(base.get("early_stopping") or {})
-            if patience is not None:
-                stopping["patience"] = patience
-            base["early_stopping"] = stopping
-        base.update(flat)
+        merge_flat(base, flat)
         try:
             return TrainingSpec.model_validate(base)
         except ValidationError as exc:

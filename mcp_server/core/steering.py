@@ -23,7 +23,7 @@ from mcp_server.core.errors import (
     from_validation_error,
     translate,
 )
-from mcp_server.core.models import StartTrainingResult
+from mcp_server.core.models import StartTrainingResult, merge_flat
 from mcp_server.core.notify import Change
 from storage import (
     Backend,
@@ -322,19 +322,7 @@ def _forked_spec(parent: TrainingSpec, changes: ForkChanges, epoch: int) -> Trai
     given = changes.model_dump(exclude_none=True, exclude={"name"})
     more = given.pop("epochs", None) or max(1, parent.epochs - epoch)
     data["epochs"] = epoch + more
-    if "dropout" in given:
-        data["model"] = {**data["model"], "dropout": given.pop("dropout")}
-    if "schedule" in given:
-        data["schedule"] = {**data["schedule"], "kind": given.pop("schedule")}
-    early, patience = given.pop("early_stopping", None), given.pop("patience", None)
-    if early is False:
-        data["early_stopping"] = None
-    elif early or patience is not None:
-        stopping = dict(data.get("early_stopping") or {})
-        if patience is not None:
-            stopping["patience"] = patience
-        data["early_stopping"] = stopping
-    data.update(given)
+    merge_flat(data, given)
     try:
         return TrainingSpec.model_validate(data)
     except ValidationError as exc:
