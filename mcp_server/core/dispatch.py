@@ -42,7 +42,6 @@ from mcp_server.core.ingest import Ingestor
 from storage import (
     Backend,
     Database,
-    IllegalTransitionError,
     Operation,
     OperationNotFoundError,
     OperationStatus,
@@ -270,12 +269,7 @@ class BridgeDispatcher:
         error: str | None = None,
     ) -> Operation:
         self._seen.pop(operation_id, None)
-        try:
-            return await self._ingestor.record_status(
-                operation_id, status, reason=reason, error=error
-            )
-        except IllegalTransitionError:  # it ended meanwhile: that end stands
-            return await get_operation(self._db, operation_id)
+        return await self._ingestor.record_end(operation_id, status, reason=reason, error=error)
 
     # -- heartbeats, the watchdog, re-attach --------------------------------------------------
 

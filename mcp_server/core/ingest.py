@@ -12,10 +12,12 @@ from mcp_server.core.notify import Change, Notifier
 from storage import (
     AppendResult,
     Database,
+    IllegalTransitionError,
     MetricPointIn,
     Operation,
     OperationStatus,
     append_points,
+    get_operation,
     set_status,
     validate_points,
 )
@@ -82,6 +84,20 @@ class Ingestor:
         )
         await self.notifier.publish(Change(operation_id, "status", status=op.status.value))
         return op
+
+    async def record_end(
+        self,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> Operation:
+        """Record how a run ended, unless it ended meanwhile: that end stands, and is returned."""
+        try:
+            return await self.record_status(operation_id, status, reason=reason, error=error)
+        except IllegalTransitionError:
+            return await get_operation(self.db, operation_id)
 
     async def announce(self, operation: Operation) -> None:
         await self.notifier.publish(Change(operation.operation_id, "created"))

@@ -222,7 +222,7 @@ class RayBackend:
         except Exception as exc:  # the top of a follower: the run must end, the server stays up
             log.exception("run %s: following it on Ray failed", operation_id)
             with contextlib.suppress(Exception):
-                await self._finish(
+                await self._ingestor.record_end(
                     operation_id,
                     OperationStatus.FAILED,
                     error=f"internal error following the run on Ray: {describe_death(exc)}",
@@ -239,7 +239,7 @@ class RayBackend:
             return  # stopped while it waited to be placed
         started = await follow.actor.start.remote()
         if "error" in started:
-            await self._finish(
+            await self._ingestor.record_end(
                 operation_id,
                 OperationStatus.FAILED,
                 error=f"the Ray worker refused the run: {started['error']['message']}",
@@ -253,7 +253,7 @@ class RayBackend:
                 log.info("run %s: actor unavailable (%s)", operation_id, exc)
                 await anyio.sleep(1.0)
         session = SessionInfo.model_validate(info)
-        await self._finish(
+        await self._ingestor.record_end(
             operation_id,
             OperationStatus(session.status),
             error=session.error,
@@ -290,7 +290,7 @@ class RayBackend:
             self._follow(operation_id, await self._submit(op, follow.options, follow.attempt + 1))
             return
         log.warning("run %s: %s: %s", operation_id, RAY_LOST, why)
-        await self._finish(
+        await self._ingestor.record_end(
             operation_id,
             OperationStatus.FAILED,
             error=f"{RAY_LOST}: {why} (its {op.epochs_done} stored epochs are kept)",
@@ -303,21 +303,6 @@ class RayBackend:
         except Exception as exc:  # already gone
             log.debug("kill: %s", exc)
 
-    async def _finish(
-        self,
-        operation_id: str,
-        status: OperationStatus,
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-    ) -> Operation:
-        try:
-            return await self._ingestor.record_status(
-                operation_id, status, reason=reason, error=error
-            )
-        except IllegalTransitionError:  # it ended meanwhile: that end stands
-            return await get_operation(self._db, operation_id)
-
     # -- cancel -------------------------------------------------------------------------------
 
     async def stop(self, op: Operation, reason: str) -> Operation:
@@ -329,7 +314,9 @@ class RayBackend:
         if follow is None or op.status is OperationStatus.QUEUED:
             if follow is not None and self._release(op.operation_id, follow):
                 await anyio.to_thread.run_sync(self._kill, follow.actor)
-            return await self._finish(op.operation_id, OperationStatus.CANCELLED, reason=reason)
+            return await self._ingestor.record_end(
+                op.operation_id, OperationStatus.CANCELLED, reason=reason
+            )
         note = ""
         try:
             with anyio.fail_after(CANCEL_WAIT_S):
@@ -339,7 +326,9 @@ class RayBackend:
         if not note:
             with anyio.move_on_after(CANCEL_WAIT_S):
                 await follow.done.wait()
-        return await self._finish(op.operation_id, OperationStatus.CANCELLED, reason=reason + note)
+        return await self._ingestor.record_end(
+            op.operation_id, OperationStatus.CANCELLED, reason=reason + note
+        )
 
     # -- restart ------------------------------------------------------------------------------
 
@@ -357,7 +346,7 @@ class RayBackend:
             try:
                 actor = await anyio.to_thread.run_sync(self._ray.get_actor, name)
             except ValueError:
-                await self._finish(
+                await self._ingestor.record_end(
                     op.operation_id,
                     OperationStatus.FAILED,
                     error=f"{RAY_LOST}: the cluster has no actor {name!r} for this run "
