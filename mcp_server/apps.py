@@ -10,24 +10,19 @@ text (and plot_metrics its PNG).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 from mcp.server.apps import Apps, ResourceCsp
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field, ValidationError
 
 from mcp_server.core.dashboard import (
     DashboardQuery,
     DashboardSnapshot,
     dashboard_snapshot,
 )
-from mcp_server.core.errors import ServiceError, from_validation_error
 from mcp_server.core.service import TrainingService
 from mcp_server.dashboard.assets import render_page
+from mcp_server.tool_models import client_errors, parse, signature
 
 __all__ = ["APP_TOOL_META", "DASHBOARD_URI", "build_apps"]
 
@@ -39,38 +34,6 @@ _READ_ONLY = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
 ShownResult = Annotated[CallToolResult, DashboardSnapshot]
-
-
-def _signature(fields: Sequence[str]) -> inspect.Signature:
-    """DashboardQuery's fields as keyword parameters, so the tools' input schemas are the
-    model's (types, ranges, descriptions said once, as mcp_server.server does for its tools)."""
-    params = []
-    for name in fields:
-        info = DashboardQuery.model_fields[name]
-        extra = Field(description=info.description)
-        annotation = Annotated[info.annotation, *info.metadata, extra]  # type: ignore[name-defined]
-        default = info.get_default(call_default_factory=True)
-        params.append(
-            inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
-            )
-        )
-    return inspect.Signature(params, return_annotation=ShownResult)
-
-
-def _parse(arguments: dict[str, Any]) -> DashboardQuery:
-    try:
-        return DashboardQuery.model_validate(arguments)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from exc
-
-
-@contextmanager
-def _tool_errors() -> Iterator[None]:
-    try:
-        yield
-    except ServiceError as exc:
-        raise ToolError(exc.message) from exc
 
 
 def _summary(snapshot: DashboardSnapshot) -> str:
@@ -106,15 +69,17 @@ def build_apps(service: TrainingService) -> Apps:
     )
 
     async def show_training(**arguments: Any) -> CallToolResult:
-        with _tool_errors():
-            query = _parse({**arguments, "max_points": 200})
+        with client_errors():
+            query = parse(DashboardQuery, {**arguments, "max_points": 200})
             snapshot = await dashboard_snapshot(service, query)
         return CallToolResult(
             content=[TextContent(type="text", text=_summary(snapshot))],
             structured_content=snapshot.model_dump(mode="json"),
         )
 
-    show_training.__signature__ = _signature(["operation_ids"])  # type: ignore[attr-defined]
+    show_training.__signature__ = signature(  # type: ignore[attr-defined]
+        DashboardQuery, ShownResult, fields=["operation_ids"]
+    )
     apps.tool(
         resource_uri=DASHBOARD_URI,
         name="show_training",
@@ -129,16 +94,16 @@ def build_apps(service: TrainingService) -> Apps:
     )(show_training)
 
     async def dashboard_updates(**arguments: Any) -> CallToolResult:
-        with _tool_errors():
-            snapshot = await dashboard_snapshot(service, _parse(arguments))
+        with client_errors():
+            snapshot = await dashboard_snapshot(service, parse(DashboardQuery, arguments))
         points = sum(s.returned_points for r in snapshot.runs for s in r.metrics.series)
         return CallToolResult(
             content=[TextContent(type="text", text=f"{points} points")],
             structured_content=snapshot.model_dump(mode="json"),
         )
 
-    dashboard_updates.__signature__ = _signature(  # type: ignore[attr-defined]
-        list(DashboardQuery.model_fields)
+    dashboard_updates.__signature__ = signature(  # type: ignore[attr-defined]
+        DashboardQuery, ShownResult
     )
     apps.tool(
         resource_uri=DASHBOARD_URI,

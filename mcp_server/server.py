@@ -4,21 +4,19 @@ parse, call one service function, shape nothing by hand (the service returns sha
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, Image, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from mcp_server import __version__
 from mcp_server.apps import APP_TOOL_META, build_apps
 from mcp_server.core.entry_points import EntryPointList
-from mcp_server.core.errors import NotFoundError, ServiceError, from_validation_error
+from mcp_server.core.errors import NotFoundError
 from mcp_server.core.logs import LogsQuery, OperationLogs
 from mcp_server.core.models import (
     AnalysisDigest,
@@ -45,6 +43,7 @@ from mcp_server.steering import register_steering
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
 from mcp_server.sweeps import register_sweeps
 from mcp_server.tool_args import forbid_unknown_arguments
+from mcp_server.tool_models import client_errors, parse, signature
 from storage import Operation
 from trainer.analysis import LossAnalysis
 
@@ -65,51 +64,6 @@ READ_ONLY = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
 OperationId = Annotated[str, Field(description="The id start_training returned, e.g. op-k3f9x2ab")]
-
-
-@contextmanager
-def _client_errors() -> Iterator[None]:
-    """A service error becomes an isError result that names the field; nothing else leaks."""
-    try:
-        yield
-    except ServiceError as exc:
-        raise ToolError(exc.message) from exc
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _parse(model: type[M], arguments: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(arguments)
-    except ValidationError as exc:
-        raise ToolError(from_validation_error(exc).message) from exc
-
-
-def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
-    """A request model's fields as keyword parameters, with their ranges and descriptions, so a
-    tool's input schema is the model's: said once, in the model."""
-    params = []
-    for name, info in model.model_fields.items():
-        extra = Field(description=info.description, json_schema_extra=info.json_schema_extra)
-        default = (
-            inspect.Parameter.empty
-            if info.is_required()
-            else info.get_default(call_default_factory=True)
-        )
-        annotation = Annotated[info.annotation, *info.metadata, extra]  # type: ignore[name-defined]
-        params.append(
-            inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
-            )
-        )
-    return params
-
-
-def _signature(
-    model: type[BaseModel], returns: Any, *, leading: Sequence[inspect.Parameter] = ()
-) -> inspect.Signature:
-    return inspect.Signature([*leading, *_parameters(model)], return_annotation=returns)
 
 
 _OPERATION_ID = inspect.Parameter(
@@ -262,12 +216,12 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         )
 
     async def start_training(**arguments: Any) -> CallToolResult:
-        with _client_errors():
-            return _result(await service.start_training(_parse(StartTrainingArgs, arguments)))
+        with client_errors():
+            return _result(await service.start_training(parse(StartTrainingArgs, arguments)))
 
     add(
         start_training,
-        _signature(StartTrainingArgs, StartTrainingResult),
+        signature(StartTrainingArgs, StartTrainingResult),
         "Start a PyTorch training run; returns at once with its operation_id. Every argument "
         "is optional: {} trains the demo (an MLP on 'noisy_spirals', which overfits). Pass flat "
         "arguments or a full `spec`; runs past the concurrency limit queue. Then follow it "
@@ -281,7 +235,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
     )
 
     async def get_operation(operation_id: str) -> CallToolResult:
-        with _client_errors():
+        with client_errors():
             return _result(await service.get_operation(operation_id))
 
     add(
@@ -292,31 +246,31 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
     )
 
     async def list_operations(**arguments: Any) -> CallToolResult:
-        with _client_errors():
-            return _result(await service.list_operations(_parse(ListQuery, arguments)))
+        with client_errors():
+            return _result(await service.list_operations(parse(ListQuery, arguments)))
 
     add(
         list_operations,
-        _signature(ListQuery, OperationList),
+        signature(ListQuery, OperationList),
         "Runs, newest first, optionally only those in one status.",
     )
 
     async def get_operation_metrics(operation_id: str, **arguments: Any) -> CallToolResult:
-        with _client_errors():
-            query = _parse(MetricsQuery, arguments)
+        with client_errors():
+            query = parse(MetricsQuery, arguments)
             return _result(await service.get_metrics(operation_id, query))
 
     add(
         get_operation_metrics,
-        _signature(MetricsQuery, OperationMetrics, leading=[_OPERATION_ID]),
+        signature(MetricsQuery, OperationMetrics, leading=[_OPERATION_ID]),
         "A run's curves: per metric, columnar steps and values, downsampled past max_points "
         "(counts say what was dropped); pass next_cursor back to get only what is new. For a "
         "decision you rarely need it: wait_for_operation and analyze_loss carry the numbers.",
     )
 
     async def analyze_loss(operation_id: str, **arguments: Any) -> CallToolResult:
-        with _client_errors():
-            request = _parse(AnalyzeRequest, arguments)
+        with client_errors():
+            request = parse(AnalyzeRequest, arguments)
             analysis = await service.analyze(operation_id, request.params())
         if request.detail == "full":
             return _result(analysis, _analysis_line(analysis), _ANALYSIS_SAID)
@@ -325,7 +279,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
 
     add(
         analyze_loss,
-        _signature(AnalyzeRequest, AnalysisDigest, leading=[_OPERATION_ID]),
+        signature(AnalyzeRequest, AnalysisDigest, leading=[_OPERATION_ID]),
         "The decision on a run: verdict, recommendation (continue, stop_and_restore_best, "
         "reduce_learning_rate, add_regularization, investigate_divergence, "
         "wait_for_more_epochs), confidence, reasons quoting the numbers, best epoch and value, "
@@ -335,13 +289,13 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
     )
 
     async def stop_training(operation_id: str, **arguments: Any) -> CallToolResult:
-        with _client_errors():
-            reason = _parse(StopRequest, arguments).reason
+        with client_errors():
+            reason = parse(StopRequest, arguments).reason
             return _result(await service.stop_training(operation_id, reason))
 
     add(
         stop_training,
-        _signature(StopRequest, Operation, leading=[_OPERATION_ID]),
+        signature(StopRequest, Operation, leading=[_OPERATION_ID]),
         "Stop a queued or running run within one batch; its finished epochs are kept and the "
         "reason recorded. Returns the run, normally already 'cancelled'.",
         ToolAnnotations(
@@ -358,14 +312,14 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         async def progress(done: float, total: float | None, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
-        with _client_errors():
-            query = _parse(WaitQuery, arguments)
+        with client_errors():
+            query = parse(WaitQuery, arguments)
             result = await service.wait_for_operation(operation_id, query, progress=progress)
         return _result(result, _wait_line(result), _WAIT_SAID)
 
     add(
         wait_for_operation,
-        _signature(WaitQuery, WaitResult, leading=[_OPERATION_ID, _CTX]),
+        signature(WaitQuery, WaitResult, leading=[_OPERATION_ID, _CTX]),
         "Follow a run cheaply: blocks (up to timeout_s, with progress notifications) until "
         "something bears on a decision (the default until='decision': verdict or "
         "recommendation changed, a flag raised, a stopping criterion fired, the run ended), or "
@@ -375,25 +329,25 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
     )
 
     async def compare_operations(**arguments: Any) -> CallToolResult:
-        with _client_errors():
-            return _result(await service.compare_operations(_parse(CompareQuery, arguments)))
+        with client_errors():
+            return _result(await service.compare_operations(parse(CompareQuery, arguments)))
 
     add(
         compare_operations,
-        _signature(CompareQuery, Comparison),
+        signature(CompareQuery, Comparison),
         "Runs side by side: the spec fields that differ, each run's best value and epoch, final "
         "values and timing, and which run is best.",
     )
 
     async def plot_metrics(**arguments: Any) -> list[Any]:
-        with _client_errors():
-            request = _parse(PlotRequest, arguments)
+        with client_errors():
+            request = parse(PlotRequest, arguments)
             png, caption = await service.plot(request.operation_ids, request)
         return [caption, Image(data=png, format="png")]
 
     add(
         plot_metrics,
-        _signature(PlotRequest, list[Any]),
+        signature(PlotRequest, list[Any]),
         "A PNG of runs' curves (losses and accuracies on separate axes, each best epoch "
         "marked) and a line of text per run.",
         structured_output=False,
@@ -412,13 +366,13 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
     )
 
     async def get_operation_logs(operation_id: str, **arguments: Any) -> CallToolResult:
-        with _client_errors():
-            query = _parse(LogsQuery, arguments)
+        with client_errors():
+            query = parse(LogsQuery, arguments)
             return _result(await service.operation_logs(operation_id, query))
 
     add(
         get_operation_logs,
-        _signature(LogsQuery, OperationLogs, leading=[_OPERATION_ID]),
+        signature(LogsQuery, OperationLogs, leading=[_OPERATION_ID]),
         "A script run's stdout or stderr: the last lines, or what is new since a cursor.",
         structured_output=False,
     )
