@@ -16,6 +16,7 @@ from httpbase.guard import GuardPolicy, RequestGuard
 from mcp_server.config import Secret
 from mcp_server.core.service import TrainingService
 from mcp_server.dashboard import PAGE_PATHS, PAGE_PREFIXES, dashboard_routes
+from mcp_server.mcp_sessions import SessionCap, SessionLimits
 from mcp_server.rest.routes import OPEN_PATHS, rest_routes
 from mcp_server.server import build_mcp_server
 
@@ -42,13 +43,19 @@ def build_app(
         session_idle_timeout=service.config.mcp_session_idle_s,
     )
 
+    config = service.config
+    limits = SessionLimits(
+        config.mcp_sessions_per_client, config.mcp_max_sessions, config.mcp_session_idle_s
+    )
+    sessions = SessionCap(mcp_app, limits)  # one client cannot take every session
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with mcp.session_manager.run():
             yield
 
     app = Starlette(
-        routes=[*rest_routes(service), *dashboard_routes(), Mount("/", app=mcp_app)],
+        routes=[*rest_routes(service), *dashboard_routes(), Mount("/", app=sessions)],
         lifespan=lifespan,
     )
     app.add_middleware(
@@ -57,7 +64,6 @@ def build_app(
         open_paths=OPEN_PATHS | PAGE_PATHS,
         open_prefixes=PAGE_PREFIXES,
     )
-    config = service.config
     hosts = list(config.allowed_hosts)
     if config.public_url:  # the name bridges reach this server by
         hosts.append(urlsplit(config.public_url).hostname or "")

@@ -200,6 +200,23 @@ def _size(value: str) -> int:
     return int(size)
 
 
+def _count(value: str) -> int:
+    """A count of at least 1 (a cap of 0 would lock every client out)."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def _add_budget_flags(parser: argparse.ArgumentParser) -> None:
     """The resource budget a run must fit before it is accepted (0 turns a limit off)."""
     flags = [
@@ -238,11 +255,17 @@ def _add_cap_flags(parser: argparse.ArgumentParser) -> None:
         "--max-event-streams-per-run", type=int, default=8, help="event streams of one run"
     )
     parser.add_argument(
-        "--max-mcp-sessions", type=int, default=100, help="MCP-over-HTTP sessions open at once"
+        "--max-mcp-sessions", type=_count, default=100, help="MCP-over-HTTP sessions open at once"
+    )
+    parser.add_argument(
+        "--mcp-sessions-per-client",
+        type=_count,
+        default=32,
+        help="MCP-over-HTTP sessions one client (peer address) may hold open (default 32)",
     )
     parser.add_argument(
         "--mcp-session-idle",
-        type=float,
+        type=_seconds,
         default=600.0,
         metavar="SECONDS",
         help="close an MCP-over-HTTP session idle this long (default 600)",
@@ -293,6 +316,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         max_streams_per_run=args.max_event_streams_per_run,
         mcp_max_sessions=args.max_mcp_sessions,
         mcp_session_idle_s=args.mcp_session_idle,
+        mcp_sessions_per_client=args.mcp_sessions_per_client,
         resume_interrupted=args.resume_interrupted,
     )
 

@@ -62,6 +62,7 @@ class ServerConfig:
     max_streams_per_run: int = 8  # REST event streams of one run open at once
     max_streams: int = 64  # REST event streams open at once, in all
     mcp_max_sessions: int = 100  # MCP-over-HTTP sessions open at once
+    mcp_sessions_per_client: int = 32  # of those, held by one client (peer address)
     mcp_session_idle_s: float = 600.0  # an MCP session with no request this long is closed
     resume_interrupted: bool = False  # on start, resume local runs a crash left interrupted
 
