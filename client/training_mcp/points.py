@@ -4,9 +4,11 @@ This is the one home of the wire point (`MetricPoint`), the step-vs-epoch rule, 
 the batch limit and the record -> points conversion. The server's storage, ingestion and REST
 models, the host bridge and the client all use it. Standard library only.
 
-A metric is either an epoch metric (`train_loss`, `val_loss`, ...), whose `step` is the epoch
-number, or a per-step metric, named `step/...`, whose `step` is the global batch number and whose
-`epoch` says which epoch the batch belonged to.
+A metric is an epoch metric (`train_loss`, `val_loss`, ...), whose `step` is the epoch number; a
+per-step metric, named `step/...`, whose `step` is the global batch number and whose `epoch` says
+which epoch the batch belonged to; or a system metric, named `system/...` (CPU, memory, GPU:
+`training_mcp.system`), whose `step` is the time it was sampled in milliseconds since the Unix
+epoch and whose `epoch` is the last epoch the run had finished then.
 """
 
 from __future__ import annotations
@@ -24,14 +26,18 @@ __all__ = [
     "PUSH_TOKEN_HEADER",
     "STEP_LOSS_METRIC",
     "STEP_PREFIX",
+    "SYSTEM_PREFIX",
     "EpochLike",
     "MetricPoint",
     "StepLike",
     "check_metric_name",
     "epoch_points",
+    "is_epoch_metric",
     "is_step_metric",
+    "is_system_metric",
     "points_at",
     "step_points",
+    "system_points",
 ]
 
 # The header that carries a run's push credential on every push, status report and heartbeat: the
@@ -51,11 +57,23 @@ _METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
 STEP_PREFIX = "step/"
 # A batch's training loss, the per-step series a training loop reports.
 STEP_LOSS_METRIC = "step/train_loss"
+# System series (CPU, memory, GPU of the run's processes) carry this prefix and are indexed by time.
+SYSTEM_PREFIX = "system/"
 
 
 def is_step_metric(name: str) -> bool:
-    """Per-step series (`step/...`) are indexed by batch; everything else by epoch."""
+    """Per-step series (`step/...`) are indexed by batch."""
     return name.startswith(STEP_PREFIX)
+
+
+def is_system_metric(name: str) -> bool:
+    """System series (`system/...`) are indexed by time (milliseconds since the Unix epoch)."""
+    return name.startswith(SYSTEM_PREFIX)
+
+
+def is_epoch_metric(name: str) -> bool:
+    """Everything that is neither per-step nor a system series is indexed by epoch."""
+    return not (name.startswith(STEP_PREFIX) or name.startswith(SYSTEM_PREFIX))
 
 
 def check_metric_name(name: object) -> str:
@@ -104,7 +122,7 @@ def points_at(
             value = float(raw)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}: must be a number, got {raw!r}") from exc
-        at_epoch = epoch if epoch is not None or is_step_metric(name) else step
+        at_epoch = epoch if epoch is not None or not is_epoch_metric(name) else step
         points.append(MetricPoint(name, step, value, at_epoch, wall_time))
     return points
 
@@ -150,4 +168,16 @@ def step_points(records: Iterable[StepLike]) -> list[MetricPoint]:
     return [
         MetricPoint(STEP_LOSS_METRIC, r.step, float(r.train_loss), r.epoch, r.timestamp)
         for r in records
+    ]
+
+
+def system_points(
+    values: Mapping[str, float], *, at: float, epoch: int | None = None
+) -> list[MetricPoint]:
+    """One system sample as points: `values` maps a name under `system/` (`cpu_percent`) to its
+    value; the step is `at` (a Unix time) in milliseconds, `epoch` the run's last finished one."""
+    step = int(at * 1000)
+    return [
+        MetricPoint(SYSTEM_PREFIX + name, step, float(value), epoch, at)
+        for name, value in values.items()
     ]

@@ -34,4 +34,4 @@ def test_the_client_builds_alone_into_a_wheel_that_needs_only_httpx(tmp_path: Pa
     assert metadata["Name"] == "training-mcp-client"
     required = [r for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r]
     assert required == ["httpx>=0.27"]
-    assert set(metadata.get_all("Provides-Extra") or []) == {"lightning", "transformers"}
+    assert set(metadata.get_all("Provides-Extra") or []) == {"lightning", "transformers", "gpu"}
