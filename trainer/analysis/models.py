@@ -39,7 +39,9 @@ Recommendation = Literal[
     "investigate_divergence",
     "wait_for_more_epochs",
 ]
-FlagName = Literal["overfitting", "plateau", "divergence", "oscillation", "non_finite"]
+FlagName = Literal[
+    "overfitting", "plateau", "divergence", "oscillation", "non_finite", "input_bound", "near_oom"
+]
 Mode = Literal["min", "max"]
 
 
