@@ -26,6 +26,7 @@ from host_bridge.sessions import BridgeOptions, SessionManager
 from httpbase.guard import GuardPolicy, is_loopback_host
 from trainer.budget import ResourceLimits
 from trainer.checkpoint_budget import CheckpointBudget
+from training_mcp.system import DEFAULT_INTERVAL_S
 
 __all__ = [
     "DEFAULT_PORT",
@@ -60,6 +61,7 @@ class BridgeConfig:
     allowed_servers: tuple[str, ...] = ()  # empty: servers on loopback only
     limits: ResourceLimits | None = None  # None: defaults from this machine's memory
     checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
+    system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of sessions; 0: none
 
     @property
     def options(self) -> BridgeOptions:
@@ -71,6 +73,7 @@ class BridgeConfig:
             allowed_servers=self.allowed_servers,
             limits=self.limits or ResourceLimits.for_memory(),
             checkpoints=self.checkpoints,
+            system_interval_s=self.system_interval_s,
         )
 
     @property

@@ -3,6 +3,7 @@
     POST /sessions -> SessionManager.start -> a thread: run_training(spec, sink) -> final status
                                                |-> the sink: MetricsReporter over the spool
                                                |-> a heartbeat thread, until the server has it all
+                                               |-> a system-metrics thread, while it trains
 
 The training thread only appends to the spool (a local SQLite write); the session's
 `MetricsReporter` sends from there in batches, with retries, and a point leaves the spool once the
@@ -15,6 +16,7 @@ training here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sqlite3
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 
@@ -36,6 +39,13 @@ from trainer.preflight import TrainerOptions, check_spec
 from trainer.records import EpochRecord, RunResult, StepRecord
 from training_mcp import MetricsReporter, ReportError, RetryPolicy
 from training_mcp.points import epoch_points, step_points
+from training_mcp.system import (
+    DEFAULT_INTERVAL_S,
+    GpuReader,
+    SystemMonitor,
+    SystemSampler,
+    nvml_reader,
+)
 
 __all__ = ["BridgeOptions", "SessionError", "SessionManager"]
 
@@ -67,6 +77,8 @@ class BridgeOptions:
         default_factory=lambda: RetryPolicy(attempts=5, base_delay_s=0.1, max_delay_s=2.0)
     )
     max_pause_s: float = 5.0
+    system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of sessions; 0: none
+    system_gpu: GpuReader | Literal["nvml"] | None = "nvml"  # GPU readings (tests: fixed ones)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_sessions <= 1000:
@@ -77,6 +89,11 @@ class BridgeOptions:
             )
         if not 0 <= self.max_pause_s <= 3600:
             raise ValueError(f"max_pause_s: must be between 0 and 3600, got {self.max_pause_s}")
+        if not 0 <= self.system_interval_s <= 3600:
+            raise ValueError(
+                f"system_interval_s: must be between 0 (none) and 3600, got "
+                f"{self.system_interval_s}"
+            )
 
 
 class SessionError(Exception):
@@ -104,8 +121,10 @@ class _Sink:
         self._spool = spool
         self._operation_id = operation_id
         self._steps: list[StepRecord] = []
+        self.epoch: int | None = None  # the last epoch finished, for the system samples
 
     def on_epoch(self, record: EpochRecord) -> None:
+        self.epoch = record.epoch
         steps, self._steps = self._steps, []
         # The epoch and the step losses logged during it, queued together (one request).
         self._reporter.put([*step_points(steps), *epoch_points(record)])
@@ -154,6 +173,8 @@ class SessionManager:
         self._live: dict[str, _Live] = {}
         self._stopping = threading.Event()
         self._rng = random.Random()
+        self._gpu: GpuReader | None = None
+        self._gpu_opened = False
 
     @property
     def running(self) -> int:
@@ -318,7 +339,8 @@ class SessionManager:
         sink = _Sink(live.reporter, self.spool, request.operation_id)
         self.spool.update(request.operation_id, started_at=time.time())
         try:
-            result = run_training(request.spec, sink, cancel=live.cancel, options=options)
+            with self._system_monitor(live, sink):
+                result = run_training(request.spec, sink, cancel=live.cancel, options=options)
         except TrainerError as exc:
             return "failed", str(exc), None, None
         except Exception as exc:  # the top of a session: the server must learn how it ended
@@ -328,6 +350,20 @@ class SessionManager:
             sink.flush_steps()
             self._prune(request.operation_id)
         return (*self._outcome(result, live), result.device)
+
+    def _system_monitor(self, live: _Live, sink: _Sink) -> contextlib.AbstractContextManager[Any]:
+        """This process sampled while the session trains, the points spooled like the rest;
+        one last sample when training ends."""
+        interval = self.options.system_interval_s
+        if interval <= 0:
+            return contextlib.nullcontext()
+        with self._lock:  # NVML opened once, by the first session
+            if not self._gpu_opened:
+                gpu = self.options.system_gpu
+                self._gpu = nvml_reader() if isinstance(gpu, str) else gpu
+                self._gpu_opened = True
+        sampler = SystemSampler(gpu=self._gpu)
+        return SystemMonitor(sampler, live.reporter.put, interval, epoch=lambda: sink.epoch)
 
     def _prune(self, operation_id: str) -> None:
         """The checkpoints' disk budget, once a session has trained: its own extra files, then

@@ -19,6 +19,7 @@ import anyio
 from mcp_server.config import BridgeTarget, Secret, ServerConfig
 from trainer.budget import ResourceLimits
 from trainer.checkpoint_budget import CheckpointBudget
+from training_mcp.system import DEFAULT_INTERVAL_S
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -131,6 +132,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_guard_flags(serve)
     _add_budget_flags(serve)
     _add_cap_flags(serve)
+    _add_system_flag(serve)
     _add_bridge_parser(sub, env)
     return parser
 
@@ -182,6 +184,27 @@ def _add_bridge_parser(
     )
     _add_guard_flags(bridge)
     _add_budget_flags(bridge)
+    _add_system_flag(bridge)
+
+
+def _add_system_flag(parser: argparse.ArgumentParser) -> None:
+    def seconds(value: str) -> float:
+        try:
+            interval = float(value)
+        except ValueError:
+            interval = -1.0
+        if not 0 <= interval <= 3600:
+            raise argparse.ArgumentTypeError(f"must be 0 (none) to 3600 seconds, got {value!r}")
+        return interval
+
+    parser.add_argument(
+        "--system-interval",
+        type=seconds,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help="how often each run's CPU, memory and GPU are sampled as system/... metrics "
+        f"(default {DEFAULT_INTERVAL_S:g}; 0: never)",
+    )
 
 
 def _size(value: str) -> int:
@@ -318,6 +341,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         mcp_session_idle_s=args.mcp_session_idle,
         mcp_sessions_per_client=args.mcp_sessions_per_client,
         resume_interrupted=args.resume_interrupted,
+        system_interval_s=args.system_interval,
     )
 
 
@@ -441,6 +465,7 @@ def _bridge_main(args: argparse.Namespace) -> int:
             allowed_servers=tuple(args.allowed_server or ()),
             limits=limits,
             checkpoints=checkpoints,
+            system_interval_s=args.system_interval,
         )
     )
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from storage import default_database_url
 from trainer.budget import ResourceLimits
 from trainer.checkpoint_budget import CheckpointBudget
 from trainer.preflight import TrainerOptions
+from training_mcp.system import DEFAULT_INTERVAL_S, GpuReader
 
 __all__ = ["BridgeTarget", "Secret", "ServerConfig"]
 
@@ -65,6 +67,8 @@ class ServerConfig:
     mcp_sessions_per_client: int = 32  # of those, held by one client (peer address)
     mcp_session_idle_s: float = 600.0  # an MCP session with no request this long is closed
     resume_interrupted: bool = False  # on start, resume local runs a crash left interrupted
+    system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of runs; 0: none
+    system_gpu: GpuReader | Literal["nvml"] | None = "nvml"  # GPU readings (tests: fixed ones)
 
     @property
     def database_url(self) -> str:

@@ -24,7 +24,14 @@ from storage.errors import (
     OperationNotFoundError,
     StorageError,
 )
-from storage.history import MAX_PAGE_SIZE, ExportRow, HistoryPage, iter_history, read_page
+from storage.history import (
+    MAX_PAGE_SIZE,
+    ExportRow,
+    HistoryPage,
+    iter_history,
+    read_page,
+    tail_points,
+)
 from storage.lineage import copy_history
 from storage.metrics import (
     MIN_SAMPLE_POINTS,
@@ -114,5 +121,6 @@ __all__ = [
     "reopen_operation",
     "set_progress",
     "set_status",
+    "tail_points",
     "validate_points",
 ]

@@ -20,7 +20,14 @@ from storage.errors import OperationNotFoundError
 from storage.models import SeriesData
 from storage.schema import operations, points, series
 
-__all__ = ["MAX_PAGE_SIZE", "ExportRow", "HistoryPage", "iter_history", "read_page"]
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "ExportRow",
+    "HistoryPage",
+    "iter_history",
+    "read_page",
+    "tail_points",
+]
 
 MAX_PAGE_SIZE = 100_000
 
@@ -144,6 +151,38 @@ def _matching(conn: Connection, row: Any, after: int) -> int:
         return int(row.n_points)
     count = select(func.count()).where(points.c.series_id == row.id, points.c.step > after)
     return int(conn.execute(count).scalar_one())
+
+
+async def tail_points(
+    db: Database, operation_id: str, *, prefix: str, last: int
+) -> list[ExportRow]:
+    """The last `last` points of every series whose name starts with `prefix`, by (name, step):
+    the recent window of a run's `system/...` series, epochs included."""
+
+    def query(conn: Connection) -> list[ExportRow]:
+        found = conn.execute(
+            select(series.c.id, series.c.name).where(
+                series.c.operation_id == operation_id, series.c.name.startswith(prefix)
+            )
+        ).all()
+        rows: list[ExportRow] = []
+        for sid, name in sorted(found, key=lambda r: r.name):
+            recent = conn.execute(
+                select(
+                    points.c.step,
+                    points.c.epoch,
+                    points.c.value,
+                    points.c.special,
+                    points.c.wall_ms,
+                )
+                .where(points.c.series_id == sid)
+                .order_by(points.c.step.desc())
+                .limit(last)
+            ).all()
+            rows += [(name, step, epoch, v, sp, ms) for step, epoch, v, sp, ms in reversed(recent)]
+        return rows
+
+    return await db.run_read(query)
 
 
 async def iter_history(

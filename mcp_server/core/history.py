@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from storage import Database, OperationNotFoundError, get_operation, read_metrics
+from storage import (
+    Database,
+    OperationNotFoundError,
+    get_operation,
+    read_metrics,
+    tail_points,
+)
 from trainer.analysis import AnalysisParams, EpochMetrics, LossAnalysis, LossAnalyzer, analyze_loss
-from training_mcp.points import is_step_metric
+from trainer.analysis.system import INPUT_WINDOW, SystemWindow, with_system
+from training_mcp.points import SYSTEM_PREFIX, is_epoch_metric
 
 __all__ = ["AnalysisCache", "load_history"]
 
@@ -18,11 +26,22 @@ async def load_history(db: Database, operation_id: str) -> list[EpochMetrics]:
     read = await read_metrics(db, operation_id)
     rows: dict[int, dict[str, float]] = defaultdict(dict)
     for series in read.series:
-        if is_step_metric(series.name):
+        if not is_epoch_metric(series.name):
             continue
         for step, value in zip(series.steps, series.floats(), strict=True):
             rows[step][series.name] = value
     return [EpochMetrics(epoch=epoch, values=rows[epoch]) for epoch in sorted(rows)]
+
+
+class _PointLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def epoch(self) -> int | None: ...
 
 
 @dataclass
@@ -79,6 +98,7 @@ class AnalysisCache:
         self._runs: dict[str, _Tracked] = {}
         self._versions: dict[str, int] = defaultdict(int)
         self._budgets: dict[str, int | None] = {}  # epochs_total, fixed when a run is created
+        self._system: dict[str, SystemWindow] = {}  # the latest system samples, once read
 
     def add(self, operation_id: str, point: EpochMetrics) -> None:
         """A whole epoch (a local run's)."""
@@ -98,11 +118,36 @@ class AnalysisCache:
                 self.invalidate(operation_id)
                 return
 
+    def merge_system(self, operation_id: str, points: Iterable[_PointLike]) -> None:
+        """System points just stored (`system/...`): the window the system flags read."""
+        window = self._system.get(operation_id)
+        if window is not None:
+            for p in points:
+                window.add(p.name.removeprefix(SYSTEM_PREFIX), p.step, p.value, p.epoch)
+
+    async def _system_window(self, operation_id: str) -> SystemWindow:
+        window = self._system.get(operation_id)
+        if window is None:
+            rows = await tail_points(
+                self._db, operation_id, prefix=SYSTEM_PREFIX, last=INPUT_WINDOW
+            )
+            window = self._system.setdefault(operation_id, SystemWindow())
+            for name, step, epoch, value, special, _ in rows:
+                if value is not None and special == 0:  # a NaN reading says nothing
+                    window.add(name.removeprefix(SYSTEM_PREFIX), step, value, epoch)
+        return window
+
     def invalidate(self, operation_id: str) -> None:
         self._versions[operation_id] += 1
         self._runs.pop(operation_id, None)
 
     async def current(self, operation_id: str) -> LossAnalysis:
+        """The default analysis, with what the run's system metrics say (`input_bound`,
+        `near_oom`) among its flags and reasons."""
+        analysis = await self._epochs(operation_id)
+        return with_system(analysis, (await self._system_window(operation_id)).samples())
+
+    async def _epochs(self, operation_id: str) -> LossAnalysis:
         tracked = self._runs.get(operation_id)
         while tracked is None:
             version = self._versions[operation_id]
@@ -132,4 +177,5 @@ class AnalysisCache:
             params = params.model_copy(update={"epochs_total": defaults.epochs_total})
         if params == defaults:
             return await self.current(operation_id)
-        return analyze_loss(await load_history(self._db, operation_id), params)
+        analysis = analyze_loss(await load_history(self._db, operation_id), params)
+        return with_system(analysis, (await self._system_window(operation_id)).samples())

@@ -23,7 +23,13 @@ from storage import (
 )
 from trainer.analysis import EpochMetrics
 from trainer.records import EpochRecord, StepRecord
-from training_mcp.points import epoch_points, is_step_metric, step_points
+from training_mcp.points import (
+    MetricPoint,
+    epoch_points,
+    is_epoch_metric,
+    is_system_metric,
+    step_points,
+)
 
 __all__ = ["Ingestor"]
 
@@ -46,15 +52,24 @@ class Ingestor:
     async def record_steps(self, operation_id: str, steps: Sequence[StepRecord]) -> None:
         await append_points(self.db, operation_id, step_points(steps), allow_finished=True)
 
+    async def record_system(self, operation_id: str, points: Sequence[MetricPoint]) -> None:
+        """A system sample of a run this server samples itself (`mcp_server.core.system`)."""
+        result = await append_points(self.db, operation_id, points)
+        if result.stored:
+            self.analyses.merge_system(operation_id, points)
+            await self.notifier.publish(Change(operation_id, "metrics"))
+
     async def record_points(
         self, operation_id: str, raw: Sequence[MetricPointIn | Mapping[str, Any]]
     ) -> AppendResult:
         """Points pushed over HTTP (host bridge or an external run), validated as a whole."""
         batch = validate_points(raw)
-        epochs = [p.step for p in batch if not is_step_metric(p.name)]
+        epochs = [p.step for p in batch if is_epoch_metric(p.name)]
         result = await append_points(
             self.db, operation_id, batch, progress_epoch=max(epochs) if epochs else None
         )
+        if result.stored:
+            self.analyses.merge_system(operation_id, [p for p in batch if is_system_metric(p.name)])
         if result.stored and epochs:
             if result.stored < result.received:
                 # Some were already stored, perhaps with other values: storage is the truth.
@@ -62,7 +77,7 @@ class Ingestor:
             else:
                 by_epoch: dict[int, dict[str, float]] = defaultdict(dict)
                 for p in batch:
-                    if not is_step_metric(p.name):
+                    if is_epoch_metric(p.name):
                         by_epoch[p.step][p.name] = p.value
                 self.analyses.merge(operation_id, by_epoch)
             await self.notifier.publish(Change(operation_id, "epoch", epoch=max(epochs)))

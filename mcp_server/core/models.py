@@ -211,7 +211,10 @@ class OperationMetrics(BaseModel):
     epochs_total: int | None
     series: list[SeriesData]
     missing: list[str] = Field(default_factory=list, description="Asked for but never stored")
-    available: list[str] = Field(description="Every metric name this run has stored")
+    available: list[str] = Field(
+        description="Every metric name this run has stored; 'system/' stands for its system "
+        "series (CPU, memory, GPU)"
+    )
     next_cursor: str = Field(description="Pass as `cursor` to get only what is new")
     has_more: bool = Field(
         False, description="A page_size read stopped before the end: call again with next_cursor"

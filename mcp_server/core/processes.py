@@ -33,6 +33,7 @@ from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_
 from mcp_server.core.errors import InvalidInputError, ServiceError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogStream, OperationLogs, RotatingLog, read_log
+from mcp_server.core.system import RunSampling
 from mcp_server.core.tensorboard import follow_logdir
 from storage import (
     Backend,
@@ -118,8 +119,11 @@ class ScriptRunner:
         ingestor: Ingestor,
         tg: TaskGroup,
         busy: Callable[[], bool],
+        system: RunSampling | None = None,
     ) -> None:
-        """`busy()`: whether the server's concurrency limit is reached (local runs count)."""
+        """`busy()`: whether the server's concurrency limit is reached (local runs count);
+        `system`: how the scripts' processes are sampled (`system/...` metrics)."""
+        self._system = system
         self._settings = settings
         self._db = db
         self._ingestor = ingestor
@@ -239,9 +243,12 @@ class ScriptRunner:
         folder = self._folder(operation_id)
         out = RotatingLog(folder, "stdout", self._settings.log_bytes, self._settings.log_files)
         err = RotatingLog(folder, "stderr", self._settings.log_bytes, self._settings.log_files)
+        exited = anyio.Event()
         try:
             with live.scope:
                 async with anyio.create_task_group() as tg:
+                    if self._system is not None:  # the script's session, sampled from here
+                        tg.start_soon(self._system.follow, operation_id, exited, process.pid)
                     assert process.stdout is not None and process.stderr is not None
                     tg.start_soon(_copy, process.stdout, out)
                     tg.start_soon(_copy, process.stderr, err)
@@ -253,6 +260,7 @@ class ScriptRunner:
                             lambda: process.returncode is None,
                         )
                     returncode = await process.wait()
+                    exited.set()
                 status, error, reason = script_outcome(
                     returncode, live.stop_reason, err.tail_text(STDERR_TAIL_LINES)
                 )

@@ -50,7 +50,7 @@ class MetricsQuery(BaseModel):
     metrics: list[str] | None = Field(
         default=None,
         description="Metric names; default train/val loss and accuracy and learning_rate; "
-        "['all'] for every epoch metric",
+        "['all'] for every epoch metric; 'system/' for CPU, memory, GPU",
     )
     cursor: str | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mcp_server.core.ingest import Ingestor
+from mcp_server.core.system import RunSampling
 from storage import IllegalTransitionError, OperationStatus
 from trainer.checkpoint_budget import CheckpointBudget, prune_run, prune_total
 from trainer.preflight import TrainerOptions
@@ -67,8 +68,10 @@ class LocalRunner:
         artifacts_root: Path | None = None,
         max_concurrent: int = 2,
         checkpoints: CheckpointBudget | None = None,
+        system: RunSampling | None = None,
     ) -> None:
         self._ingestor = ingestor
+        self._system = system
         self._options = options
         self._artifacts_root = artifacts_root
         self._checkpoints = checkpoints or CheckpointBudget()
@@ -145,8 +148,11 @@ class LocalRunner:
         options = self._options
         if self._artifacts_root is not None:
             options = replace(options, artifact_dir=self._artifacts_root / operation_id)
+        trained = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consume, operation_id, receive)
+            if self._system is not None:  # its last sample is stored before the run's end
+                tg.start_soon(self._system.follow, operation_id, trained)
             try:
                 result = await anyio.to_thread.run_sync(
                     _train_in_thread,
@@ -164,6 +170,7 @@ class LocalRunner:
                     log.exception("training %s raised", operation_id)
             finally:
                 send.close()
+                trained.set()
         if result is None:
             await self._end(operation_id, OperationStatus.FAILED, error=error)
             return

@@ -65,6 +65,7 @@ from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from mcp_server.core.steering import ForkRequest, ForkResult, Steering
 from mcp_server.core.sweep_space import SweepRequest
 from mcp_server.core.sweeps import Sweep, Sweeps, SweepStarted
+from mcp_server.core.system import run_sampling
 from storage import (
     MAX_NAME,
     AppendResult,
@@ -92,7 +93,7 @@ from trainer.analysis import AnalysisParams, LossAnalysis, summarize_run
 from trainer.analysis.models import output_float
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.spec import TrainingSpec
-from training_mcp.points import is_step_metric
+from training_mcp.points import SYSTEM_PREFIX, is_epoch_metric, is_step_metric, is_system_metric
 
 __all__ = ["ProgressCallback", "TrainingService", "open_service", "resource_links"]
 
@@ -100,7 +101,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 MAX_STEP = 2**62  # the largest step storage takes
-_CURSOR = re.compile(r"^e(-1|\d+)(?:\.s(-1|\d+))?$")
+_CURSOR = re.compile(r"^e(-1|\d+)(?:\.s(-1|\d+))?(?:\.t(\d+))?$")
 _LIST = ListQuery()
 _METRICS = MetricsQuery()
 _EXPORT = ExportQuery()
@@ -123,11 +124,11 @@ def resource_links(operation_id: str) -> ResourceLinks:
     return ResourceLinks(operation=base, metrics=f"{base}/metrics", analysis=f"{base}/analysis")
 
 
-def _parse_cursor(cursor: str | None) -> tuple[int, int]:
-    """(last epoch-level step read, last per-step step read); -1 where nothing was read yet, so
-    points stored at step 0 are returned too."""
+def _parse_cursor(cursor: str | None) -> tuple[int, int, int]:
+    """(last epoch-level step read, last per-step step read, last system time read); -1 where
+    nothing was read yet, so points stored at step 0 are returned too."""
     if cursor is None or cursor == "":
-        return -1, -1
+        return -1, -1, -1
     match = _CURSOR.match(cursor)
     if match is None:
         raise InvalidInputError(
@@ -135,12 +136,30 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int]:
             field="cursor",
         )
     epoch, step = int(match.group(1)), int(match.group(2) or -1)
-    if max(epoch, step) > MAX_STEP:
+    at = int(match.group(3) or -1)
+    if max(epoch, step, at) > MAX_STEP:
         raise InvalidInputError(
             f"cursor: a position past {MAX_STEP} cannot exist; pass a next_cursor you were given",
             field="cursor",
         )
-    return epoch, step
+    return epoch, step, at
+
+
+def _wanted(names: Sequence[str], stored: Sequence[str]) -> list[str]:
+    """The names asked for, a name ending in '/' standing for every stored one under it."""
+    wanted: list[str] = []
+    for name in names:
+        under = [m for m in stored if m.startswith(name)] if name.endswith("/") else []
+        for m in under or [name]:
+            if m not in wanted:
+                wanted.append(m)
+    return wanted
+
+
+def _available(stored: Sequence[str]) -> list[str]:
+    """Stored names, the system series as one `system/` (what get_operation_metrics takes)."""
+    names = [m for m in stored if not is_system_metric(m)]
+    return [*names, SYSTEM_PREFIX] if len(names) < len(stored) else names
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -502,7 +521,7 @@ class TrainingService:
 
     async def get_operation(self, operation_id: str) -> OperationInfo:
         op, every = await self._get_with_latest(operation_id)
-        latest = [s for s in every if s.count]
+        latest = [s for s in every if s.count and not is_system_metric(s.name)]
         return OperationInfo(
             **op.model_dump(), latest=latest, resources=resource_links(operation_id)
         )
@@ -516,7 +535,7 @@ class TrainingService:
     ) -> OperationMetrics:
         metrics, last_epochs, max_points = query.metrics, query.last_epochs, query.max_points
         include_steps, page_size = query.include_steps, query.page_size
-        after_epoch, after_step = _parse_cursor(query.cursor)
+        after_epoch, after_step, after_time = _parse_cursor(query.cursor)
         if page_size is not None and last_epochs is not None:
             raise InvalidInputError(
                 "page_size: exact pages read forward from the cursor; leave out last_epochs "
@@ -528,22 +547,27 @@ class TrainingService:
         if metrics is None or list(metrics) == []:
             wanted = [m for m in DEFAULT_METRICS if m in stored]
         elif list(metrics) == ["all"]:
-            wanted = [m for m in stored if not is_step_metric(m)]
+            wanted = [m for m in stored if is_epoch_metric(m)]
         else:
-            wanted = list(metrics)
+            wanted = _wanted(metrics, stored)
         if include_steps:
             wanted += [m for m in stored if is_step_metric(m) and m not in wanted]
-        epoch_names = [m for m in wanted if not is_step_metric(m)]
+        # Three axes, each with its own cursor: epochs, global batches, sample times.
+        epoch_names = [m for m in wanted if is_epoch_metric(m)]
         step_names = [m for m in wanted if is_step_metric(m)]
+        system_names = [m for m in wanted if is_system_metric(m)]
         series: list[SeriesData] = []
         missing: list[str] = []
         has_more = False
-        for names, after, last in (
-            (epoch_names, after_epoch, last_epochs),
-            (step_names, after_step, None),
+        afters = {"epoch": after_epoch, "step": after_step, "time": after_time}
+        for axis, names, last in (
+            ("epoch", epoch_names, last_epochs),
+            ("step", step_names, None),
+            ("time", system_names, None),
         ):
             if not names:
                 continue
+            after = afters[axis]
             if page_size is not None:
                 page = await read_page(
                     self._db,
@@ -557,10 +581,7 @@ class TrainingService:
                 has_more = has_more or page.has_more
                 # A page may end on a step some series lack: the cursor is the page's bound.
                 if page.through is not None:
-                    if names is epoch_names:
-                        after_epoch = max(after_epoch, page.through)
-                    else:
-                        after_step = max(after_step, page.through)
+                    afters[axis] = max(after, page.through)
                 continue
             read = await read_metrics(
                 self._db,
@@ -572,12 +593,17 @@ class TrainingService:
             )
             series += read.series
             missing += read.missing
-        next_epoch = max(
-            [after_epoch, *(s.steps[-1] for s in series if s.steps and not is_step_metric(s.name))]
-        )
-        next_step = max(
-            [after_step, *(s.steps[-1] for s in series if s.steps and is_step_metric(s.name))]
-        )
+        for s in series:
+            if s.steps:
+                axis = (
+                    "step"
+                    if is_step_metric(s.name)
+                    else "time"
+                    if is_system_metric(s.name)
+                    else "epoch"
+                )
+                afters[axis] = max(afters[axis], s.steps[-1])
+        next_step, next_time = afters["step"], afters["time"]
         return OperationMetrics(
             operation_id=operation_id,
             status=op.status,
@@ -585,8 +611,10 @@ class TrainingService:
             epochs_total=op.epochs_total,
             series=series,
             missing=missing,
-            available=stored,
-            next_cursor=f"e{next_epoch}" + (f".s{next_step}" if next_step >= 0 else ""),
+            available=_available(stored),
+            next_cursor=f"e{afters['epoch']}"
+            + (f".s{next_step}" if next_step >= 0 else "")
+            + (f".t{next_time}" if next_time >= 0 else ""),
             has_more=has_more,
             indicators=await self.indicators(operation_id),
         )
@@ -619,7 +647,7 @@ class TrainingService:
             if stored and params.monitor not in stored:
                 raise InvalidInputError(
                     f"monitor: {params.monitor!r} is not a metric of this run; it has "
-                    + ", ".join(n for n in stored if not is_step_metric(n)),
+                    + ", ".join(n for n in stored if is_epoch_metric(n)),
                     field="monitor",
                 )
         analysis = await self._analyses.with_params(operation_id, params)
@@ -847,6 +875,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             open_bridges(config, db, ingestor) as bridges,
             open_ray(config, db, ingestor, bridges.heartbeat_interval_s) as ray,
         ):
+            system = await run_sampling(config, ingestor)
             runner = LocalRunner(
                 ingestor,
                 config.trainer_options,
@@ -854,6 +883,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 artifacts_root=config.artifacts_dir,
                 checkpoints=config.checkpoints,
                 max_concurrent=config.max_concurrent_runs,
+                system=system,
             )
             scripts = ScriptRunner(
                 ScriptSettings.from_config(config),
@@ -861,6 +891,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 ingestor,
                 tg,
                 busy=lambda: runner.active + scripts.active >= config.max_concurrent_runs,
+                system=system,
             )
             service = TrainingService(
                 config, db, notifier, analyses, ingestor, runner, bridges, ray, scripts

@@ -241,3 +241,17 @@ def test_a_killed_bridge_fails_its_run_as_bridge_lost_within_the_timeout(
     assert op["status"] == "failed" and op["reason"] == "bridge lost"
     assert op["error"].startswith("bridge lost: no heartbeat from " + bridge.url)
     assert elapsed <= timeout_s + 1.5, elapsed
+
+
+def test_a_bridge_run_stores_the_system_metrics_of_the_bridges_process(
+    pair: tuple[Process, Process],
+) -> None:
+    _, server = pair
+    operation_id = _start(server, {**TINY, "backend": "bridge"})
+    poll_until(lambda: _operation(server, operation_id)["status"] == "completed", 60, server)
+    metrics = _get(f"{server.url}{API}/{operation_id}/metrics", metrics="system/")
+    series = {s["name"]: s for s in metrics["series"]}
+    # One sample at least: the last one, taken when training ended, before the final status.
+    assert {"system/cpu_percent", "system/rss_mb"} <= series.keys()
+    assert min(series["system/rss_mb"]["values"]) > 10  # the bridge's process, torch loaded
+    assert metrics["available"][-1] == "system/"
