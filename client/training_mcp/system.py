@@ -150,22 +150,17 @@ def _session(leader: int) -> list[_Proc]:
     return found
 
 
-def _memory_percent(pid: int) -> float | None:
-    """Memory in use in percent of the limit: the host's, or the cgroup's when it is lower."""
+def _host_memory() -> tuple[int, int] | None:
+    """(total, available) bytes of the host."""
     try:
-        info = dict(
-            (line.split(":")[0], int(line.split()[1]) * 1024)
+        info = {
+            line.split(":")[0]: int(line.split()[1]) * 1024
             for line in (_PROC / "meminfo").read_text().splitlines()
             if line.startswith(("MemTotal:", "MemAvailable:"))
-        )
-        total, available = info["MemTotal"], info["MemAvailable"]
+        }
+        return info["MemTotal"], info["MemAvailable"]
     except (OSError, KeyError, ValueError, IndexError):
         return None
-    percent = 100.0 * (total - available) / total if total else None
-    limited = _cgroup_memory(pid)
-    if limited is not None and limited[1] < total:
-        percent = max(percent or 0.0, 100.0 * limited[0] / limited[1])
-    return percent
 
 
 # cgroup v2 and v1 names: (the line's controller, limit, usage, the page cache in memory.stat)
@@ -175,13 +170,34 @@ _CGROUPS = (
 )
 
 
-def _cgroup_memory(pid: int) -> tuple[int, int] | None:
-    """(used, limit) bytes of the process's memory cgroup, None without a limit."""
+@dataclass(frozen=True, slots=True)
+class _MemoryCgroup:
+    """A memory cgroup with a limit below the host's memory: where to read its usage."""
+
+    folder: Path
+    limit: int
+    usage_file: str
+    cache_key: str
+
+    def used(self) -> int | None:
+        """Bytes in use, less the page cache the kernel drops before it kills."""
+        try:
+            used = int((self.folder / self.usage_file).read_text())
+            stat = (self.folder / "memory.stat").read_text().split()
+        except (OSError, ValueError):
+            return None
+        if self.cache_key in stat:
+            used -= int(stat[stat.index(self.cache_key) + 1])
+        return used
+
+
+def _memory_cgroup(pid: int, host_total: int) -> _MemoryCgroup | None:
+    """The process's memory cgroup, when it limits memory below the host's (found once)."""
     try:
         lines = (_PROC / str(pid) / "cgroup").read_text().splitlines()
     except OSError:
         return None
-    for controller, limit_file, usage_file, cache in _CGROUPS:
+    for controller, limit_file, usage_file, cache_key in _CGROUPS:
         for line in lines:
             _, controllers, path = line.split(":", 2)
             if controllers != controller:
@@ -189,15 +205,13 @@ def _cgroup_memory(pid: int) -> tuple[int, int] | None:
             base = _CGROUP / controller if controller else _CGROUP
             # Inside a container the cgroup's own folder is often the mount's root.
             for folder in (base / path.lstrip("/"), base):
-                with contextlib.suppress(OSError, ValueError):
+                try:
                     limit = (folder / limit_file).read_text().strip()
-                    if limit == "max":
-                        return None
-                    used = int((folder / usage_file).read_text())
-                    stat = (folder / "memory.stat").read_text().split()
-                    if cache in stat:  # page cache the kernel drops before it kills
-                        used -= int(stat[stat.index(cache) + 1])
-                    return used, int(limit)
+                except OSError:
+                    continue
+                if limit == "max" or int(limit) >= host_total:
+                    return None
+                return _MemoryCgroup(folder, int(limit), usage_file, cache_key)
     return None
 
 
@@ -233,6 +247,8 @@ class SystemSampler:
         self._linux = _PROC.is_dir()
         self._cpu: dict[tuple[int, int], float] = {}
         self._host = _host_cpu() if self._linux else None
+        memory = _host_memory() if self._linux else None
+        self._cgroup = _memory_cgroup(self.pid, memory[0]) if memory is not None else None
         self._at = time.monotonic()
         self._processes()  # the baseline the first sample's CPU percent is measured from
 
@@ -266,7 +282,7 @@ class SystemSampler:
         used = sum(p.cpu_s - before.get(p.key, 0.0) for p in procs)
         values["cpu_percent"] = 100.0 * max(used, 0.0) / elapsed
         values["rss_mb"] = sum(p.rss for p in procs) / _MB
-        memory = _memory_percent(self.pid)
+        memory = self._memory_percent()
         if memory is not None:
             values["mem_percent"] = memory
         host = _host_cpu()
@@ -276,6 +292,17 @@ class SystemSampler:
         self._host = host
         values.update(self._gpu_values({p.key[0] for p in procs}))
         return values
+
+    def _memory_percent(self) -> float | None:
+        """Memory in use in percent of the limit: the host's, or the cgroup's (the nearer)."""
+        host = _host_memory()
+        if host is None or not host[0]:
+            return None
+        percent = 100.0 * (host[0] - host[1]) / host[0]
+        used = self._cgroup.used() if self._cgroup is not None else None
+        if self._cgroup is not None and used is not None:
+            percent = max(percent, 100.0 * used / self._cgroup.limit)
+        return percent
 
     def _gpu_values(self, pids: set[int]) -> dict[str, float]:
         if self._gpu is None:

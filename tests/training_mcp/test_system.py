@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from training_mcp import system
 from training_mcp.points import (
     MetricPoint,
     is_epoch_metric,
@@ -146,3 +147,23 @@ def test_the_monitor_emits_every_interval_and_once_more_when_stopped() -> None:
     assert {"system/cpu_percent", "system/rss_mb"} <= set(batches[-1])
     with pytest.raises(ValueError, match="interval_s"):
         SystemMonitor(SystemSampler(gpu=None), emit, 0)
+
+
+@needs_proc
+def test_a_cgroup_limit_below_the_hosts_memory_is_the_limit_memory_is_measured_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cgroup v2 folder as the kernel shows it, where this process's cgroup file points.
+    lines = Path(f"/proc/{os.getpid()}/cgroup").read_text().splitlines()
+    unified = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), None)
+    if unified is None:
+        pytest.skip("no cgroup v2 line for this process")
+    folder = tmp_path / unified.lstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    gib = 2**30
+    (folder / "memory.max").write_text(f"{gib}\n")
+    (folder / "memory.current").write_text(f"{gib * 95 // 100 + 50 * 2**20}\n")
+    (folder / "memory.stat").write_text(f"anon 1\ninactive_file {50 * 2**20}\nactive_file 2\n")
+    monkeypatch.setattr(system, "_CGROUP", tmp_path)
+    values = SystemSampler(gpu=None).sample()
+    assert values["mem_percent"] == pytest.approx(95.0, abs=0.01)  # the page cache left out

@@ -308,7 +308,8 @@ class LossAnalysis(BaseModel):
     a value counts as an improvement only when it beats the best by more than `min_delta`.
     `flags` hold now; `criteria` say when each stopping rule would have fired; `forecast` says
     what continuing to the budget would buy (None until the run has shown a trend). `verdict` and
-    `recommendation` come with a `confidence` in [0, 1] and 1-3 `reasons` that quote numbers.
+    `recommendation` come with a `confidence` in [0, 1] and 1-3 `reasons` that quote numbers (then
+    one per system flag, `input_bound` or `near_oom`, from the run's `system/...` series).
     `notes` record anything unusual about the input (a fallback monitor, non-finite values).
     """
 
