@@ -15,10 +15,10 @@ from storage import (
     tail_points,
 )
 from trainer.analysis import AnalysisParams, EpochMetrics, LossAnalysis, LossAnalyzer, analyze_loss
-from trainer.analysis.system import INPUT_WINDOW, SystemWindow, with_system
+from trainer.analysis.system import INPUT_WINDOW, SystemWindow, system_flags, with_system
 from training_mcp.points import SYSTEM_PREFIX, is_epoch_metric
 
-__all__ = ["AnalysisCache", "load_history"]
+__all__ = ["AnalysisCache", "PointLike", "load_history"]
 
 
 async def load_history(db: Database, operation_id: str) -> list[EpochMetrics]:
@@ -33,7 +33,9 @@ async def load_history(db: Database, operation_id: str) -> list[EpochMetrics]:
     return [EpochMetrics(epoch=epoch, values=rows[epoch]) for epoch in sorted(rows)]
 
 
-class _PointLike(Protocol):
+class PointLike(Protocol):
+    """A stored point as the system window takes it (a `MetricPoint` or a `MetricPointIn`)."""
+
     @property
     def name(self) -> str: ...
     @property
@@ -118,12 +120,16 @@ class AnalysisCache:
                 self.invalidate(operation_id)
                 return
 
-    def merge_system(self, operation_id: str, points: Iterable[_PointLike]) -> None:
-        """System points just stored (`system/...`): the window the system flags read."""
+    def merge_system(self, operation_id: str, points: Iterable[PointLike]) -> bool:
+        """System points just stored (`system/...`), into the window the system flags read;
+        True when the flags they raise changed (the analysis did)."""
         window = self._system.get(operation_id)
-        if window is not None:
-            for p in points:
-                window.add(p.name.removeprefix(SYSTEM_PREFIX), p.step, p.value, p.epoch)
+        if window is None:  # nobody read this run's analysis yet: storage has them
+            return False
+        before = {f.name for f in system_flags(window.samples())}
+        for p in points:
+            window.add(p.name.removeprefix(SYSTEM_PREFIX), p.step, p.value, p.epoch)
+        return before != {f.name for f in system_flags(window.samples())}
 
     async def _system_window(self, operation_id: str) -> SystemWindow:
         window = self._system.get(operation_id)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mcp_server.core.history import AnalysisCache
+from mcp_server.core.history import AnalysisCache, PointLike
 from mcp_server.core.notify import Change, Notifier
 from storage import (
     AppendResult,
@@ -56,8 +56,15 @@ class Ingestor:
         """A system sample of a run this server samples itself (`mcp_server.core.system`)."""
         result = await append_points(self.db, operation_id, points)
         if result.stored:
-            self.analyses.merge_system(operation_id, points)
+            await self._system_stored(operation_id, points)
+
+    async def _system_stored(self, operation_id: str, points: Sequence[PointLike]) -> None:
+        # Every few seconds per run: subscribers hear of it only when a system flag changed
+        # (the analysis did); waiters just wake.
+        if self.analyses.merge_system(operation_id, points):
             await self.notifier.publish(Change(operation_id, "metrics"))
+        else:
+            self.notifier.wake(operation_id)
 
     async def record_points(
         self, operation_id: str, raw: Sequence[MetricPointIn | Mapping[str, Any]]
@@ -68,8 +75,9 @@ class Ingestor:
         result = await append_points(
             self.db, operation_id, batch, progress_epoch=max(epochs) if epochs else None
         )
-        if result.stored:
-            self.analyses.merge_system(operation_id, [p for p in batch if is_system_metric(p.name)])
+        system = [p for p in batch if is_system_metric(p.name)]
+        if result.stored and system:
+            await self._system_stored(operation_id, system)
         if result.stored and epochs:
             if result.stored < result.received:
                 # Some were already stored, perhaps with other values: storage is the truth.
@@ -81,7 +89,7 @@ class Ingestor:
                         by_epoch[p.step][p.name] = p.value
                 self.analyses.merge(operation_id, by_epoch)
             await self.notifier.publish(Change(operation_id, "epoch", epoch=max(epochs)))
-        elif result.stored:
+        elif result.stored and len(system) < len(batch):
             await self.notifier.publish(Change(operation_id, "metrics"))
         return result
 

@@ -55,6 +55,13 @@ class Notifier:
             event = self._waiters[operation_id] = anyio.Event()
         return event
 
+    def wake(self, operation_id: str) -> None:
+        """Wake those waiting on this operation (`changed()`) without telling the listeners: new
+        data no resource shows by default (a system sample), so no subscriber reads again."""
+        waiter = self._waiters.pop(operation_id, None)
+        if waiter is not None:
+            waiter.set()
+
     async def publish(self, change: Change) -> None:
         waiter = self._waiters.pop(change.operation_id, None)
         if waiter is not None:

@@ -20,6 +20,7 @@ from mcp.types import CallToolResult, TextContent
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.models import StartTrainingArgs
+from mcp_server.core.notify import Change
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
 from storage import latest_values
@@ -153,14 +154,25 @@ async def test_pushed_samples_of_a_starved_gpu_make_the_run_input_bound(
         )
     before = await _call(client, "analyze_loss", {"operation_id": op})
     assert "input_bound" not in {f["name"] for f in before["flags"]}
-    for i in range(4):
+    heard: list[str] = []
+
+    async def listen(change: Change) -> None:
+        heard.append(change.kind)
+
+    stop = service.on_change(listen)
+    calm = {"cpu_percent": 100.0, "gpu_util": 90.0}
+    await service.push_metrics(op, [p.to_json() for p in system_points(calm, at=t0, epoch=5)])
+    assert heard == []  # a sample that changes no flag wakes waiters, tells no subscriber
+    for i in range(1, 5):
         sample = {"cpu_percent": 100.0, "gpu_util": 4.0, "host_cpu_percent": 30.0}
         points = system_points(sample, at=t0 + i, epoch=5)
         await service.push_metrics(op, [p.to_json() for p in points])
+    stop()
+    assert heard == ["metrics"]  # input_bound raised: the analysis changed
     analysis = await _call(client, "analyze_loss", {"operation_id": op})
     (flag,) = [f for f in analysis["flags"] if f["name"] == "input_bound"]
     assert flag["since_epoch"] == 5
-    assert "GPU utilisation 4% (median of 4 samples)" in flag["evidence"]
+    assert "GPU utilisation 4% (median of 5 samples)" in flag["evidence"]
 
 
 SCRIPT = """
