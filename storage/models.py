@@ -178,7 +178,9 @@ class MetricPointIn(BaseModel):
         json_schema_extra={"pattern": METRIC_NAME_PATTERN, "maxLength": 128},
     )
     step: int = Field(
-        ge=0, le=MAX_STEP, description="Epoch for epoch metrics, global batch for steps"
+        ge=0,
+        le=MAX_STEP,
+        description="Epoch for epoch metrics, global batch for step/..., ms time for system/...",
     )
     value: float = Field(description="May be NaN or +/-inf: stored faithfully and flagged.")
     epoch: int | None = Field(default=None, ge=0, le=2**31 - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -128,7 +129,8 @@ class AnalysisCache:
             return False
         before = {f.name for f in system_flags(window.samples())}
         for p in points:
-            window.add(p.name.removeprefix(SYSTEM_PREFIX), p.step, p.value, p.epoch)
+            if math.isfinite(p.value):  # a NaN reading says nothing
+                window.add(p.name.removeprefix(SYSTEM_PREFIX), p.step, p.value, p.epoch)
         return before != {f.name for f in system_flags(window.samples())}
 
     async def _system_window(self, operation_id: str) -> SystemWindow:
