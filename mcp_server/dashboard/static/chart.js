@@ -224,7 +224,10 @@
       // The browser page reads every metric, so it offers every stored name; the App view reads
       // the default few and offers only those it has.
       if (this.options.offerStored) {
-        for (const name of read.available || []) if (name !== STEP_METRIC) this.available.add(name);
+        // `system/` (CPU, memory, GPU over time) is not an epoch curve: not offered here.
+        for (const name of read.available || []) {
+          if (name !== STEP_METRIC && !name.startsWith("system/")) this.available.add(name);
+        }
       }
       const run = this.runs.get(id) || { operation_id: id, name: id };
       this.runs.set(id, { ...run, status: read.status, epochs_done: read.epochs_done,
