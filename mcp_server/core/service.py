@@ -683,7 +683,7 @@ class TrainingService:
                         total,
                         f"{op.status.value}: epoch {op.epochs_done}/{op.epochs_total or '?'}",
                     )
-                if until == "decision" and op.epochs_done > start_epoch:
+                if until == "decision":  # a new epoch, or a system sample that raised a flag
                     changes = decision_changes(before, await self._analyses.current(operation_id))
                 if op.finished:
                     woke = "end"

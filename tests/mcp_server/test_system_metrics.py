@@ -19,8 +19,9 @@ from mcp import Client
 from mcp.types import CallToolResult, TextContent
 
 from mcp_server.config import ServerConfig
-from mcp_server.core.models import StartTrainingArgs
+from mcp_server.core.models import StartTrainingArgs, WaitResult
 from mcp_server.core.notify import Change
+from mcp_server.core.queries import WaitQuery
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
 from storage import latest_values
@@ -211,3 +212,38 @@ async def test_a_script_run_is_sampled_by_the_server_as_a_whole_session(
         assert {s["name"] for s in asked["series"]} >= {"system/cpu_percent", "system/rss_mb"}
         stopped = await _call(client, "stop_training", {"operation_id": op})
         assert stopped["status"] == "cancelled"
+
+
+async def test_a_wait_for_a_decision_wakes_when_a_system_sample_raises_a_flag(
+    served: tuple[TrainingService, Client],
+) -> None:
+    service, _ = served
+    started = await service.start_training(
+        StartTrainingArgs.model_validate({"backend": "external"})
+    )
+    op = started.operation_id
+    for epoch in range(1, 4):
+        await service.push_metrics(op, [{"name": "train_loss", "step": epoch, "value": 1 / epoch}])
+    waiting = anyio.Event()
+
+    async def progress(done: float, total: float | None, message: str) -> None:
+        waiting.set()  # the wait has read the analysis it compares against
+
+    results: list[WaitResult] = []
+
+    async def wait() -> None:
+        results.append(
+            await service.wait_for_operation(op, WaitQuery(timeout_s=30), progress=progress)
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        with anyio.fail_after(30):
+            await waiting.wait()
+        full = {"mem_percent": 96.5, "rss_mb": 3_000.0}
+        await service.push_metrics(
+            op, [p.to_json() for p in system_points(full, at=time.time(), epoch=3)]
+        )
+    (result,) = results
+    assert (result.woke, result.epochs_done) == ("decision", 3)
+    assert result.changes == ["flag near_oom since epoch 3"]
