@@ -31,8 +31,15 @@ from sqlalchemy.engine import make_url
 
 from mcp_server.core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from mcp_server.core.models import StartTrainingArgs
+from mcp_server.core.notify import Change
 from mcp_server.core.queries import MetricsQuery
-from mcp_server.core.sweep_space import Param, SweepRequest, check_space, trial_args
+from mcp_server.core.sweep_space import (
+    Param,
+    SweepRequest,
+    check_space,
+    trial_args,
+    trial_epochs,
+)
 
 __all__ = ["SWEEP_PREFIX", "LeaderboardEntry", "Sweep", "SweepStarted", "Sweeps"]
 
@@ -154,8 +161,10 @@ class Sweeps:
                 raise NotFoundError(f"sweep_id: no sweep {sweep_id!r}", field="sweep_id") from exc
             attrs = await self._run(storage.get_study_user_attrs, study_id)
             request = SweepRequest.model_validate(attrs["request"])
+        else:
+            attrs = {}
         sampler = _sampler(optuna, request)
-        pruner = _pruner(optuna, request)
+        pruner = _pruner(optuna, request, attrs.get("max_epochs"))
         return await self._run(
             lambda: optuna.load_study(
                 study_name=sweep_id, storage=storage, sampler=sampler, pruner=pruner
@@ -165,7 +174,13 @@ class Sweeps:
     # -- requests ---------------------------------------------------------------------------
 
     async def start(self, request: SweepRequest) -> SweepStarted:
-        check_space(request, self._service.spec_for)
+        entry = check_space(
+            request,
+            self._service.spec_for,
+            {e.name: e for e in self._service.list_entry_points().entry_points},
+            self._service.config.allowed_data_roots,
+        )
+        max_epochs = trial_epochs(request, entry)
         optuna = _optuna()
         storage = await self._store()
         sweep_id = SWEEP_PREFIX + secrets.token_hex(4)
@@ -175,6 +190,7 @@ class Sweeps:
             study.set_user_attr("request", request.model_dump(mode="json"))
             study.set_user_attr("status", "running")
             study.set_user_attr("monitor", _monitor(request))
+            study.set_user_attr("max_epochs", max_epochs)
 
         await self._run(create)
         self._drive(sweep_id)
@@ -295,16 +311,40 @@ class Sweeps:
                 name=f"{request.name or sweep_id} trial {trial.number}",
                 tags={"sweep": sweep_id, "trial": str(trial.number)},
             )
-            try:
-                started = await self._service.start_training(args)
-            except Exception as exc:  # a sampled combination the server refuses: a failed trial
-                log.warning("sweep %s trial %d not started: %s", sweep_id, trial.number, exc)
+            started = await self._start_trial(args)
+            if isinstance(started, Exception):  # a combination the server refuses: failed
+                log.warning("sweep %s trial %d not started: %s", sweep_id, trial.number, started)
                 await self._run(study.tell, trial, None, optuna.trial.TrialState.FAIL)
                 continue
             operation_id = started.operation_id
             await self._run(trial.set_user_attr, "operation_id", operation_id)
             await self._publish(sweep_id)
             await self._watch(study, request, trial, operation_id)
+
+    async def _start_trial(self, args: StartTrainingArgs) -> Any:
+        """The started run, or the exception that refused it. A script run finds every slot
+        taken (--max-concurrent-runs) where a local run would queue: wait for a run to end and
+        try again, as long as the sweep goes on."""
+        while True:
+            freed = anyio.Event()
+
+            async def on_change(change: Change, freed: anyio.Event = freed) -> None:
+                if change.kind == "status":
+                    freed.set()
+
+            stop = self._service.on_change(on_change)
+            try:
+                return await self._service.start_training(args)
+            except UnavailableError as exc:
+                declared = {e.name for e in self._service.list_entry_points().entry_points}
+                if args.entry_point not in declared or self._closing:
+                    return exc
+                with anyio.move_on_after(5.0):
+                    await freed.wait()
+            except Exception as exc:
+                return exc
+            finally:
+                stop()
 
     async def _watch(
         self,
@@ -424,12 +464,9 @@ def _sampler(optuna: Any, request: SweepRequest, offset: int = 0) -> Any:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
-def _pruner(optuna: Any, request: SweepRequest) -> Any:
+def _pruner(optuna: Any, request: SweepRequest, max_epochs: int | None) -> Any:
     if request.pruner == "hyperband":
-        epochs = StartTrainingArgs.model_validate(request.base).epochs
-        space_epochs = request.space.get("epochs")
-        if space_epochs is not None and space_epochs.high is not None:
-            epochs = int(space_epochs.high)
+        epochs = max_epochs if max_epochs is not None else trial_epochs(request, None)
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=epochs or 20, reduction_factor=3
         )
