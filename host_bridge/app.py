@@ -81,6 +81,9 @@ def build_bridge_app(
     async def get_session(request: Request) -> Response:
         return json_response(manager.get(op_id(request)))
 
+    async def session_checkpoints(request: Request) -> Response:
+        return json_response(manager.checkpoints(op_id(request)))
+
     async def cancel_session(request: Request) -> Response:
         reason = request.query_params.get("reason")
         info, cancelled = manager.cancel(op_id(request), reason[:500] if reason else None)
@@ -106,6 +109,7 @@ def build_bridge_app(
             Route("/sessions", start_session, methods=["POST"]),
             Route("/sessions/{operation_id}", get_session, methods=["GET"]),
             Route("/sessions/{operation_id}", cancel_session, methods=["DELETE"]),
+            Route("/sessions/{operation_id}/checkpoints", session_checkpoints, methods=["GET"]),
         ],
         exception_handlers={
             SessionError: on_session_error,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from host_bridge.protocol import BridgeHealth, SessionInfo, SessionRequest
+from host_bridge.protocol import BridgeHealth, CheckpointList, SessionInfo, SessionRequest
 from httpbase import ApiError
 
 __all__ = ["HEALTH_TIMEOUT_S", "REQUEST_TIMEOUT_S", "BridgeCallError", "BridgeClient"]
@@ -54,6 +54,15 @@ class BridgeClient:
         """The session, or None when the bridge has no record of it."""
         try:
             return await self._call("GET", f"/sessions/{operation_id}", SessionInfo)
+        except BridgeCallError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    async def checkpoints(self, operation_id: str) -> CheckpointList | None:
+        """What the session's checkpoints are, or None when the bridge has no record of it."""
+        try:
+            return await self._call("GET", f"/sessions/{operation_id}/checkpoints", CheckpointList)
         except BridgeCallError as exc:
             if exc.status_code == 404:
                 return None

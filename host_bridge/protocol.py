@@ -8,6 +8,11 @@ Torch-free: the server imports this module.
     POST   /sessions         SessionRequest -> 201 SessionInfo (200 if it exists already)
     GET    /sessions/{id}    SessionInfo
     DELETE /sessions/{id}    202 SessionInfo: cancel, effective within one batch
+    GET    /sessions/{id}/checkpoints    CheckpointList: what a fork or resume can start from
+
+A request with `start_from` trains from a checkpoint this bridge holds: another session's (a
+fork, under a new id) or its own (a resume: the same id, a session that has ended, trained again
+from its checkpoint with the new request).
 
 Errors are `httpbase.ApiError`, `{"error": {"code", "message", "field"}}`, as on the server's
 REST mirror.
@@ -19,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
 
+from trainer.retention import CheckpointIndex
 from trainer.spec import TrainingSpec
 from training_mcp.points import PUSH_TOKEN_HEADER
 
@@ -26,16 +32,39 @@ __all__ = [
     "OPERATION_ID_PATTERN",
     "PUSH_TOKEN_HEADER",
     "BridgeHealth",
+    "CheckpointList",
     "GpuInfo",
     "SessionInfo",
     "SessionList",
     "SessionRequest",
     "SessionStatus",
+    "StartFrom",
 ]
 
 OPERATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 SessionStatus = Literal["running", "completed", "failed", "cancelled"]
+
+
+class StartFrom(BaseModel):
+    """A checkpoint on the bridge: epoch `epoch` of the session `operation_id`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    operation_id: str = Field(pattern=OPERATION_ID_PATTERN)
+    epoch: int = Field(ge=1, le=10_000_000)
+
+
+class CheckpointList(BaseModel):
+    """The checkpoints a session's folder on the bridge holds (kept within its disk budget)."""
+
+    operation_id: str
+    epochs: list[int]
+    best: int | None = None
+    last: int | None = None
+
+    def index(self) -> CheckpointIndex:
+        return CheckpointIndex(epochs=tuple(self.epochs), last=self.last, best=self.best)
 
 
 class SessionRequest(BaseModel):
@@ -63,6 +92,9 @@ class SessionRequest(BaseModel):
         default=None,
         max_length=200,
         description=f"The run's push credential: sent as {PUSH_TOKEN_HEADER} with every push",
+    )
+    start_from: StartFrom | None = Field(
+        default=None, description="Train from this checkpoint on the bridge (fork or resume)"
     )
 
     @field_serializer("server_token", "push_token", when_used="json")

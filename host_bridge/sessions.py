@@ -29,7 +29,13 @@ from typing import Any, Literal
 
 import httpx
 
-from host_bridge.protocol import SessionInfo, SessionList, SessionRequest, SessionStatus
+from host_bridge.protocol import (
+    CheckpointList,
+    SessionInfo,
+    SessionList,
+    SessionRequest,
+    SessionStatus,
+)
 from host_bridge.spool import Spool
 from httpbase.guard import server_url_allowed
 from trainer.budget import ResourceLimits
@@ -37,6 +43,7 @@ from trainer.checkpoint_budget import CheckpointBudget, prune_run, prune_total
 from trainer.errors import TrainerError
 from trainer.preflight import TrainerOptions, check_spec
 from trainer.records import EpochRecord, RunResult, StepRecord
+from trainer.retention import epoch_file, protected_names, read_index
 from training_mcp import MetricsReporter, ReportError, RetryPolicy
 from training_mcp.points import epoch_points, step_points
 from training_mcp.system import (
@@ -196,8 +203,9 @@ class SessionManager:
                 "server_url",
             )
         existing = self.spool.get(request.operation_id)
-        if existing is not None:
+        if existing is not None and not self._restarts(existing, request):
             return existing, False
+        self._start_path(request)
         try:
             check_spec(request.spec, self._trainer_options())
             device = _resolve_device(request.spec.device)
@@ -215,6 +223,20 @@ class SessionManager:
                     f"this bridge trains at most {self.options.max_sessions} runs at once and "
                     "is full; try another bridge or later",
                 )
+            if existing is not None:  # a resume: the ended session trains again, same id
+                if request.operation_id in self._live:
+                    raise SessionError(
+                        "conflict",
+                        409,
+                        f"operation_id: session {request.operation_id!r} is still delivering "
+                        "its end to the server; resume it again shortly",
+                        "operation_id",
+                    )
+                info = self.spool.restart(request, device=device)
+                live = self._track(request, training=True)
+                self._spawn(live, self._train, name=f"train-{request.operation_id}")
+                log.info("session %s: resumed on %s", request.operation_id, device)
+                return info, True
             try:
                 info = self.spool.create(request, device=device)
             except sqlite3.IntegrityError:
@@ -225,6 +247,60 @@ class SessionManager:
         self._spawn(live, self._train, name=f"train-{request.operation_id}")
         log.info("session %s: training on %s", request.operation_id, device)
         return info, True
+
+    def _restarts(self, existing: SessionInfo, request: SessionRequest) -> bool:
+        """Whether a request for an existing session resumes it: it starts from the session's
+        own checkpoint, and is not the request that session already runs (a retried POST, which
+        carries the same push credential)."""
+        start = request.start_from
+        if start is None or start.operation_id != request.operation_id:
+            return False
+        if self.spool.request(request.operation_id).push_token == request.push_token:
+            return False
+        if not existing.finished:
+            raise SessionError(
+                "conflict",
+                409,
+                f"operation_id: session {request.operation_id!r} is still training here; "
+                "cancel it before resuming it",
+                "operation_id",
+            )
+        return True
+
+    def _start_path(self, request: SessionRequest) -> Path | None:
+        """The checkpoint file `start_from` names, or a refusal naming the ones that exist."""
+        start = request.start_from
+        if start is None:
+            return None
+        folder = self._artifacts(start.operation_id)
+        path = folder / epoch_file(start.epoch)
+        if not path.is_file():
+            raise SessionError(
+                "invalid_input",
+                422,
+                f"start_from.epoch: session {start.operation_id!r} has no checkpoint of epoch "
+                f"{start.epoch} on this bridge; checkpoints exist for epochs "
+                f"{self.checkpoints(start.operation_id, known=False).index().describe()}",
+                "start_from.epoch",
+            )
+        return path
+
+    def checkpoints(self, operation_id: str, *, known: bool = True) -> CheckpointList:
+        """The checkpoints the session's folder holds (a file for each epoch listed)."""
+        if known:
+            self.get(operation_id)  # 404 for a session this bridge never had
+        folder = self._artifacts(operation_id)
+        index = read_index(folder)
+        epochs = [e for e in index.epochs if (folder / epoch_file(e)).is_file()]
+        return CheckpointList(
+            operation_id=operation_id,
+            epochs=epochs,
+            best=index.best if index.best in epochs else None,
+            last=index.last if index.last in epochs else None,
+        )
+
+    def _artifacts(self, operation_id: str) -> Path:
+        return self.options.data_dir / "artifacts" / operation_id
 
     def get(self, operation_id: str) -> SessionInfo:
         info = self.spool.get(operation_id)
@@ -335,12 +411,17 @@ class SessionManager:
         from trainer.loop import run_training  # imports torch
 
         request = live.request
-        options = self._trainer_options(self.options.data_dir / "artifacts" / request.operation_id)
+        options = self._trainer_options(self._artifacts(request.operation_id))
         sink = _Sink(live.reporter, self.spool, request.operation_id)
         self.spool.update(request.operation_id, started_at=time.time())
         try:
+            start = self._start_path(request)
             with self._system_monitor(live, sink):
-                result = run_training(request.spec, sink, cancel=live.cancel, options=options)
+                result = run_training(
+                    request.spec, sink, cancel=live.cancel, options=options, start_from=start
+                )
+        except SessionError as exc:  # its checkpoint was pruned since the request came
+            return "failed", exc.message, None, None
         except TrainerError as exc:
             return "failed", str(exc), None, None
         except Exception as exc:  # the top of a session: the server must learn how it ended
@@ -372,7 +453,8 @@ class SessionManager:
         with self._lock:
             active = {k for k, s in self._live.items() if s.training and k != operation_id}
         try:
-            prune_run(root / operation_id, self.options.checkpoints.per_run)
+            folder = root / operation_id  # the fork/resume points the loop keeps stay
+            prune_run(folder, self.options.checkpoints.per_run, keep=protected_names(folder))
             prune_total(root, self.options.checkpoints.total, active)
         except OSError:
             log.exception("pruning checkpoints after %s failed", operation_id)
@@ -478,6 +560,7 @@ class SessionManager:
             allow_factory=self.options.allow_factory,
             artifact_dir=artifact_dir,
             limits=self.options.limits,
+            checkpoint_budget_bytes=self.options.checkpoints.per_run,
         )
 
 

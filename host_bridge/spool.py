@@ -114,6 +114,21 @@ class Spool:
         assert info is not None
         return info
 
+    def restart(self, request: SessionRequest, device: str | None = None) -> SessionInfo:
+        """An ended session runs again (a resume) under `request`: running, nothing delivered
+        yet; its epochs done stay until the resumed training moves them on."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "UPDATE sessions SET request = ?, status = 'running', device = ?, "
+                "epochs_total = ?, started_at = NULL, finished_at = NULL, error = NULL, "
+                "reason = NULL, cancel_requested = 0, delivered = 0 WHERE operation_id = ?",
+                (request.model_dump_json(), device, request.spec.epochs, request.operation_id),
+            )
+        info = self.get(request.operation_id)
+        assert info is not None
+        return info
+
     def get(self, operation_id: str) -> SessionInfo | None:
         with self._lock:
             row = self._db.execute(

@@ -29,7 +29,7 @@ import httpx
 from pydantic import SecretStr
 
 from host_bridge.client import REQUEST_TIMEOUT_S, BridgeCallError, BridgeClient
-from host_bridge.protocol import BridgeHealth, SessionInfo, SessionRequest
+from host_bridge.protocol import BridgeHealth, SessionInfo, SessionRequest, StartFrom
 from mcp_server.config import BridgeTarget, ServerConfig
 from mcp_server.core.errors import (
     ConflictError,
@@ -51,6 +51,7 @@ from storage import (
     list_operations,
     record_heartbeat,
 )
+from trainer.retention import CheckpointIndex
 from trainer.spec import TrainingSpec
 
 __all__ = [
@@ -205,6 +206,15 @@ class BridgeDispatcher:
             bridge_url=target.url,
         )
         await self._ingestor.announce(op)
+        return await self.start_session(op, spec)
+
+    async def start_session(
+        self, op: Operation, spec: TrainingSpec, start_from: StartFrom | None = None
+    ) -> Operation:
+        """Start `op` (a run created for a bridge) on its bridge, from a checkpoint the bridge
+        holds if `start_from` says (fork, resume); it is `running` once accepted, `failed` with
+        the refusal (raised) if not. Each start gets a new push credential."""
+        target = self._require_target(op)
         token = self.config.token.reveal() if self.config.token else None
         push = await issue_push_credential(self._db, op.operation_id)  # only this session pushes
         request = SessionRequest(
@@ -214,6 +224,7 @@ class BridgeDispatcher:
             server_token=SecretStr(token) if token else None,
             heartbeat_interval_s=self.heartbeat_interval_s,
             push_token=SecretStr(push),
+            start_from=start_from,
         )
         try:
             info = await self.client_for(target).start(request)
@@ -224,10 +235,32 @@ class BridgeDispatcher:
             )
             raise error from exc
         self._seen[op.operation_id] = self._clock()
-        log.info("run %s dispatched to %s (%s)", op.operation_id, target.url, info.device)
+        log.info("run %s started on %s (%s)", op.operation_id, target.url, info.device)
         return await self._ingestor.record_status(
             op.operation_id, OperationStatus.RUNNING, device=info.device
         )
+
+    async def checkpoints(self, op: Operation) -> CheckpointIndex:
+        """The checkpoints a bridge run's bridge holds for it."""
+        target = self._require_target(op)
+        try:
+            found = await self.client_for(target).checkpoints(op.operation_id)
+        except BridgeCallError as exc:
+            raise UnavailableError(
+                f"operation_id: the bridge at {target.url} did not say which checkpoints it "
+                f"holds: {exc.message}",
+                field="operation_id",
+            ) from exc
+        return CheckpointIndex() if found is None else found.index()
+
+    def _require_target(self, op: Operation) -> BridgeTarget:
+        target = self._target(op)
+        if target is None:
+            raise UnavailableError(
+                f"operation_id: its bridge {op.bridge_url} is no longer configured (--bridge)",
+                field="operation_id",
+            )
+        return target
 
     # -- cancel -------------------------------------------------------------------------------
 

@@ -194,7 +194,7 @@ class TrainingService:
         self._bridges = bridges
         self._ray = ray
         self._scripts = scripts
-        self._steering = Steering(config, db, notifier, ingestor, runner)
+        self._steering = Steering(config, db, notifier, ingestor, runner, bridges)
 
     # -- what the doors need besides the tools ----------------------------------------------
 

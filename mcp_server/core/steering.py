@@ -2,10 +2,14 @@
 resume one a crash or failure left behind, and name the fork call an analysis recommends.
 
 Checkpoints live in the server's artifacts folder, one sub-folder per run, with an index that
-`trainer.retention` writes and reads without torch. A fork is a new local run: its spec is the
+`trainer.retention` writes and reads without torch. A fork is a new run: its spec is the
 parent's with the changes applied, its epochs continue from the fork point, the parent's history
 up to that point is copied into it (so it reads as one whole run) and `lineage` says where it came
 from. A resume is the same run queued again from its last checkpoint.
+
+A bridge run's checkpoints are on its bridge: the server asks the bridge which it holds
+(`GET /sessions/{id}/checkpoints`) and starts the fork or the resume there, on the same bridge,
+with `start_from` naming the checkpoint (host_bridge/protocol.py).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from host_bridge.protocol import StartFrom
 from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
+    UnavailableError,
     from_validation_error,
     translate,
 )
@@ -45,6 +51,7 @@ from trainer.spec import TrainingSpec
 
 if TYPE_CHECKING:
     from mcp_server.config import ServerConfig
+    from mcp_server.core.dispatch import BridgeDispatcher
     from mcp_server.core.ingest import Ingestor
     from mcp_server.core.notify import Notifier
     from mcp_server.core.runner import LocalRunner
@@ -110,12 +117,14 @@ class Steering:
         notifier: Notifier,
         ingestor: Ingestor,
         runner: LocalRunner,
+        bridges: BridgeDispatcher | None = None,
     ) -> None:
         self._config = config
         self._db = db
         self._notifier = notifier
         self._ingestor = ingestor
         self._runner = runner
+        self._bridges = bridges
 
     def _folder(self, operation_id: str) -> Path:
         return self._config.artifacts_dir / operation_id
@@ -145,20 +154,30 @@ class Steering:
             next_step="Call wait_for_operation to follow it, or subscribe to resources.metrics.",
         )
 
-    async def _local(self, operation_id: str, verb: str) -> Operation:
+    async def _steerable(self, operation_id: str, verb: str) -> Operation:
         op = await self._get(operation_id)
-        if op.backend is not Backend.LOCAL:
+        bridge = op.backend is Backend.BRIDGE and self._bridges is not None
+        if op.backend is not Backend.LOCAL and not bridge:
             raise ConflictError(
                 f"operation_id: {operation_id!r} trained on a {op.backend.value} backend, whose "
-                f"checkpoints are not on this server; only local runs can be {verb}",
+                f"checkpoints this server cannot reach; only local and bridge runs can be {verb}",
                 field="operation_id",
             )
         return op
 
+    async def _index(self, op: Operation) -> CheckpointIndex:
+        """The run's checkpoints: in this server's folder, or as its bridge lists them."""
+        if op.backend is Backend.BRIDGE and self._bridges is not None:
+            return await self._bridges.checkpoints(op)
+        return read_index(self._folder(op.operation_id))
+
+    def _on_bridge(self, op: Operation) -> BridgeDispatcher | None:
+        return self._bridges if op.backend is Backend.BRIDGE else None
+
     # -- fork -------------------------------------------------------------------------------
 
     async def fork(self, operation_id: str, request: ForkRequest) -> ForkResult:
-        parent = await self._local(operation_id, "forked")
+        parent = await self._steerable(operation_id, "forked")
         from_epoch, raw = request.from_epoch, dict(request.changes)
         fixed = [k for k in raw if k in _FIXED]
         if fixed:
@@ -172,33 +191,42 @@ class Steering:
         except ValidationError as exc:
             raise from_validation_error(exc, prefix="changes") from exc
         folder = self._folder(operation_id)
-        index = read_index(folder)
-        epoch = _resolve_epoch(operation_id, from_epoch, index)
+        bridges = self._on_bridge(parent)
+        index = await self._index(parent)
+        keeper = "its bridge" if bridges else "the server"
+        epoch = _resolve_epoch(operation_id, from_epoch, index, keeper)
         source = folder / epoch_file(epoch)
-        if not source.is_file():
+        if bridges is None and not source.is_file():
             raise InvalidInputError(
                 f"from_epoch: the checkpoint of epoch {epoch} is gone; checkpoints exist for "
                 f"epochs {read_index(folder).describe()}",
                 field="from_epoch",
             )
         spec = _forked_spec(TrainingSpec.model_validate(parent.spec), wanted, epoch)
-        self._check(spec)
+        if bridges is None:  # a bridge checks its own data when it starts the session
+            self._check(spec)
         applied = wanted.model_dump(exclude_none=True, exclude={"name"})
         lineage = Lineage(parent_id=operation_id, from_epoch=epoch, changes=applied)
         child = await create_operation(
             self._db,
             name=wanted.name or f"{parent.name} fork@{epoch}"[:200],
-            backend=Backend.LOCAL,
+            backend=parent.backend,
             spec=spec.model_dump(mode="json"),
             epochs_total=spec.epochs,
             tags=parent.tags,
             lineage=lineage.model_dump(mode="json"),
+            bridge_url=parent.bridge_url,
         )
-        start = self._take_in(child.operation_id, folder, index, epoch)
+        start = None if bridges else self._take_in(child.operation_id, folder, index, epoch)
         await copy_history(self._db, operation_id, child.operation_id, up_to_epoch=epoch)
         await set_progress(self._db, child.operation_id, epoch)
         await self._ingestor.announce(child)
-        self._runner.start(child.operation_id, spec, start_from=start)
+        if bridges is not None:
+            child = await bridges.start_session(
+                child, spec, StartFrom(operation_id=operation_id, epoch=epoch)
+            )
+        else:
+            self._runner.start(child.operation_id, spec, start_from=start)
         started = self._started(child)
         return ForkResult(**started.model_dump(), lineage=lineage)
 
@@ -220,16 +248,22 @@ class Steering:
     # -- resume -----------------------------------------------------------------------------
 
     async def resume(self, operation_id: str) -> StartTrainingResult:
-        op = await self._local(operation_id, "resumed")
+        op = await self._steerable(operation_id, "resumed")
         if op.status not in (OperationStatus.INTERRUPTED, OperationStatus.FAILED):
             raise ConflictError(
                 f"operation_id: {operation_id!r} is {op.status.value}; resume_training continues "
                 "an interrupted or failed run (fork_training starts a new one from any run)",
                 field="operation_id",
             )
-        index = read_index(self._folder(operation_id))
+        bridges = self._on_bridge(op)
+        index = await self._index(op)
         last = index.last
-        if last is None or not (self._folder(operation_id) / epoch_file(last)).is_file():
+        if bridges is not None:
+            # A bridge killed mid-run may hold a checkpoint of an epoch whose points never
+            # reached this server: go on from the newest one the stored history covers.
+            last = max((e for e in index.epochs if e <= op.epochs_done), default=None)
+        here = self._folder(operation_id) / epoch_file(last or 0)
+        if last is None or (bridges is None and not here.is_file()):
             raise ConflictError(
                 f"operation_id: {operation_id!r} has no checkpoint to resume from (it stopped "
                 "before finishing an epoch); start it again with start_training",
@@ -242,7 +276,8 @@ class Steering:
                 "fork_training with epochs=N trains on",
                 field="operation_id",
             )
-        self._check(spec)
+        if bridges is None:
+            self._check(spec)
         try:
             reopened = await reopen_operation(
                 self._db,
@@ -252,6 +287,9 @@ class Steering:
         except Exception as exc:
             raise translate(exc) from exc
         await self._notifier.publish(Change(operation_id, "status", status=reopened.status.value))
+        if bridges is not None:
+            start = StartFrom(operation_id=operation_id, epoch=last)
+            return self._started(await bridges.start_session(reopened, spec, start))
         self._runner.start(
             operation_id, spec, start_from=self._folder(operation_id) / epoch_file(last)
         )
@@ -281,8 +319,13 @@ class Steering:
         if analysis.recommendation not in ("reduce_learning_rate", "add_regularization"):
             return analysis
         op = await self._get(operation_id)
-        index = read_index(self._folder(operation_id))
-        if op.backend is not Backend.LOCAL or index.best is None:
+        if op.backend not in (Backend.LOCAL, Backend.BRIDGE):
+            return analysis
+        try:
+            index = await self._index(op)
+        except UnavailableError:  # its bridge is away: no call to name
+            return analysis
+        if index.best is None:
             return analysis
         spec = TrainingSpec.model_validate(op.spec)
         more = max(5, spec.epochs - index.best)
@@ -302,15 +345,17 @@ class Steering:
         return analysis.model_copy(update={"next_call": call})
 
 
-def _resolve_epoch(operation_id: str, from_epoch: FromEpoch, index: CheckpointIndex) -> int:
+def _resolve_epoch(
+    operation_id: str, from_epoch: FromEpoch, index: CheckpointIndex, keeper: str = "the server"
+) -> int:
     wanted = {"best": index.best, "last": index.last}.get(str(from_epoch))
     if isinstance(from_epoch, int) and not isinstance(from_epoch, bool):
         wanted = from_epoch if from_epoch in index.epochs else None
     if wanted is None or wanted not in index.epochs:
         raise InvalidInputError(
             f"from_epoch: {operation_id!r} has no checkpoint for epoch {from_epoch!r}; "
-            f"checkpoints exist for epochs {index.describe()} (the server keeps best and last, "
-            "and more epochs within --max-checkpoint-bytes)",
+            f"checkpoints exist for epochs {index.describe()} ({keeper} keeps best and last, "
+            "and more epochs within its checkpoint budget)",
             field="from_epoch",
         )
     return wanted
