@@ -869,6 +869,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
     notifier = Notifier()
     analyses = AnalysisCache(db)
     ingestor = Ingestor(db, notifier, analyses)
+    sweeps: Sweeps | None = None
     try:
         async with (
             anyio.create_task_group() as tg,
@@ -899,7 +900,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             orphans = await service.mark_orphans() + await scripts.mark_orphans()
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
-            service._sweeps = Sweeps(
+            service._sweeps = sweeps = Sweeps(
                 service,
                 tg,
                 config.database_url,
@@ -921,4 +922,6 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 runner.cancel_all(SHUTDOWN_REASON)
                 scripts.shutdown()
     finally:
+        if sweeps is not None:  # its drivers have ended with the task group
+            sweeps.dispose()
         await db.close()

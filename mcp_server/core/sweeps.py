@@ -17,6 +17,7 @@ are short transactions, so neither starves.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import secrets
@@ -109,8 +110,21 @@ def optuna_url(database_url: str) -> str | None:
             return None
         return str(url.set(drivername="sqlite"))
     if url.get_backend_name() == "postgresql":
-        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # The server's driver (asyncpg) is async; Optuna's engine needs a sync one.
+        driver = _sync_postgres_driver()
+        return url.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
     return url.render_as_string(hide_password=False)
+
+
+def _sync_postgres_driver() -> str:
+    """psycopg (3), else psycopg2: whichever is installed, for Optuna's sync engine."""
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return driver
+    raise UnavailableError(
+        "sweeps: on PostgreSQL, Optuna's storage needs a sync driver: pip install "
+        "'training-mcp[postgres]' (psycopg)"
+    )
 
 
 class Sweeps:
@@ -119,7 +133,7 @@ class Sweeps:
     def __init__(self, service: Any, task_group: TaskGroup, url: str, publish: Publish) -> None:
         self._service = service
         self._tg = task_group
-        self._url = optuna_url(url)
+        self._database_url = url
         self._publish = publish
         self._storage: Any = None
         self._lock = anyio.Lock()  # asks and tells of one process, one at a time
@@ -134,15 +148,23 @@ class Sweeps:
         for scope in list(self._scopes):
             scope.cancel()
 
+    def dispose(self) -> None:
+        """Close Optuna's database connections (once no driver runs)."""
+        engine = getattr(self._storage, "engine", None)
+        if engine is not None:
+            self._storage.remove_session()
+            engine.dispose()
+
     async def _store(self) -> Any:
         if self._storage is None:
             optuna = _optuna()
+            url = optuna_url(self._database_url)
 
             def make() -> Any:
-                if self._url is None:
+                if url is None:
                     return optuna.storages.InMemoryStorage()
-                kwargs = {"connect_args": {"timeout": 30}} if self._url.startswith("sqlite") else {}
-                return optuna.storages.RDBStorage(self._url, engine_kwargs=kwargs)
+                kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
             self._storage = await anyio.to_thread.run_sync(make)
         return self._storage
@@ -244,7 +266,11 @@ class Sweeps:
     async def resume_all(self) -> list[str]:
         """On start: drive every sweep an earlier process left running."""
         optuna = _optuna()
-        storage = await self._store()
+        try:
+            storage = await self._store()
+        except UnavailableError as exc:  # no sync driver: sweeps refused, the server serves on
+            log.warning("%s", exc.message)
+            return []
         studies = await self._run(optuna.get_all_study_summaries, storage)
         running = [
             s.study_name
