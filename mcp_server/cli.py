@@ -3,6 +3,7 @@
 training-mcp serve                      MCP over stdio (what Claude Desktop launches)
 training-mcp serve --http --port 8765   MCP at /mcp and the REST mirror at /api/v1
 training-mcp bridge --token T           a GPU host bridge on 127.0.0.1:8766 (see README)
+training-mcp delete OP_ID...            delete ended runs, their metrics, checkpoints and logs
 """
 
 from __future__ import annotations
@@ -134,7 +135,27 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_cap_flags(serve)
     _add_system_flag(serve)
     _add_bridge_parser(sub, env)
+    _add_delete_parser(sub, env)
     return parser
+
+
+def _add_delete_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Mapping[str, str]
+) -> None:
+    delete = sub.add_parser(
+        "delete",
+        help="delete ended runs with their metrics, checkpoints and logs (a running one is "
+        "refused)",
+    )
+    delete.add_argument("operation_ids", nargs="+", metavar="OP_ID")
+    delete.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env.get("TRAINING_MCP_DATA_DIR", str(Path.home() / ".training-mcp"))),
+        help="the server's data directory (env TRAINING_MCP_DATA_DIR)",
+    )
+    delete.add_argument("--db", default=env.get("TRAINING_MCP_DB"), help="SQLAlchemy URL")
+    delete.add_argument("--log-level", default="WARNING")
 
 
 def _add_bridge_parser(
@@ -393,6 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.log_level)
     if args.command == "bridge":
         return _bridge_main(args)
+    if args.command == "delete":
+        from mcp_server.delete_command import delete_runs
+
+        config = ServerConfig(data_dir=args.data_dir.expanduser(), db_url=args.db)
+        return anyio.run(delete_runs, config, args.operation_ids)
     if args.command == "serve":
         from httpbase.guard import is_loopback_host
 

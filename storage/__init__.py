@@ -17,6 +17,7 @@ from storage.bounds import (
 )
 from storage.credentials import issue_push_credential, push_credential_matches
 from storage.database import DB_FILENAME, Database, connect, default_database_url, open_database
+from storage.deletion import DeletedRun, OperationActiveError, delete_operation
 from storage.errors import (
     IllegalTransitionError,
     InvalidPointError,
@@ -65,6 +66,7 @@ from storage.operations import (
     set_progress,
     set_status,
 )
+from storage.run_pages import MAX_RUN_CURSOR, InvalidRunCursorError, list_operations_page
 
 __all__ = [
     "DB_FILENAME",
@@ -72,6 +74,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_NAME",
     "MAX_PAGE_SIZE",
+    "MAX_RUN_CURSOR",
     "MAX_TAGS",
     "MAX_TAG_KEY",
     "MAX_TAG_VALUE",
@@ -82,16 +85,19 @@ __all__ = [
     "AppendResult",
     "Backend",
     "Database",
+    "DeletedRun",
     "ExportRow",
     "HistoryPage",
     "IllegalTransitionError",
     "InvalidPointError",
+    "InvalidRunCursorError",
     "JsonBoundsError",
     "Lineage",
     "MetricPointIn",
     "MetricsRead",
     "NonFinite",
     "Operation",
+    "OperationActiveError",
     "OperationFinishedError",
     "OperationNotFoundError",
     "OperationStatus",
@@ -106,11 +112,13 @@ __all__ = [
     "copy_history",
     "create_operation",
     "default_database_url",
+    "delete_operation",
     "get_operation",
     "issue_push_credential",
     "iter_history",
     "latest_values",
     "list_operations",
+    "list_operations_page",
     "new_operation_id",
     "open_database",
     "operation_with_latest",

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from storage import (
     IllegalTransitionError,
     InvalidPointError,
+    InvalidRunCursorError,
     OperationFinishedError,
     OperationNotFoundError,
     StorageError,
@@ -93,6 +94,8 @@ def translate(exc: Exception) -> ServiceError:
         return ConflictError(str(exc), field="operation_id")
     if isinstance(exc, IllegalTransitionError):
         return ConflictError(str(exc), field="status")
+    if isinstance(exc, InvalidRunCursorError):
+        return InvalidInputError(str(exc), field="cursor")
     if isinstance(exc, InvalidPointError):
         return InvalidInputError(str(exc), field=f"points[{exc.index}].{exc.field}")
     if isinstance(exc, SpecError):

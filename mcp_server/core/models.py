@@ -188,6 +188,9 @@ class OperationList(BaseModel):
     operations: list[Operation]
     returned: int
     status_filter: OperationStatus | None = None
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor for the next (older) page; null at the oldest"
+    )
 
 
 class Indicators(BaseModel):

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_server.core.export import ExportFormat
-from storage import MAX_PAGE_SIZE, MIN_SAMPLE_POINTS, OperationStatus
+from storage import MAX_PAGE_SIZE, MAX_RUN_CURSOR, MIN_SAMPLE_POINTS, OperationStatus
 from trainer.analysis import AnalysisParams
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "WaitQuery",
 ]
 
-MAX_LIST = 500
+MAX_LIST = 100  # a run lists in under 30 KB at its bounds: a page stays under 3 MB
 MAX_SERIES_POINTS = 10_000
 MAX_WAIT_S = 55.0  # under the 60 s request timeout most MCP clients use
 
@@ -42,6 +42,9 @@ class ListQuery(BaseModel):
 
     status: OperationStatus | None = Field(default=None, description="Only runs in this status")
     limit: int = Field(default=20, ge=1, le=MAX_LIST, description="At most this many, newest first")
+    cursor: str | None = Field(
+        default=None, max_length=MAX_RUN_CURSOR, description="next_cursor of a previous answer"
+    )
 
 
 class MetricsQuery(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.config import ServerConfig
+from mcp_server.core.deletion import DeletedOperation, delete_run_everywhere
 from mcp_server.core.dispatch import BridgeDispatcher, open_bridges
 from mcp_server.core.entry_points import EntryPointList
 from mcp_server.core.errors import (
@@ -83,6 +84,7 @@ from storage import (
     iter_history,
     latest_values,
     list_operations,
+    list_operations_page,
     open_database,
     operation_with_latest,
     push_credential_matches,
@@ -527,8 +529,28 @@ class TrainingService:
         )
 
     async def list_operations(self, query: ListQuery = _LIST) -> OperationList:
-        ops = await list_operations(self._db, status=query.status, limit=query.limit)
-        return OperationList(operations=ops, returned=len(ops), status_filter=query.status)
+        try:
+            ops, next_cursor = await list_operations_page(
+                self._db, limit=query.limit, cursor=query.cursor, status=query.status
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+        return OperationList(
+            operations=ops, returned=len(ops), status_filter=query.status, next_cursor=next_cursor
+        )
+
+    async def delete_operation(self, operation_id: str) -> DeletedOperation:
+        """Delete an ended run with its metrics, push credential, checkpoints and logs
+        (deletion.py); ConflictError naming its status while it is queued or running."""
+        if self._runner.is_local(operation_id):
+            raise ConflictError(
+                f"operation_id: {operation_id!r} is still being trained here; stop it first",
+                field="operation_id",
+            )
+        deleted = await delete_run_everywhere(self._db, self._config, operation_id)
+        self._analyses.invalidate(operation_id)
+        self._sources = {s for s in self._sources if s[0] != operation_id}
+        return deleted
 
     async def get_metrics(
         self, operation_id: str, query: MetricsQuery = _METRICS

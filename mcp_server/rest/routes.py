@@ -29,6 +29,7 @@ from mcp_server.core.queries import ListQuery, MetricsQuery, PlotQuery, StopRequ
 from mcp_server.core.service import TrainingService
 from mcp_server.rest.bridge import bridge_endpoints
 from mcp_server.rest.compare import compare_endpoints
+from mcp_server.rest.deletion import deletion_endpoints
 from mcp_server.rest.events import is_exhausted, operation_events, parse_last_event_id
 from mcp_server.rest.export import export_endpoints
 from mcp_server.rest.http import (
@@ -235,7 +236,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             "/operations",
             list_operations,
             "list_operations",
-            "Runs, newest first, optionally in one status",
+            "Runs, newest first, optionally in one status; a page of `limit`, then `next_cursor`",
             ok=OperationList,
             query=ListQuery,
         ),
@@ -351,6 +352,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     endpoints += bridge_endpoints(service)
     endpoints += export_endpoints(service)
     endpoints += compare_endpoints(service)
+    endpoints += deletion_endpoints(service)
     endpoints += script_endpoints(service)
     endpoints += steering_endpoints(service, PREFIX)
     endpoints += sweep_endpoints(service, PREFIX)
