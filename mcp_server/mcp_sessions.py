@@ -12,8 +12,8 @@ ended by the client (`DELETE`) or answered 404 (the SDK no longer has it) is for
 
 A client is the peer's address: with the one bearer token every client of a server shares, the
 token does not tell clients apart. Behind a reverse proxy every client shares the proxy's
-address; put the cap on the proxy there. Stateless (2026-07-28) clients open no session and are
-not counted.
+address; put the cap on the proxy there. Stateless (2026-07-28) requests, which the SDK tells
+apart by their `mcp-protocol-version` header, open no session and are never counted.
 """
 
 from __future__ import annotations
@@ -23,13 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import INTERNAL_ERROR, ErrorData, JSONRPCError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["SessionBook", "SessionCap", "SessionLimits"]
 
 _SESSION_HEADER = MCP_SESSION_ID_HEADER.encode("ascii")
+_VERSION_HEADER = MCP_PROTOCOL_VERSION_HEADER.encode("ascii")
+_SESSION_VERSIONS = frozenset(v.encode("ascii") for v in HANDSHAKE_PROTOCOL_VERSIONS)
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,15 @@ class SessionCap:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self._path:
             await self.app(scope, receive, send)
             return
-        session_id = dict(scope["headers"]).get(_SESSION_HEADER)
+        headers = dict(scope["headers"])
+        session_id = headers.get(_SESSION_HEADER)
         if session_id is None:
+            version = headers.get(_VERSION_HEADER)
+            if version is not None and version not in _SESSION_VERSIONS:
+                # A stateless (2026-07-28) request, as the SDK routes it: it opens no session,
+                # however long it streams (subscriptions/listen), so it is never counted.
+                await self.app(scope, receive, send)
+                return
             await self._open(scope, receive, send)
             return
         sid = session_id.decode("latin-1")

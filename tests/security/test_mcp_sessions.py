@@ -52,12 +52,13 @@ async def raw(address: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def mcp_client(url: str, address: str) -> AsyncIterator[Client]:
-    """The SDK's Client over streamable HTTP with a session (the initialize handshake)."""
+async def mcp_client(url: str, address: str, mode: str = "legacy") -> AsyncIterator[Client]:
+    """The SDK's Client over streamable HTTP; legacy: with a session (the initialize handshake),
+    auto: the stateless protocol this server offers."""
     transport = httpx2.AsyncHTTPTransport(local_address=address)
     async with (
         httpx2.AsyncClient(transport=transport, timeout=10) as http,
-        Client(streamable_http_client(f"{url}/mcp", http_client=http), mode="legacy") as client,
+        Client(streamable_http_client(f"{url}/mcp", http_client=http), mode=mode) as client,
     ):
         yield client
 
@@ -76,6 +77,9 @@ async def test_one_client_is_capped_and_the_others_still_get_in(server: Process)
         message = refused.json()["error"]["message"]
         assert "--mcp-sessions-per-client 2" in message and "--mcp-session-idle" in message
 
+        # A stateless (2026-07-28) client from the same address opens no session: not refused.
+        async with mcp_client(url, "127.0.0.1", mode="auto") as modern:
+            assert (await modern.list_tools()).tools
         # Another client is not locked out: a real MCP client works beside the leaky one.
         async with mcp_client(url, "127.0.0.2") as other:
             assert any(t.name == "start_training" for t in (await other.list_tools()).tools)
