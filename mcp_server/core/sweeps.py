@@ -340,7 +340,7 @@ class Sweeps:
             started = await self._start_trial(args)
             if isinstance(started, Exception):  # a combination the server refuses: failed
                 log.warning("sweep %s trial %d not started: %s", sweep_id, trial.number, started)
-                await self._run(study.tell, trial, None, optuna.trial.TrialState.FAIL)
+                await self._run(_told, study, trial, None, optuna.trial.TrialState.FAIL)
                 continue
             operation_id = started.operation_id
             await self._run(trial.set_user_attr, "operation_id", operation_id)
@@ -410,7 +410,7 @@ class Sweeps:
                     with contextlib.suppress(ConflictError):
                         await self._service.stop_training(operation_id, reason)
                     await self._run(trial.set_user_attr, "epochs", max(values))
-                    await self._run(lambda: study.tell(trial, state=TrialState.PRUNED))
+                    await self._run(lambda: _told(study, trial, state=TrialState.PRUNED))
                     await self._publish(study.study_name)
                     return
             if op.finished:
@@ -450,18 +450,18 @@ class Sweeps:
         status = op.status.value
         if status == "completed" and values:
             best = min(values.values())
-            await self._run(lambda: study.tell(trial, best))
+            await self._run(lambda: _told(study, trial, best))
         elif status == "interrupted":
             await self._tell_lost(study, trial)
         else:
-            await self._run(lambda: study.tell(trial, state=TrialState.FAIL))
+            await self._run(lambda: _told(study, trial, state=TrialState.FAIL))
         await self._publish(study.study_name)
 
     async def _tell_lost(self, study: Any, trial: Any) -> None:
         """A trial whose run a restart cut short: failed, and not counted (it is replaced)."""
         optuna = _optuna()
         await self._run(lambda: trial.set_user_attr("lost", True))
-        await self._run(lambda: study.tell(trial, state=optuna.trial.TrialState.FAIL))
+        await self._run(lambda: _told(study, trial, state=optuna.trial.TrialState.FAIL))
         frozen = await self._run(self._storage.get_trial, trial._trial_id)
         proposed = frozen.system_attrs.get("fixed_params")
         if proposed:  # an agent's own trial is trained again, not replaced by a sampled one
@@ -469,6 +469,17 @@ class Sweeps:
 
 
 # -- pure-ish helpers (Optuna objects in, plain values out) ------------------------------------
+
+
+def _told(study: Any, trial: Any, values: Any = None, state: Any = None) -> None:
+    """`study.tell`. The grid sampler asks the study to stop once every point has been tried,
+    which Optuna allows only inside `optimize()`; the trial is stored before that all the same
+    (the sweep ends when its trials are done)."""
+    try:
+        study.tell(trial, values, state)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def _monitor(request: SweepRequest) -> str:

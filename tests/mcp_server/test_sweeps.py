@@ -13,6 +13,7 @@ from mcp import Client
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.errors import InvalidInputError
+from mcp_server.core.queries import MetricsQuery
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.core.sweep_space import SweepRequest
 from mcp_server.core.sweeps import Sweep
@@ -131,3 +132,36 @@ async def test_the_rest_mirror_refuses_out_of_bounds_trials_and_reads_no_such_sw
         assert many.status_code == 422 and many.json()["error"]["field"] == "parallel"
         missing = await http.get("/api/v1/sweeps/sw-00000000")
         assert missing.status_code == 404
+
+
+async def test_the_analysis_pruner_stops_an_overfitting_trial_with_the_analysis_reason(
+    service: TrainingService,
+) -> None:
+    # The demo set with a big model and a long budget: val_loss turns up after a few epochs,
+    # and the analysis says to stop long before the budget is spent.
+    base = {
+        "dataset": "noisy_spirals",
+        "hidden_sizes": [128, 128],
+        "epochs": 40,
+        "log_every_n_steps": 0,
+        "spec": {"torch_threads": 1},
+    }
+    request = SweepRequest.model_validate(
+        {"base": base, "space": {"learning_rate": {"choices": [0.003, 0.01]}}, "trials": 2,
+         "parallel": 2, "sampler": "grid", "pruner": "analysis", "seed": 0}
+    )  # fmt: skip
+    sweep_id = (await service.start_sweep(request)).sweep_id
+    sweep = await _until_done(service, sweep_id)
+
+    assert sweep.status == "completed" and sweep.counts.get("pruned", 0) >= 1, sweep.counts
+    for entry in (e for e in sweep.leaderboard if e.state == "pruned"):
+        op = await service.get_operation(entry.operation_id or "")
+        assert op.status.value == "cancelled" and op.epochs_done < 40
+        prefix = f"pruned by the analysis at epoch {entry.epochs}: "
+        assert (op.reason or "").startswith(prefix), op.reason
+        # the reason is the analysis' own, for the epochs it had seen
+        history = await service.get_metrics(
+            op.operation_id, MetricsQuery(metrics=["val_loss"], max_points=1000)
+        )
+        assert history.series[0].steps[-1] >= (entry.epochs or 0)
+        assert len((op.reason or "")[len(prefix) :]) > 20
