@@ -1,4 +1,5 @@
-"""A run on Ray: the bridge's session (spool, idempotent pushes, heartbeats) inside a Ray actor.
+"""A run on Ray: the bridge's session (spool, idempotent pushes, heartbeats) inside a Ray actor,
+or an operator's declared script run as a process of the actor (`ScriptActor`).
 
 The server (`mcp_server.core.ray_backend`) creates one detached, named actor per run with the
 resources the run asks for, then calls, in order and each idempotent:
@@ -14,12 +15,23 @@ store a run; Ray only places, cancels and tells the server when a worker died. T
 detached, so it outlives the server process: a restarted server finds it again by name
 (`actor_name`) and calls `wait` again. Once everything is delivered it exits by itself after
 `LINGER_S` (the server kills it sooner when it collects the result).
+
+A script run's actor answers the same four calls: `start` starts the argv the server checked and
+substituted, in its own process group, with the run's URL, id, token and push credential in its
+environment (the script's `training_mcp.init()` pushes from there); `cancel` signals the group
+(SIGINT, then SIGTERM and SIGKILL after the grace period); `wait` answers the exit code, the stop
+reason and the end of stderr, and the server turns them into the run's status.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,12 +41,20 @@ from typing import Any
 from host_bridge.protocol import SessionRequest
 from host_bridge.sessions import BridgeOptions, SessionError, SessionManager
 
-__all__ = ["ACTOR_PREFIX", "LINGER_S", "RunActor", "actor_name", "worker_data_dir"]
+__all__ = [
+    "ACTOR_PREFIX",
+    "LINGER_S",
+    "RunActor",
+    "ScriptActor",
+    "actor_name",
+    "worker_data_dir",
+]
 
 log = logging.getLogger(__name__)
 
 ACTOR_PREFIX = "training-mcp-run-"
 LINGER_S = 60.0  # a finished actor waits this long for the server to collect it, then exits
+STDERR_TAIL_LINES = 20  # what a failed script's error quotes
 
 
 def actor_name(operation_id: str) -> str:
@@ -138,4 +158,113 @@ class RunActor:
 
         log.info("run %s: not collected by the server; exiting", self._request.operation_id)
         self._manager.close(timeout_s=1.0)
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+
+class ScriptActor:
+    """One script run's actor (wrapped with `ray.remote` by the server, as `RunActor` is).
+
+    `request`: {"operation_id", "argv", "cwd", "env", "grace_s"}: the command the server checked
+    and substituted (never a shell), the folder it runs in on this node, and the variables the
+    script's light client reads (TRAINING_MCP_URL, ..._OPERATION_ID, ..._TOKEN, ..._PUSH_TOKEN).
+    The script's stdout goes to this worker's log (Ray's log folder on the node); its stderr too,
+    its last lines kept for the error of a failed run."""
+
+    def __init__(self, request: dict[str, Any], options: dict[str, Any]) -> None:
+        self._request = request
+        self._options = options
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stop_reason: str | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._ended = threading.Event()
+        self._drained = threading.Event()
+
+    def ready(self) -> dict[str, Any]:
+        import ray
+
+        context = ray.get_runtime_context()
+        return {
+            "pid": os.getpid(),
+            "node": context.get_node_id(),
+            "device": "cuda" if context.get_accelerator_ids().get("GPU") else "cpu",
+            "options": self._options,
+        }
+
+    def start(self) -> dict[str, Any]:
+        """Start the command (once). `{"session": {"pid"}}`, or `{"error": {...}}` when it
+        cannot start here."""
+        with self._lock:
+            if self._process is None:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINING_MCP_")}
+                env.update(self._request["env"], PYTHONUNBUFFERED="1")
+                argv = list(self._request["argv"])
+                try:
+                    self._process = subprocess.Popen(
+                        argv,
+                        cwd=self._request["cwd"],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,  # its own group: signals reach its children
+                    )
+                except OSError as exc:
+                    message = f"the command could not start: {exc.strerror or exc} ({argv[0]})"
+                    return {"error": {"code": "invalid_input", "message": message, "field": None}}
+                threading.Thread(target=self._drain, daemon=True).start()
+                threading.Thread(target=self._reap, daemon=True).start()
+            return {"session": {"pid": self._process.pid}}
+
+    def cancel(self, reason: str) -> dict[str, Any] | None:
+        """SIGINT to the group now, SIGTERM and SIGKILL after the grace period each (in the
+        background: `wait` answers once it has ended)."""
+        with self._lock:
+            process = self._process
+            if process is None or self._ended.is_set():
+                return None
+            if self._stop_reason is None:
+                self._stop_reason = reason
+                threading.Thread(target=self._end, args=(process,), daemon=True).start()
+        return {"pid": process.pid}
+
+    def wait(self, timeout_s: float) -> dict[str, Any] | None:
+        """{"returncode", "stop_reason", "stderr_tail"} once the script has exited, else None
+        after `timeout_s`."""
+        if not self._ended.wait(timeout_s):
+            return None
+        self._drained.wait(5.0)  # the last lines of stderr, unless a child still holds it
+        assert self._process is not None
+        return {
+            "returncode": self._process.returncode,
+            "stop_reason": self._stop_reason,
+            "stderr_tail": "\n".join(self._tail),
+        }
+
+    def _end(self, process: subprocess.Popen[bytes]) -> None:
+        grace = float(self._request.get("grace_s", 5.0))
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, sig)  # the group's id is the leader's pid
+            if self._ended.wait(grace):
+                return
+
+    def _drain(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        for raw in self._process.stderr:
+            sys.stderr.buffer.write(raw)
+            self._tail.append(raw.decode(errors="replace").rstrip("\n"))
+        sys.stderr.flush()
+        self._drained.set()
+
+    def _reap(self) -> None:
+        assert self._process is not None
+        self._process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)  # children it left behind
+        self._ended.set()
+        time.sleep(LINGER_S)
+        import ray
+
+        operation_id = self._request["operation_id"]
+        log.info("script run %s: not collected by the server; exiting", operation_id)
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)

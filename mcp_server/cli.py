@@ -71,7 +71,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--max-concurrent-runs",
         type=int,
         default=int(env.get("TRAINING_MCP_MAX_RUNS", "2")),
-        help="local runs training at once; more are queued (default 2)",
+        help="local and Ray runs training at once; more are queued (default 2)",
     )
     serve.add_argument(
         "--allow-factory",

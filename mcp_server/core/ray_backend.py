@@ -9,6 +9,12 @@ device), `start` and `wait`, each idempotent, so the same walk serves a new run,
 re-attached after a server restart. A worker or node that dies fails the run with the reason
 (`ray worker lost: ...`), or starts it again where the operator allowed retries (`--ray-retries`).
 
+Each run gets its own push credential through the actor's arguments (a retry a fresh one, so a
+dead attempt cannot push), so no other client can push into it. Ray runs hold a slot of the
+server's `--max-concurrent-runs`, shared with local runs: past the limit a run stays `queued` here,
+in order, and only gets an actor when a slot frees. An operator's declared entry point runs the
+same way (`dispatch_script`): its checked argv inside a `ScriptActor`, its exit code its status.
+
 Ray is an optional extra imported only here (and on the workers), only when `--ray` is given.
 """
 
@@ -29,9 +35,11 @@ from pydantic import SecretStr
 
 from host_bridge.protocol import SessionInfo, SessionRequest
 from mcp_server.config import ServerConfig
+from mcp_server.core.entry_points import EntryPoint, EntryPointList
 from mcp_server.core.errors import InvalidInputError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.models import RunResources
+from mcp_server.core.processes import script_outcome
 from storage import (
     Backend,
     Database,
@@ -40,7 +48,9 @@ from storage import (
     OperationStatus,
     create_operation,
     get_operation,
+    issue_push_credential,
     list_operations,
+    new_operation_id,
 )
 from trainer.spec import TrainingSpec
 
@@ -49,6 +59,7 @@ __all__ = [
     "RAY_LOST",
     "RayBackend",
     "actor_options",
+    "declared_entry_point",
     "describe_death",
     "open_ray",
     "ray_installed",
@@ -78,12 +89,14 @@ def _import_ray() -> Any:
         ) from exc
 
 
-def actor_options(spec: TrainingSpec, resources: RunResources | None) -> dict[str, Any]:
+def actor_options(spec: TrainingSpec | None, resources: RunResources | None) -> dict[str, Any]:
     """The Ray resources a run reserves (pure): 1 CPU, 1 GPU for device 'cuda', no memory
-    reservation, unless `resources` says otherwise."""
+    reservation, unless `resources` says otherwise (`spec` None: a script run, no GPU unless
+    asked for)."""
     wanted = resources or RunResources.model_validate({})
-    gpus = wanted.num_gpus if wanted.num_gpus is not None else (1 if spec.device == "cuda" else 0)
-    if spec.device == "cuda" and gpus == 0:
+    cuda = spec is not None and spec.device == "cuda"
+    gpus = wanted.num_gpus if wanted.num_gpus is not None else (1 if cuda else 0)
+    if cuda and gpus == 0:
         raise InvalidInputError(
             "resources.num_gpus: device 'cuda' needs a GPU; ask for num_gpus > 0 or use "
             "device 'cpu'",
@@ -96,6 +109,19 @@ def actor_options(spec: TrainingSpec, resources: RunResources | None) -> dict[st
     if wanted.memory_mb is not None:
         options["memory"] = wanted.memory_mb * 1024 * 1024
     return options
+
+
+def declared_entry_point(declared: EntryPointList, name: str) -> EntryPoint:
+    """The entry point `name` of those the operator declared, or the error local runs give."""
+    for entry in declared.entry_points:
+        if entry.name == name:
+            return entry
+    names = ", ".join(sorted(e.name for e in declared.entry_points))
+    raise InvalidInputError(
+        f"entry_point: {name!r} is not declared; declared: "
+        + (names or "none (start the server with --entry-points)"),
+        field="entry_point",
+    )
 
 
 def describe_death(exc: BaseException) -> str:
@@ -126,18 +152,29 @@ class RayBackend:
         tg: TaskGroup,
         heartbeat_interval_s: float,
         ray: Any,
+        slots: anyio.CapacityLimiter | None = None,
     ) -> None:
+        """`slots`: the server's concurrency limit, shared with local runs; a Ray run holds one
+        from its submission to its end (its borrower is its operation id)."""
         self.config = config
         self._db = db
         self._ingestor = ingestor
         self._tg = tg
         self._interval = heartbeat_interval_s
         self._ray = ray
+        self._slots = slots or anyio.CapacityLimiter(config.max_concurrent_runs)
+        self._holding: set[str] = set()  # runs holding a slot
+        self._waiting: dict[str, anyio.CancelScope] = {}  # runs queued for one
         self._follows: dict[str, _Follow] = {}
 
     @property
     def configured(self) -> bool:
         return self._ray is not None
+
+    @property
+    def active(self) -> int:
+        """Ray runs holding a slot of the concurrency limit."""
+        return len(self._holding)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -149,7 +186,8 @@ class RayBackend:
         tags: Mapping[str, str] | None = None,
         resources: RunResources | None = None,
     ) -> Operation:
-        """Create the run (`queued` until Ray has placed its actor) and submit it."""
+        """Create the run (`queued` until Ray has placed its actor) and submit it, or queue it
+        for a slot of the concurrency limit."""
         self._require()
         options = actor_options(spec, resources)
         op = await create_operation(
@@ -160,47 +198,143 @@ class RayBackend:
             epochs_total=spec.epochs,
             tags=tags,
         )
+        return await self._admit(op, options)
+
+    async def dispatch_script(
+        self,
+        entry: EntryPoint,
+        params: Mapping[str, Any] | None,
+        *,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        resources: RunResources | None = None,
+    ) -> Operation:
+        """A declared entry point as a Ray run: its parameters checked and substituted exactly
+        as for a local script run (`EntryPoint.resolve`), its command run inside an actor with
+        the resources asked for."""
+        if entry.tensorboard_logdir is not None:
+            raise InvalidInputError(
+                f"backend: entry point {entry.name!r} declares a tensorboard_logdir, which the "
+                "server reads from its own disk; run it with backend 'local'",
+                field="backend",
+            )
+        options = actor_options(None, resources)
+        operation_id = new_operation_id()
+        argv, values = entry.resolve(params, operation_id, self.config.allowed_data_roots)
+        self._require()
+        epochs = values.get("epochs")
+        op = await create_operation(
+            self._db,
+            name=name or entry.name,
+            backend=Backend.RAY,
+            spec={"entry_point": entry.name, "params": values, "argv": argv, "cwd": entry.cwd},
+            epochs_total=epochs if isinstance(epochs, int) and epochs > 0 else None,
+            tags=tags,
+            operation_id=operation_id,
+        )
+        return await self._admit(op, options)
+
+    async def _admit(self, op: Operation, options: Mapping[str, Any]) -> Operation:
+        """Submit now if a slot is free (a refusal then reaches the caller), else queue."""
         await self._ingestor.announce(op)
+        operation_id = op.operation_id
+        try:
+            self._slots.acquire_on_behalf_of_nowait(operation_id)
+        except anyio.WouldBlock:
+            self._tg.start_soon(self._queued, op, options)
+            log.info("run %s queued for a slot (--max-concurrent-runs)", operation_id)
+            return op
+        self._holding.add(operation_id)
         try:
             follow = await self._submit(op, options, attempt=1)
         except Exception as exc:  # the cluster refused the actor: say why, keep the run's record
+            self._free(operation_id)
             message = f"backend: the Ray cluster did not take the run: {describe_death(exc)}"
-            await self._ingestor.record_status(
-                op.operation_id, OperationStatus.FAILED, error=message
-            )
+            await self._ingestor.record_status(operation_id, OperationStatus.FAILED, error=message)
             raise UnavailableError(message, field="backend") from exc
-        self._follow(op.operation_id, follow)
-        log.info("run %s submitted to Ray (%s)", op.operation_id, options)
+        self._follow(operation_id, follow)
+        log.info("run %s submitted to Ray (%s)", operation_id, options)
         return op
+
+    async def _queued(self, op: Operation, options: Mapping[str, Any]) -> None:
+        """Wait (in order) for a slot, then submit; `stop` cancels the wait."""
+        operation_id = op.operation_id
+        with anyio.CancelScope() as scope:
+            self._waiting[operation_id] = scope
+            try:
+                await self._slots.acquire_on_behalf_of(operation_id)
+                self._holding.add(operation_id)
+            finally:
+                self._waiting.pop(operation_id, None)
+        if scope.cancel_called:  # stopped while it waited (perhaps just as a slot came)
+            self._free(operation_id)
+            return
+        try:
+            follow = await self._submit(op, options, attempt=1)
+        except Exception as exc:
+            self._free(operation_id)
+            await self._ingestor.record_end(
+                operation_id,
+                OperationStatus.FAILED,
+                error=f"the Ray cluster did not take the run: {describe_death(exc)}",
+            )
+            return
+        self._follow(operation_id, follow)
+        log.info("run %s submitted to Ray (%s) after its wait", operation_id, options)
+
+    def _free(self, operation_id: str) -> None:
+        if operation_id in self._holding:
+            self._holding.discard(operation_id)
+            self._slots.release_on_behalf_of(operation_id)
 
     async def _submit(self, op: Operation, options: Mapping[str, Any], attempt: int) -> _Follow:
         token = self.config.token.reveal() if self.config.token else None
-        request = SessionRequest(
-            operation_id=op.operation_id,
-            spec=TrainingSpec.model_validate(op.spec),
-            server_url=str(self.config.public_url),
-            server_token=SecretStr(token) if token else None,
-            heartbeat_interval_s=self._interval,
-        )
-        actor = await anyio.to_thread.run_sync(self._create_actor, request, options)
+        # Only this attempt's actor pushes into the run: a new credential replaces the last one.
+        push = await issue_push_credential(self._db, op.operation_id)
+        args: tuple[Any, ...]
+        if "entry_point" in op.spec:
+            env = {
+                "TRAINING_MCP_URL": str(self.config.public_url),
+                "TRAINING_MCP_OPERATION_ID": op.operation_id,
+                "TRAINING_MCP_TOKEN": token or "",
+                "TRAINING_MCP_PUSH_TOKEN": push,
+            }
+            script = {
+                "operation_id": op.operation_id,
+                "argv": list(op.spec["argv"]),
+                "cwd": op.spec["cwd"],
+                "env": env,
+                "grace_s": self.config.script_grace_s,
+            }
+            args = ("ScriptActor", script, dict(options))
+        else:
+            request = SessionRequest(
+                operation_id=op.operation_id,
+                spec=TrainingSpec.model_validate(op.spec),
+                server_url=str(self.config.public_url),
+                server_token=SecretStr(token) if token else None,
+                heartbeat_interval_s=self._interval,
+                push_token=SecretStr(push),
+            )
+            roots = [str(p) for p in self.config.allowed_data_roots]
+            args = ("RunActor", request.model_dump_json(), dict(options),
+                    self.config.allow_factory, roots)  # fmt: skip
+        actor = await anyio.to_thread.run_sync(self._create_actor, op.operation_id, options, args)
         return _Follow(actor, attempt=attempt, options=options)
 
-    def _create_actor(self, request: SessionRequest, options: Mapping[str, Any]) -> Any:
-        from host_bridge.ray_worker import RunActor, actor_name
+    def _create_actor(
+        self, operation_id: str, options: Mapping[str, Any], args: tuple[Any, ...]
+    ) -> Any:
+        from host_bridge import ray_worker
 
-        remote = self._ray.remote(RunActor).options(
-            name=actor_name(request.operation_id),
+        remote = self._ray.remote(getattr(ray_worker, args[0])).options(
+            name=ray_worker.actor_name(operation_id),
             lifetime="detached",  # outlives this process: a restarted server re-attaches it
             max_restarts=0,  # retries are this module's: a fresh actor, started on purpose
             max_concurrency=8,  # wait() calls of a restarted server beside the old ones
             **options,
         )
-        return remote.remote(
-            request.model_dump_json(),
-            dict(options),
-            self.config.allow_factory,
-            [str(p) for p in self.config.allowed_data_roots],
-        )
+        return remote.remote(*args[1:])
 
     # -- following a run ----------------------------------------------------------------------
 
@@ -209,8 +343,16 @@ class RayBackend:
         self._tg.start_soon(self._walk, operation_id, follow)
 
     async def _walk(self, operation_id: str, follow: _Follow) -> None:
-        """Follow one actor to its end. Cancelled (the server stopping), it leaves the actor be:
-        the run trains on, and the next server re-attaches it."""
+        """Follow one actor to its end, then free the run's slot (unless a retry follows it)."""
+        try:
+            await self._walk_actor(operation_id, follow)
+        finally:
+            if operation_id not in self._follows:
+                self._free(operation_id)
+
+    async def _walk_actor(self, operation_id: str, follow: _Follow) -> None:
+        """Cancelled (the server stopping), it leaves the actor be: the run trains on, and the
+        next server re-attaches it."""
         try:
             try:
                 await self._drive(operation_id, follow)
@@ -252,6 +394,12 @@ class RayBackend:
             except self._ray.exceptions.ActorUnavailableError as exc:  # transient: ask again
                 log.info("run %s: actor unavailable (%s)", operation_id, exc)
                 await anyio.sleep(1.0)
+        if "returncode" in info:  # a script run: its exit code, as for a local script
+            status, error, reason = script_outcome(
+                int(info["returncode"]), info["stop_reason"], str(info["stderr_tail"])
+            )
+            await self._ingestor.record_end(operation_id, status, error=error, reason=reason)
+            return
         session = SessionInfo.model_validate(info)
         await self._ingestor.record_end(
             operation_id,
@@ -310,6 +458,9 @@ class RayBackend:
         delivered every point, then record the run cancelled. A run still waiting to be placed
         is cancelled at once; one whose actor cannot be reached is cancelled here all the same
         (its next heartbeat is refused, and that stops it)."""
+        waiting = self._waiting.get(op.operation_id)
+        if waiting is not None:  # queued for a slot: no actor yet
+            waiting.cancel()
         follow = self._follows.get(op.operation_id)
         if follow is None or op.status is OperationStatus.QUEUED:
             if follow is not None and self._release(op.operation_id, follow):
@@ -333,8 +484,9 @@ class RayBackend:
     # -- restart ------------------------------------------------------------------------------
 
     async def reattach(self) -> int:
-        """After a restart: find each active Ray run's actor by name and follow it again. A run
-        whose actor the cluster no longer has failed (its worker is gone)."""
+        """After a restart: find each active Ray run's actor by name and follow it again (it
+        takes its slot again, if one is free). A run whose actor the cluster no longer has
+        failed (its worker is gone), or was interrupted while it was queued for a slot."""
         from host_bridge.ray_worker import actor_name
 
         ops: list[Operation] = []
@@ -346,6 +498,14 @@ class RayBackend:
             try:
                 actor = await anyio.to_thread.run_sync(self._ray.get_actor, name)
             except ValueError:
+                if op.status is OperationStatus.QUEUED:  # it waited for a slot, or placement
+                    await self._ingestor.record_end(
+                        op.operation_id,
+                        OperationStatus.INTERRUPTED,
+                        reason="the server stopped while this run was queued; nothing of it "
+                        "ran on the cluster",
+                    )
+                    continue
                 await self._ingestor.record_end(
                     op.operation_id,
                     OperationStatus.FAILED,
@@ -354,6 +514,11 @@ class RayBackend:
                     reason=RAY_LOST,
                 )
                 continue
+            try:
+                self._slots.acquire_on_behalf_of_nowait(op.operation_id)
+                self._holding.add(op.operation_id)
+            except anyio.WouldBlock:  # more alive on the cluster than the limit now allows
+                log.warning("run %s: re-attached past --max-concurrent-runs", op.operation_id)
             self._follow(op.operation_id, _Follow(actor, attempt=1, options={"num_cpus": 1}))
             attached += 1
         if attached:
@@ -386,7 +551,11 @@ def _connect(config: ServerConfig) -> Any:
 
 @asynccontextmanager
 async def open_ray(
-    config: ServerConfig, db: Database, ingestor: Ingestor, heartbeat_interval_s: float
+    config: ServerConfig,
+    db: Database,
+    ingestor: Ingestor,
+    heartbeat_interval_s: float,
+    slots: anyio.CapacityLimiter | None = None,
 ) -> AsyncIterator[RayBackend]:
     """The Ray backend for as long as the service runs: connected (and runs re-attached) when
     `config.ray_address` is set, an unconfigured one that explains itself otherwise. Leaving it
@@ -397,7 +566,7 @@ async def open_ray(
         log.info("connected to Ray at %s", config.ray_address)
     try:
         async with anyio.create_task_group() as tg:
-            backend = RayBackend(config, db, ingestor, tg, heartbeat_interval_s, ray)
+            backend = RayBackend(config, db, ingestor, tg, heartbeat_interval_s, ray, slots)
             if ray is not None:
                 await backend.reattach()
             try:

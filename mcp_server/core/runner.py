@@ -69,14 +69,17 @@ class LocalRunner:
         max_concurrent: int = 2,
         checkpoints: CheckpointBudget | None = None,
         system: RunSampling | None = None,
+        slots: anyio.CapacityLimiter | None = None,
     ) -> None:
+        """`slots`: the server's concurrency limit when other runs share it (Ray runs do)."""
         self._ingestor = ingestor
         self._system = system
         self._options = options
         self._artifacts_root = artifacts_root
         self._checkpoints = checkpoints or CheckpointBudget()
         self._tg = task_group
-        self._limiter = anyio.CapacityLimiter(max_concurrent)  # FIFO: queued runs start in order
+        # FIFO: queued runs start in order
+        self._limiter = slots or anyio.CapacityLimiter(max_concurrent)
         self._threads = anyio.CapacityLimiter(max_concurrent)
         self._runs: dict[str, _Run] = {}
 

@@ -61,7 +61,7 @@ from mcp_server.core.queries import (
     PlotQuery,
     WaitQuery,
 )
-from mcp_server.core.ray_backend import RayBackend, open_ray
+from mcp_server.core.ray_backend import RayBackend, declared_entry_point, open_ray
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from mcp_server.core.steering import ForkRequest, ForkResult, Steering
 from mcp_server.core.sweep_space import SweepRequest
@@ -270,13 +270,22 @@ class TrainingService:
         if args.entry_point is None:
             raise InvalidInputError("params: given without an entry_point", field="params")
         others = args.model_dump(exclude_none=True, exclude={"name", "tags", "backend"})
-        extra = sorted(set(others) - {"entry_point", "params"})
-        if extra or args.backend not in ("auto", "local"):
+        on_ray = args.backend == "ray"
+        extra = sorted(set(others) - {"entry_point", "params", *(["resources"] if on_ray else [])})
+        if extra or args.backend not in ("auto", "local", "ray"):
             wrong = extra[0] if extra else "backend"
             raise InvalidInputError(
                 f"{wrong}: an entry point takes only name, tags and params (the script's "
-                "own parameters)",
+                "own parameters), and resources with backend 'ray'",
                 field=wrong,
+            )
+        if on_ray:
+            return await self._ray.dispatch_script(
+                declared_entry_point(self.list_entry_points(), args.entry_point),
+                args.params,
+                name=args.name,
+                tags=args.tags,
+                resources=args.resources,
             )
         return await self._script_runner().start(
             args.entry_point, args.params, name=args.name, tags=args.tags
@@ -892,11 +901,12 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
     analyses = AnalysisCache(db)
     ingestor = Ingestor(db, notifier, analyses)
     sweeps: Sweeps | None = None
+    slots = anyio.CapacityLimiter(config.max_concurrent_runs)  # local and Ray runs share it
     try:
         async with (
             anyio.create_task_group() as tg,
             open_bridges(config, db, ingestor) as bridges,
-            open_ray(config, db, ingestor, bridges.heartbeat_interval_s) as ray,
+            open_ray(config, db, ingestor, bridges.heartbeat_interval_s, slots) as ray,
         ):
             system = await run_sampling(config, ingestor)
             runner = LocalRunner(
@@ -907,13 +917,14 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 checkpoints=config.checkpoints,
                 max_concurrent=config.max_concurrent_runs,
                 system=system,
+                slots=slots,
             )
             scripts = ScriptRunner(
                 ScriptSettings.from_config(config),
                 db,
                 ingestor,
                 tg,
-                busy=lambda: runner.active + scripts.active >= config.max_concurrent_runs,
+                busy=lambda: slots.borrowed_tokens + scripts.active >= config.max_concurrent_runs,
                 system=system,
             )
             service = TrainingService(

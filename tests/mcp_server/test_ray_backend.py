@@ -4,8 +4,10 @@ tests/ray."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +90,37 @@ def test_serve_refuses_ray_it_cannot_use_before_starting(
     assert "serve with --http" in capsys.readouterr().err
     assert main(["serve", "--http", "--ray", "auto", "--ray-retries", "-1", *data]) == 2
     assert "--ray-retries: must be between 0 and 100" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_an_entry_point_for_ray_is_checked_before_it_needs_a_cluster(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    declared = tmp_path / "entry_points.toml"
+    declared.write_text(
+        '[entry_points.train]\ncommand = ["python", "train.py", "{epochs}"]\n'
+        '[entry_points.train.parameters]\nepochs = { type = "int", default = 2, min = 1 }\n'
+        '[entry_points.tb]\ncommand = ["python", "tb.py"]\ntensorboard_logdir = "runs"\n'
+    )
+    config = ServerConfig(data_dir=tmp_path / "data", entry_points_file=declared)
+    refusals: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"entry_point": "nope"}, InvalidInputError, "entry_point: 'nope' is not declared; "
+         "declared: tb, train"),
+        ({"entry_point": "train", "params": {"epochs": 0}}, InvalidInputError, "params.epochs"),
+        ({"entry_point": "tb"}, InvalidInputError, "tensorboard_logdir"),
+        ({"entry_point": "train", "epochs": 3}, InvalidInputError, "epochs: an entry point"),
+        ({"entry_point": "train"}, UnavailableError, "serve with --ray auto"),
+    ]  # fmt: skip
+    async with open_service(config) as service:
+        for args, error, message in refusals:
+            with pytest.raises(error, match=re.escape(message)):
+                await service.start_training(
+                    StartTrainingArgs.model_validate({**args, "backend": "ray"})
+                )
+        with pytest.raises(InvalidInputError, match="resources with backend 'ray'") as local:
+            await service.start_training(
+                StartTrainingArgs.model_validate(
+                    {"entry_point": "train", "resources": {"num_cpus": 2}}
+                )
+            )
+        assert local.value.field == "resources"
+        assert (await service.list_operations()).returned == 0
