@@ -52,10 +52,15 @@ class Cluster:
     temp_dir: Path
     spool_dir: Path
     popen: subprocess.Popen[bytes]
+    client_port: int  # the head's Ray Client server (ray://), where grpcio is installed
 
-    def log_tail(self, chars: int = 3000) -> str:
-        path = self.temp_dir / "start.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+    def log_tail(self, chars: int = 3000, name: str | None = None) -> str:
+        """The end of `ray start`'s output, or of the head's logs matching `name`."""
+        if name is None:
+            path = self.temp_dir / "start.log"
+            return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        paths = sorted((self.temp_dir / "session_latest" / "logs").glob(name))
+        return "\n".join(f"{p.name}:\n{p.read_text(errors='replace')[-chars:]}" for p in paths)
 
 
 @contextmanager
@@ -68,9 +73,11 @@ def ray_head(num_cpus: int = 4, timeout_s: float = 60.0) -> Iterator[Cluster]:
     args = [_RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
     args += [f"--port={free_port()}", f"--num-cpus={num_cpus}", "--num-gpus=0"]
     args += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    client_port = free_port()
+    args += [f"--ray-client-server-port={client_port}"]
     with (temp_dir / "start.log").open("wb") as out:
         popen = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-    cluster = Cluster("", temp_dir, spool_dir, popen)
+    cluster = Cluster("", temp_dir, spool_dir, popen, client_port)
     try:
         current = temp_dir / "ray_current_cluster"
         deadline = time.monotonic() + timeout_s

@@ -18,10 +18,13 @@ ENDLESS = {**TINY, "epochs": 100_000}  # tens of ms per epoch: acted on mid-run,
 SMALL = {"resources": {"num_cpus": 1}}
 
 
-def ray_server(tmp: Path, cluster: Cluster, *extra: str, port: int | None = None) -> Process:
+def ray_server(
+    tmp: Path, cluster: Cluster, *extra: str, port: int | None = None, address: str | None = None
+) -> Process:
+    """`training-mcp serve --http --ray ADDRESS` (the cluster's GCS address by default)."""
     port = port or free_port()
     args = ["serve", "--http", "--port", str(port), "--data-dir", str(tmp / "server")]
-    args += ["--ray", cluster.address, "--log-level", "WARNING", *extra]
+    args += ["--ray", address or cluster.address, "--log-level", "WARNING", *extra]
     return Process("server", f"http://127.0.0.1:{port}", args, tmp / "server.log")
 
 

@@ -5,8 +5,10 @@ through the server's REST mirror and the cluster itself, with deadlines."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -212,3 +214,38 @@ def test_a_server_restarted_mid_run_reattaches_it(tmp_path: Path, cluster: Clust
         poll_until(lambda: actor_gone(cluster, operation_id), 30)
     finally:
         server.stop()
+
+
+def test_a_server_on_a_ray_client_address_trains_and_stops_runs(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    if importlib.util.find_spec("grpc") is None:
+        pytest.skip('Ray Client needs grpcio (pip install "ray[client]")')
+    poll_until(lambda: _listening(cluster.client_port), 60)
+    client = f"ray://127.0.0.1:{cluster.client_port}"
+    server = ray_server(tmp_path, cluster, address=client).start()
+    try:
+        try:
+            server.wait_ready()
+        except RuntimeError as exc:  # say why Ray's client server refused the connection
+            raise RuntimeError(f"{exc}\n{cluster.log_tail(name='ray_client_server*')}") from None
+        endless = start_run(server, {**ENDLESS, **SMALL})
+        finite = start_run(server, {**TINY, **SMALL, "epochs": 5})
+        poll_until(lambda: operation(server, finite)["status"] == "completed", 90, server)
+        assert stored_steps(server, finite, "val_loss") == ([1, 2, 3, 4, 5], 5)
+        poll_until(lambda: operation(server, endless)["epochs_done"] >= 2, 60, server)
+        stopped = cancel(server, endless, "through the client")
+        assert (stopped["status"], stopped["reason"]) == ("cancelled", "through the client")
+        steps, total = stored_steps(server, endless)
+        assert steps == list(range(1, stopped["epochs_done"] + 1)) and total == len(steps)
+        poll_until(lambda: actor_gone(cluster, endless) and actor_gone(cluster, finite), 30)
+    finally:
+        server.stop()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
