@@ -15,7 +15,8 @@ server's `--max-concurrent-runs`, shared with local runs: past the limit a run s
 in order, and only gets an actor when a slot frees. An operator's declared entry point runs the
 same way (`dispatch_script`): its checked argv inside a `ScriptActor`, its exit code its status.
 
-Ray is an optional extra imported only here (and on the workers), only when `--ray` is given.
+What each actor is given is decided in `ray_actors.py` (pure). Ray is an optional extra imported
+only here (and on the workers), only when `--ray` is given.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from pydantic import SecretStr
 
-from host_bridge.protocol import SessionInfo, SessionRequest
+from host_bridge.protocol import SessionInfo
 from mcp_server.config import ServerConfig
-from mcp_server.core.entry_points import EntryPoint, EntryPointList
+from mcp_server.core.entry_points import EntryPoint
 from mcp_server.core.errors import InvalidInputError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.models import RunResources
 from mcp_server.core.processes import script_outcome
+from mcp_server.core.ray_actors import actor_args, actor_options, describe_death
 from storage import (
     Backend,
     Database,
@@ -54,16 +55,7 @@ from storage import (
 )
 from trainer.spec import TrainingSpec
 
-__all__ = [
-    "RAY_INSTALL",
-    "RAY_LOST",
-    "RayBackend",
-    "actor_options",
-    "declared_entry_point",
-    "describe_death",
-    "open_ray",
-    "ray_installed",
-]
+__all__ = ["RAY_INSTALL", "RAY_LOST", "RayBackend", "open_ray", "ray_installed"]
 
 log = logging.getLogger(__name__)
 
@@ -87,48 +79,6 @@ def _import_ray() -> Any:
             "serve with --ray auto (or --ray ADDRESS)",
             field="backend",
         ) from exc
-
-
-def actor_options(spec: TrainingSpec | None, resources: RunResources | None) -> dict[str, Any]:
-    """The Ray resources a run reserves (pure): 1 CPU, 1 GPU for device 'cuda', no memory
-    reservation, unless `resources` says otherwise (`spec` None: a script run, no GPU unless
-    asked for)."""
-    wanted = resources or RunResources.model_validate({})
-    cuda = spec is not None and spec.device == "cuda"
-    gpus = wanted.num_gpus if wanted.num_gpus is not None else (1 if cuda else 0)
-    if cuda and gpus == 0:
-        raise InvalidInputError(
-            "resources.num_gpus: device 'cuda' needs a GPU; ask for num_gpus > 0 or use "
-            "device 'cpu'",
-            field="resources.num_gpus",
-        )
-    options: dict[str, Any] = {
-        "num_cpus": wanted.num_cpus if wanted.num_cpus is not None else 1,
-        "num_gpus": gpus,
-    }
-    if wanted.memory_mb is not None:
-        options["memory"] = wanted.memory_mb * 1024 * 1024
-    return options
-
-
-def declared_entry_point(declared: EntryPointList, name: str) -> EntryPoint:
-    """The entry point `name` of those the operator declared, or the error local runs give."""
-    for entry in declared.entry_points:
-        if entry.name == name:
-            return entry
-    names = ", ".join(sorted(e.name for e in declared.entry_points))
-    raise InvalidInputError(
-        f"entry_point: {name!r} is not declared; declared: "
-        + (names or "none (start the server with --entry-points)"),
-        field="entry_point",
-    )
-
-
-def describe_death(exc: BaseException) -> str:
-    """A dead actor's error in one line: Ray's message without its indented id lines."""
-    text = str(getattr(exc, "error_msg", None) or exc)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("\t")]
-    return " ".join(lines)[:500] or type(exc).__name__
 
 
 @dataclass
@@ -288,53 +238,27 @@ class RayBackend:
             self._slots.release_on_behalf_of(operation_id)
 
     async def _submit(self, op: Operation, options: Mapping[str, Any], attempt: int) -> _Follow:
-        token = self.config.token.reveal() if self.config.token else None
         # Only this attempt's actor pushes into the run: a new credential replaces the last one.
         push = await issue_push_credential(self._db, op.operation_id)
-        args: tuple[Any, ...]
-        if "entry_point" in op.spec:
-            env = {
-                "TRAINING_MCP_URL": str(self.config.public_url),
-                "TRAINING_MCP_OPERATION_ID": op.operation_id,
-                "TRAINING_MCP_TOKEN": token or "",
-                "TRAINING_MCP_PUSH_TOKEN": push,
-            }
-            script = {
-                "operation_id": op.operation_id,
-                "argv": list(op.spec["argv"]),
-                "cwd": op.spec["cwd"],
-                "env": env,
-                "grace_s": self.config.script_grace_s,
-            }
-            args = ("ScriptActor", script, dict(options))
-        else:
-            request = SessionRequest(
-                operation_id=op.operation_id,
-                spec=TrainingSpec.model_validate(op.spec),
-                server_url=str(self.config.public_url),
-                server_token=SecretStr(token) if token else None,
-                heartbeat_interval_s=self._interval,
-                push_token=SecretStr(push),
-            )
-            roots = [str(p) for p in self.config.allowed_data_roots]
-            args = ("RunActor", request.model_dump_json(), dict(options),
-                    self.config.allow_factory, roots)  # fmt: skip
-        actor = await anyio.to_thread.run_sync(self._create_actor, op.operation_id, options, args)
+        kind, args = actor_args(op, dict(options), self.config, push, self._interval)
+        actor = await anyio.to_thread.run_sync(
+            self._create_actor, op.operation_id, options, kind, args
+        )
         return _Follow(actor, attempt=attempt, options=options)
 
     def _create_actor(
-        self, operation_id: str, options: Mapping[str, Any], args: tuple[Any, ...]
+        self, operation_id: str, options: Mapping[str, Any], kind: str, args: tuple[Any, ...]
     ) -> Any:
         from host_bridge import ray_worker
 
-        remote = self._ray.remote(getattr(ray_worker, args[0])).options(
+        remote = self._ray.remote(getattr(ray_worker, kind)).options(
             name=ray_worker.actor_name(operation_id),
             lifetime="detached",  # outlives this process: a restarted server re-attaches it
             max_restarts=0,  # retries are this module's: a fresh actor, started on purpose
             max_concurrency=8,  # wait() calls of a restarted server beside the old ones
             **options,
         )
-        return remote.remote(*args[1:])
+        return remote.remote(*args)
 
     # -- following a run ----------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ from mcp_server.core.queries import (
     PlotQuery,
     WaitQuery,
 )
-from mcp_server.core.ray_backend import RayBackend, declared_entry_point, open_ray
+from mcp_server.core.ray_actors import declared_entry_point
+from mcp_server.core.ray_backend import RayBackend, open_ray
 from mcp_server.core.runner import SHUTDOWN_REASON, LocalRunner
 from mcp_server.core.steering import ForkRequest, ForkResult, Steering
 from mcp_server.core.sweep_space import SweepRequest

@@ -15,7 +15,7 @@ from mcp_server.cli import main
 from mcp_server.config import ServerConfig
 from mcp_server.core.errors import InvalidInputError, UnavailableError
 from mcp_server.core.models import RunResources, StartTrainingArgs
-from mcp_server.core.ray_backend import actor_options, describe_death
+from mcp_server.core.ray_actors import actor_options, describe_death
 from mcp_server.core.service import open_service
 from trainer.spec import TrainingSpec
 
