@@ -116,7 +116,8 @@ class StartTrainingArgs(BaseModel):
         "local; external: register a run trained elsewhere that pushes its own metrics",
     )
     entry_point: str | None = Field(
-        None, description="A script from list_entry_points (then only name, tags, params)"
+        None,
+        description="A script from list_entry_points (then only name, tags, params, resources)",
     )
     params: dict[str, Any] | None = Field(None, description="The script's parameters")
     resources: RunResources | None = Field(
