@@ -389,7 +389,7 @@ def measure(server: Server) -> Figures:
         ]
         started = time.perf_counter()
         for body in batches:
-            _check(http.post(big_url, json=body))
+            _check(http.post(big_url, json=body, headers=api.log_headers(big)))
         out.values["batch_pts_s"] = 20_000 / (time.perf_counter() - started)
 
         count = api.history(http, big, "m")
