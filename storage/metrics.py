@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from math import isfinite
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -25,12 +28,13 @@ from storage.models import (
     special_of,
 )
 from storage.schema import operations, points, series
-from training_mcp.points import MetricPoint
+from training_mcp.points import METRIC_NAME_RULE, MetricPoint
 
 __all__ = [
     "MIN_SAMPLE_POINTS",
     "AppendResult",
     "append_points",
+    "invalid_point",
     "latest_values",
     "operation_with_latest",
     "read_metrics",
@@ -56,10 +60,16 @@ def validate_points(raw: Sequence[PointLike]) -> list[MetricPointIn]:
         return _BATCH.validate_python(list(raw), from_attributes=True)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = first["loc"]
-        index = loc[0] if loc and isinstance(loc[0], int) else 0
-        field = ".".join(str(p) for p in loc[1:]) or "point"
-        raise InvalidPointError(index, field, first["msg"]) from exc
+        raise invalid_point(first, first["loc"]) from exc
+
+
+def invalid_point(error: ErrorDetails, loc: tuple[int | str, ...]) -> InvalidPointError:
+    """A pydantic error about a batch's point as `InvalidPointError`: `loc` is (index, field...);
+    a name that breaks the rule is told the rule rather than the regular expression."""
+    index = loc[0] if loc and isinstance(loc[0], int) else 0
+    field = ".".join(str(p) for p in loc[1:]) or "point"
+    message = METRIC_NAME_RULE if error["type"] == "string_pattern_mismatch" else error["msg"]
+    return InvalidPointError(index, field, message)
 
 
 class AppendResult:
@@ -181,20 +191,32 @@ def _append_sqlite(
         ids = _sqlite_series_ids(raw, operation_id, sorted({p.name for p in batch}))
         rows: list[StoredRow] = []
         for p in batch:
-            special = special_of(p.value)
+            value = p.value
             wall_ms = now_ms if p.wall_time is None else int(p.wall_time * 1000)
-            value = p.value if special == 0 else None
-            rows.append((ids[p.name], p.step, p.epoch, value, special, wall_ms))
-        added: set[tuple[int, int]] = set()
+            if isfinite(value):
+                rows.append((ids[p.name], p.step, p.epoch, value, 0, wall_ms))
+            else:
+                rows.append((ids[p.name], p.step, p.epoch, None, special_of(value), wall_ms))
+        added: set[tuple[int, int]] | None = None  # None while every row so far was new
         for start in range(0, len(rows), _SQLITE_ROWS):  # within SQLite's 32,766 parameters
             part = rows[start : start + _SQLITE_ROWS]
-            sql = _INSERT_POINTS.format(values=",".join(["(?,?,?,?,?,?)"] * len(part)))
+            values = ",".join(["(?,?,?,?,?,?)"] * len(part))
             flat = [v for row in part for v in row]
-            added.update((r[0], r[1]) for r in raw.execute(sql, flat).fetchall())
-        stored = len(added)
-        if added:
+            if added is None:
+                # The usual batch is all new: a plain INSERT, nothing to return. A duplicate
+                # aborts only this statement (SQLite undoes it whole) and the part goes again
+                # the careful way, which says what it stored.
+                try:
+                    raw.execute(_INSERT_NEW.format(values=values), flat)
+                    continue
+                except sqlite3.IntegrityError:
+                    added = {(r[0], r[1]) for r in rows[:start]}
+            found = raw.execute(_INSERT_POINTS.format(values=values), flat).fetchall()
+            added.update((r[0], r[1]) for r in found)
+        stored = len(rows) if added is None else len(added)
+        if stored:
             new_rows = rows
-            if stored < len(rows):  # some were stored before, or sent twice: the first wins
+            if added is not None and stored < len(rows):  # stored before, or sent twice
                 seen: set[tuple[int, int]] = set()
                 new_rows = []
                 for row in rows:
@@ -213,6 +235,7 @@ def _append_sqlite(
 
 
 _SQLITE_ROWS = 5_000
+_INSERT_NEW = "INSERT INTO points (series_id, step, epoch, value, special, wall_ms) VALUES {values}"
 _INSERT_POINTS = (
     "INSERT INTO points (series_id, step, epoch, value, special, wall_ms) VALUES {values} "
     "ON CONFLICT DO NOTHING RETURNING series_id, step"
@@ -266,25 +289,34 @@ def _as_tuple(row: dict[str, Any]) -> StoredRow:
 
 def _summaries(rows: list[StoredRow]) -> list[dict[str, Any]]:
     """Per series in a batch: points added, non-finite among them, lowest step, newest point."""
-    by_series: dict[int, list[StoredRow]] = defaultdict(list)
+    # One pass: [added, nonfinite, lo, newest row] per series (the first row of a step wins).
+    acc: dict[int, list[Any]] = {}
     for row in rows:
-        by_series[row[0]].append(row)
-    out = []
-    for sid, members in by_series.items():
-        newest = max(members, key=lambda r: r[1])
-        out.append(
-            {
-                "sid": sid,
-                "added": len(members),
-                "nonfinite": sum(1 for r in members if r[4]),
-                "lo": min(r[1] for r in members),
-                "hi": newest[1],
-                "value": newest[3],
-                "special": newest[4],
-                "wall_ms": newest[5],
-            }
-        )
-    return out
+        sid, step = row[0], row[1]
+        a = acc.get(sid)
+        if a is None:
+            acc[sid] = [1, 1 if row[4] else 0, step, row]
+            continue
+        a[0] += 1
+        if row[4]:
+            a[1] += 1
+        if step < a[2]:
+            a[2] = step
+        if step > a[3][1]:
+            a[3] = row
+    return [
+        {
+            "sid": sid,
+            "added": added,
+            "nonfinite": nonfinite,
+            "lo": lo,
+            "hi": newest[1],
+            "value": newest[3],
+            "special": newest[4],
+            "wall_ms": newest[5],
+        }
+        for sid, (added, nonfinite, lo, newest) in acc.items()
+    ]
 
 
 async def operation_with_latest(

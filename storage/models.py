@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from storage.bounds import MAX_NAME, MAX_TEXT, clip, readable_spec, readable_tags
-from training_mcp.points import MAX_STEP, METRIC_NAME_PATTERN, METRIC_NAME_RULE
+from training_mcp.points import MAX_STEP, METRIC_NAME_PATTERN
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -27,8 +26,6 @@ __all__ = [
     "SeriesLatest",
     "special_of",
 ]
-
-_METRIC_NAME = re.compile(METRIC_NAME_PATTERN)
 
 
 class OperationStatus(StrEnum):
@@ -174,8 +171,10 @@ class MetricPointIn(BaseModel):
 
     name: str = Field(
         description="Metric name: a letter, then letters, digits and _ . / - (<= 128 in all)",
-        # Published in the JSON schema; checked by the validator below for a plainer message.
-        json_schema_extra={"pattern": METRIC_NAME_PATTERN, "maxLength": 128},
+        # Checked by pydantic-core's own regex, in Rust: a Python validator per point was a third
+        # of a 1,000-point batch's cost. `storage.validate_points` words its failure plainly.
+        pattern=METRIC_NAME_PATTERN,
+        json_schema_extra={"maxLength": 128},
     )
     step: int = Field(
         ge=0,
@@ -187,13 +186,6 @@ class MetricPointIn(BaseModel):
     wall_time: float | None = Field(
         default=None, ge=0, le=1e11, allow_inf_nan=False, description="Unix seconds; now if absent"
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name_matches(cls, name: str) -> str:
-        if not _METRIC_NAME.match(name):
-            raise ValueError(METRIC_NAME_RULE)
-        return name
 
 
 class SeriesData(BaseModel):

@@ -78,7 +78,8 @@ def is_epoch_metric(name: str) -> bool:
 
 def check_metric_name(name: object) -> str:
     """`name` if it is a valid metric name, else `ValueError` saying the rule."""
-    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+    # fullmatch: `$` alone would let a trailing newline through (the server's regex does not).
+    if not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
         raise ValueError(f"metric name {name!r}: {METRIC_NAME_RULE}")
     return name
 

@@ -71,24 +71,24 @@ class Ingestor:
     ) -> AppendResult:
         """Points pushed over HTTP (host bridge or an external run), validated as a whole."""
         batch = validate_points(raw)
-        epochs = [p.step for p in batch if is_epoch_metric(p.name)]
-        result = await append_points(
-            self.db, operation_id, batch, progress_epoch=max(epochs) if epochs else None
-        )
-        system = [p for p in batch if is_system_metric(p.name)]
+        by_epoch: dict[int, dict[str, float]] = defaultdict(dict)  # one pass over the batch
+        system: list[MetricPointIn] = []
+        for p in batch:
+            if is_epoch_metric(p.name):
+                by_epoch[p.step][p.name] = p.value
+            elif is_system_metric(p.name):
+                system.append(p)
+        latest = max(by_epoch) if by_epoch else None
+        result = await append_points(self.db, operation_id, batch, progress_epoch=latest)
         if result.stored and system:
             await self._system_stored(operation_id, system)
-        if result.stored and epochs:
+        if result.stored and latest is not None:
             if result.stored < result.received:
                 # Some were already stored, perhaps with other values: storage is the truth.
                 self.analyses.invalidate(operation_id)
             else:
-                by_epoch: dict[int, dict[str, float]] = defaultdict(dict)
-                for p in batch:
-                    if is_epoch_metric(p.name):
-                        by_epoch[p.step][p.name] = p.value
                 self.analyses.merge(operation_id, by_epoch)
-            await self.notifier.publish(Change(operation_id, "epoch", epoch=max(epochs)))
+            await self.notifier.publish(Change(operation_id, "epoch", epoch=latest))
         elif result.stored and len(system) < len(batch):
             await self.notifier.publish(Change(operation_id, "metrics"))
         return result

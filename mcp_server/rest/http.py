@@ -27,6 +27,7 @@ __all__ = [
     "json_response",
     "parse_body",
     "parse_query",
+    "read_body",
     "read_json",
     "service_error_response",
 ]
@@ -82,12 +83,18 @@ def internal_error_response() -> Response:
     return error_response(500, "internal", "internal error; the server log has the details")
 
 
-async def read_json(request: Request, limit: int = MAX_BODY_BYTES, *, required: bool = True) -> Any:
-    """The body parsed as JSON (NaN and Infinity tokens accepted), refused with 413 past `limit`
-    bytes: at once when Content-Length says so, else as soon as the stream passes it."""
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body's bytes, refused with 413 past `limit` (see `read_json`)."""
     raw = await read_limited(request, limit)
     if raw is None:
         raise PayloadTooLargeError(f"body: larger than the limit of {limit} bytes", field="body")
+    return raw
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES, *, required: bool = True) -> Any:
+    """The body parsed as JSON (NaN and Infinity tokens accepted), refused with 413 past `limit`
+    bytes: at once when Content-Length says so, else as soon as the stream passes it."""
+    raw = await read_body(request, limit)
     if not raw.strip():
         if required:
             raise InvalidInputError("body: a JSON object is required", field="body")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,13 +33,13 @@ from mcp_server.rest.export import export_endpoints
 from mcp_server.rest.http import (
     Endpoint,
     Handler,
-    PayloadTooLargeError,
     body_or_empty,
     http_exception_response,
     internal_error_response,
     json_response,
     parse_body,
     parse_query,
+    read_body,
     read_json,
     service_error_response,
 )
@@ -54,6 +52,7 @@ from mcp_server.rest.models import (
     StatusReport,
 )
 from mcp_server.rest.openapi import docs_page, openapi_document
+from mcp_server.rest.points_body import parse_points
 from mcp_server.rest.scripts import script_endpoints
 from mcp_server.rest.steering import steering_endpoints
 from mcp_server.rest.stream_slots import StreamSlots
@@ -182,7 +181,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
         return json_response(await service.get_metrics(op_id(request), query))
 
     async def push_metrics(request: Request) -> Response:
-        points = _points(await read_json(request))
+        points = parse_points(await read_body(request))
         pusher = request.headers.get(PUSH_TOKEN_HEADER)
         result = await service.push_metrics(op_id(request), points, pusher)
         body = IngestResult(
@@ -359,22 +358,3 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
     document = openapi_document(endpoints, PREFIX)
     page = docs_page(document)
     return endpoints
-
-
-def _points(data: Any) -> Sequence[Any]:
-    """The envelope of a metrics batch, checked before its points are (by the service)."""
-    if not isinstance(data, dict):
-        raise InvalidInputError(
-            f"body: expected a JSON object with 'points', got {type(data).__name__}", field="body"
-        )
-    extra = sorted(set(data) - {"points"})
-    if extra:
-        raise InvalidInputError(f"{extra[0]}: unknown field", field=extra[0])
-    points = data.get("points")
-    if not isinstance(points, list):
-        raise InvalidInputError("points: a list of points is required", field="points")
-    if len(points) > MAX_POINTS:
-        raise PayloadTooLargeError(
-            f"points: {len(points)} points; at most {MAX_POINTS} per request", field="points"
-        )
-    return points

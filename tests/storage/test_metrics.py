@@ -239,6 +239,29 @@ async def test_a_batch_past_one_insert_with_a_point_sent_twice_keeps_the_first(
     assert operation.epochs_done == 5
 
 
+async def test_a_batch_whose_later_insert_meets_stored_points_counts_only_the_new(
+    db_url: str,
+) -> None:
+    # The first insert of the batch is all new; the second meets points stored before.
+    async with connect(db_url) as db:
+        op = await _op(db)
+        await append_points(
+            db, op, [{"name": "m", "step": s, "value": -1.0} for s in range(9_000, 9_010)]
+        )
+        batch = [{"name": "m", "step": s, "value": float(s)} for s in range(12_000)]
+        batch[2]["value"] = math.nan
+        result = await append_points(db, op, batch)
+        again = await append_points(db, op, batch)
+        read = await read_metrics(db, op)
+        (latest,) = await latest_values(db, op)
+    assert (result.received, result.stored, again.stored) == (12_000, 11_990, 0)
+    (series,) = read.series
+    assert series.total_points == 12_000 and series.steps == list(range(12_000))
+    assert series.values[9_000:9_011] == [-1.0] * 10 + [9_010.0]
+    assert series.non_finite == {"2": "nan"}
+    assert (latest.count, latest.step, latest.value) == (12_000, 11_999, 11_999.0)
+
+
 async def test_the_operation_and_its_latest_values_come_in_one_read(db_url: str) -> None:
     async with connect(db_url) as db:
         op = await _op(db)

@@ -210,7 +210,8 @@ def test_log_refuses_bad_names_steps_and_values_at_the_call_site() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["loss", "step/train_loss", "a.b-c_d/e", "x" * 128, "1st", "x" * 129, "a b", "", "é"]
+    "name",
+    ["loss", "step/train_loss", "a.b-c_d/e", "x" * 128, "1st", "x" * 129, "a b", "", "é", "loss\n"],
 )
 def test_the_reporter_refuses_exactly_the_names_the_server_refuses(name: str) -> None:
     try:

@@ -14,7 +14,7 @@ import pytest
 from host_bridge.protocol import PUSH_TOKEN_HEADER
 from mcp_server.core.service import TrainingService
 from tests.mcp_server.rest.support import asgi_client, parse_events
-from training_mcp.points import METRIC_NAME_PATTERN
+from training_mcp.points import METRIC_NAME_PATTERN, METRIC_NAME_RULE
 
 pytestmark = pytest.mark.anyio
 
@@ -113,6 +113,7 @@ async def test_a_batch_with_one_bad_point_names_it_and_stores_nothing(
     good = _epoch_points(1, train_loss=0.5, val_loss=0.6)
     cases = [
         ({"name": "2fast", "step": 1, "value": 1.0}, "points[2].name"),
+        ({"name": "loss\n", "step": 1, "value": 1.0}, "points[2].name"),
         ({"name": "loss", "step": -1, "value": 1.0}, "points[2].step"),
         ({"name": "loss", "step": 1, "value": "low"}, "points[2].value"),
         ({"name": "loss", "step": 1}, "points[2].value"),
@@ -123,6 +124,8 @@ async def test_a_batch_with_one_bad_point_names_it_and_stores_nothing(
             await api.post(url, json={"points": [*good, bad]}), 422, "invalid_input", field
         )
         assert message.startswith(field)
+        if field.endswith("name"):  # the rule in words, not the regular expression
+            assert METRIC_NAME_RULE in message
     assert METRIC_NAME_PATTERN  # the documented rule the name check enforces
     read = (await api.get(url, params={"metrics": "all"})).json()
     assert read["available"] == [] and read["series"] == []
