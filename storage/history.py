@@ -101,6 +101,7 @@ async def read_page(
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     after = -1 if after_step is None else after_step
+    is_sqlite = db.is_sqlite
 
     def query(conn: Connection) -> HistoryPage:
         rows = _series_rows(conn, operation_id, names)
@@ -114,7 +115,9 @@ async def read_page(
         through = min(bounds) if bounds else None
         by_id = {r.id: r for r in rows}
         fetched: dict[int, list[tuple[int, float | None, int]]] = {r.id: [] for r in rows}
-        if rows:
+        if rows and is_sqlite:
+            fetched = _sqlite_page(conn, list(by_id), after, through)
+        elif rows:
             cols = select(points.c.series_id, points.c.step, points.c.value, points.c.special)
             cols = cols.where(points.c.series_id.in_(list(by_id)), points.c.step > after)
             if through is not None:
@@ -143,6 +146,21 @@ async def read_page(
         return HistoryPage(series=result, missing=missing, through=through, has_more=has_more)
 
     return await db.run_read(query)
+
+
+def _sqlite_page(
+    conn: Connection, ids: list[int], after: int, through: int | None
+) -> dict[int, list[tuple[int, float | None, int]]]:
+    """The page's points on sqlite3 itself, a series at a time, as the rows it hands out: through
+    SQLAlchemy's row objects a 20,000-point page cost five times as much."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    bound = _SQLITE_PAGE + ("" if through is None else " AND step <= ?") + " ORDER BY step"
+    tail = () if through is None else (through,)
+    return {sid: raw.execute(bound, (sid, after, *tail)).fetchall() for sid in ids}
+
+
+_SQLITE_PAGE = "SELECT step, value, special FROM points WHERE series_id = ? AND step > ?"
 
 
 def _matching(conn: Connection, row: Any, after: int) -> int:

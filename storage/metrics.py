@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -496,10 +496,13 @@ _BUCKETS_SQL = """
 WITH RECURSIVE b(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM b WHERE i + 1 < :nb),
 r AS (SELECT :lo + (i * :span + :nb - 1) / :nb AS a,
              :lo + ((i + 1) * :span + :nb - 1) / :nb - 1 AS z
-      FROM b)
-SELECT {pick_min}, {pick_max},
-       (SELECT max(step) FROM points WHERE series_id = :sid AND step BETWEEN a AND z){pick_special}
-FROM r
+      FROM b),
+picked(s) AS (SELECT {pick_min} FROM r UNION ALL SELECT {pick_max} FROM r
+  UNION ALL SELECT (SELECT max(step) FROM points WHERE series_id = :sid AND step BETWEEN a AND z)
+  FROM r{pick_special})
+SELECT step, value, special FROM points
+WHERE series_id = :sid AND (step = :first OR step IN (SELECT s FROM picked))
+ORDER BY step
 """
 # SQLite returns the row of a lone min()/max() for bare columns: one pass, no sort.
 _SQLITE_MIN = (
@@ -511,8 +514,8 @@ _PORTABLE_MIN = (
     "AND special = 0 ORDER BY value ASC, step ASC LIMIT 1)"
 )
 _SPECIAL = (
-    ", (SELECT min(step) FROM points WHERE series_id = :sid AND step BETWEEN a AND z "
-    "AND special != 0)"
+    " UNION ALL SELECT (SELECT min(step) FROM points WHERE series_id = :sid "
+    "AND step BETWEEN a AND z AND special != 0) FROM r"
 )
 
 
@@ -544,14 +547,7 @@ def _downsample_in_db(
     sql = _BUCKETS_SQL.format(
         pick_min=pick_min, pick_max=pick_max, pick_special=_SPECIAL if nonfinite else ""
     )
-    params = {"nb": nb, "lo": lo, "span": span, "sid": sid}
-    steps = {first_step}
-    for picked in (conn.execute(text(sql), params)).all():
-        steps.update(s for s in picked if s is not None)
-    fetch = (
-        select(points.c.step, points.c.value, points.c.special)
-        .where(points.c.series_id == sid, points.c.step.in_(bindparam("steps", expanding=True)))
-        .order_by(points.c.step)
-    )
-    rows = (conn.execute(fetch, {"steps": sorted(steps)})).all()
-    return [(r[0], r[1], r[2]) for r in rows]
+    # The picked steps and their points in one statement: no second round trip, no list of
+    # hundreds of steps to bind.
+    params = {"nb": nb, "lo": lo, "span": span, "sid": sid, "first": first_step}
+    return [(r[0], r[1], r[2]) for r in conn.execute(text(sql), params)]
