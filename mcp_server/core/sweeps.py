@@ -28,6 +28,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, Field
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from mcp_server.core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
@@ -125,6 +126,29 @@ def _sync_postgres_driver() -> str:
         "sweeps: on PostgreSQL, Optuna's storage needs a sync driver: pip install "
         "'training-mcp[postgres]' (psycopg)"
     )
+
+
+def _sweeps_stored(database_url: str) -> bool:
+    """Whether Optuna's tables hold any sweep's study (read without importing Optuna); True
+    when that cannot be told, so the full look through Optuna decides."""
+    try:
+        url = optuna_url(database_url)
+    except UnavailableError:
+        return True  # no sync driver: the full look says so
+    if url is None:
+        return False  # an in-memory database: nothing survived
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("studies"):
+                return False
+            query = text("SELECT 1 FROM studies WHERE study_name LIKE :prefix LIMIT 1")
+            return conn.execute(query, {"prefix": f"{SWEEP_PREFIX}%"}).first() is not None
+    except Exception:  # a driver or schema this check does not know: let Optuna look
+        log.debug("sweeps: could not look for stored studies directly", exc_info=True)
+        return True
+    finally:
+        engine.dispose()
 
 
 class Sweeps:
@@ -265,6 +289,8 @@ class Sweeps:
 
     async def resume_all(self) -> list[str]:
         """On start: drive every sweep an earlier process left running."""
+        if not await anyio.to_thread.run_sync(_sweeps_stored, self._database_url):
+            return []  # nothing to resume: Optuna's import (~0.5 s) waits for a first sweep
         optuna = _optuna()
         try:
             storage = await self._store()
