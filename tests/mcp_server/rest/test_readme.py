@@ -80,7 +80,9 @@ async def _server(data_dir: Path, token: str | None = None) -> AsyncIterator[int
             assert process.stderr is not None
             async for chunk in TextReceiveStream(process.stderr):
                 log.append(chunk)
-                if "Application startup complete" in "".join(log):
+                # Listening from this line on ("Application startup complete" comes before the
+                # socket is bound, and the MCP app's build in the background can widen the gap).
+                if "Uvicorn running on" in "".join(log):
                     started.set()
 
         tg.start_soon(read_log)
