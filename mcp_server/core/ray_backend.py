@@ -121,11 +121,6 @@ class RayBackend:
     def configured(self) -> bool:
         return self._ray is not None
 
-    @property
-    def active(self) -> int:
-        """Ray runs holding a slot of the concurrency limit."""
-        return len(self._holding)
-
     # -- dispatch -----------------------------------------------------------------------------
 
     async def dispatch(
