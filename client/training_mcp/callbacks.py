@@ -1,8 +1,10 @@
 """What the framework callbacks share: the run they report to, and the stop request.
 
-A stop request is SIGINT (what `stop_training` sends a script first, and Ctrl-C): while a
-callback trains, it only sets a flag, and the callback ends training at the next step boundary,
-so the script finishes its epoch bookkeeping and exits on its own. Standard library only.
+A stop request reaches a callback two ways: the server's answer to a push says the run was asked
+to stop (`Run.should_stop`: what `stop_training` sets first), or SIGINT (what it sends next, and
+Ctrl-C), which while a callback trains only sets a flag. Either way the callback ends training at
+the next step boundary, so the script finishes its epoch bookkeeping and exits on its own.
+Standard library only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A Hugging Face `Trainer` callback that reports epochs, steps and learning rate to
-training-mcp, and ends training at the next step when asked to stop (SIGINT: `stop_training`).
+training-mcp, and ends training at the next step when asked to stop (`stop_training`).
 
     from training_mcp.huggingface import TrainingMCPCallback
 
@@ -97,7 +97,7 @@ class TrainingMCPCallback(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
-        if self.stop.is_set():
+        if self.stop.is_set() or (self._run is not None and self._run.should_stop):
             control.should_training_stop = True
 
     def on_train_end(

@@ -1,5 +1,5 @@
 """A Lightning callback that reports a `Trainer`'s epochs, steps and learning rate to
-training-mcp, and ends training at the next step when asked to stop (SIGINT: `stop_training`).
+training-mcp, and ends training at the next step when asked to stop (`stop_training`).
 
     from training_mcp.lightning import TrainingMCPCallback
 
@@ -66,7 +66,7 @@ class TrainingMCPCallback(pl.Callback):
             values = numbers({"step/train_loss": loss})
             if values:
                 self._run.log(step, values, epoch=trainer.current_epoch + 1)
-        if self.stop.is_set():
+        if self.stop.is_set() or (self._run is not None and self._run.should_stop):
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -222,6 +222,7 @@ class MetricsReporter:
         self._stalled = False  # retries ran out: wait for new points or a flush to try again
         self._error: ReportError | None = None
         self._stats = ReporterStats()
+        self._stop_requested: str | None = None
 
     @classmethod
     def start_run(
@@ -297,6 +298,12 @@ class MetricsReporter:
             self._cv.notify_all()
 
     # -- waiting for the server ---------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> str | None:
+        """Why the server asked this run to stop (`stop_training`), or that the run has ended
+        there; None otherwise. Read from the answers to pushes: it costs no request."""
+        return self._stop_requested
 
     @property
     def stats(self) -> ReporterStats:
@@ -415,9 +422,15 @@ class MetricsReporter:
             except ReportError as error:
                 self._settle(batch, error)
                 continue
-            self._settle(batch, None, stored=int(response.json().get("stored", 0)))
+            answer = response.json()
+            stop = answer.get("stop_requested")
+            if isinstance(stop, str) and stop:
+                self._stop_requested = stop
+            self._settle(batch, None, stored=int(answer.get("stored", 0)))
 
     def _settle(self, batch: list[MetricPoint], error: ReportError | None, stored: int = 0) -> None:
+        if error is not None and error.status_code == 409 and error.field == "operation_id":
+            self._stop_requested = error.message  # the run has ended there: nothing to train for
         with self._cv:
             if error is not None and error.transient:
                 self._stalled = True
@@ -426,6 +439,8 @@ class MetricsReporter:
             else:
                 self._queue.ack(len(batch))
                 if error is None:
+                    if self._error is not None and self._error.transient:
+                        self._error = None  # an outage that is over: what stalled is sent now
                     self._stats = replace(
                         self._stats,
                         points_sent=self._stats.points_sent + len(batch),

@@ -79,6 +79,18 @@ class Run:
     def finished(self) -> bool:
         return self._finished
 
+    @property
+    def should_stop(self) -> bool:
+        """True once the server asked this run to stop (`stop_training`) or the run has ended
+        there: end training at the next step boundary. It comes with the answers to the
+        run's pushes, so it costs nothing to read every step."""
+        return self.reporter.stop_requested is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the server asked this run to stop, when it did."""
+        return self.reporter.stop_requested
+
     def log(
         self,
         step: int,

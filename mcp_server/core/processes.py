@@ -2,16 +2,23 @@
 
     start_training(entry_point="finetune", params={...})
       -> the parameters checked and substituted (entry_points.py), the run created `running`
-      -> the command in its own process group (no shell), with TRAINING_MCP_URL,
-         TRAINING_MCP_OPERATION_ID and TRAINING_MCP_TOKEN in its environment: the script's
-         `training_mcp.init()` attaches to the run and pushes its epochs over HTTP
-      -> stdout and stderr into bounded rotating logs (logs.py)
-      -> the exit: 0 completed; else failed, with the last lines of stderr in the error;
-         a run stopped by request ends cancelled whatever its exit code.
+      -> a relay in a session of its own (relay.py) starts the command in its process group
+         (no shell), with TRAINING_MCP_URL, TRAINING_MCP_OPERATION_ID and TRAINING_MCP_TOKEN in
+         its environment: the script's `training_mcp.init()` attaches to the run and pushes
+         its epochs over HTTP; the relay writes its stdout and stderr to bounded rotating logs
+      -> the exit (the relay's exit.json): 0 completed; else failed, with the last lines of
+         stderr in the error; a run stopped by request ends cancelled whatever its exit code.
 
-`stop_training` sends SIGINT to the group (a Python script gets KeyboardInterrupt), then SIGTERM
-after the grace period, then SIGKILL: a script that ignores signals is still gone. On shutdown the
-server ends its scripts the same way and marks their runs interrupted.
+`stop_training` first sets the run's stop request, which the script's client reads in the answer
+to its next push (`training_mcp.Run.should_stop`; the Lightning and Hugging Face callbacks end
+training at the next step), then, if it is still running after the notice, sends SIGINT to the
+group (a Python script gets KeyboardInterrupt), SIGTERM after the grace period, then SIGKILL: a
+script that ignores signals is still gone.
+
+A script outlives its server: a server that stops (gracefully or killed) leaves its scripts
+training, and the next server on the same data directory re-attaches the ones whose relay still
+runs (pid and start time checked, so a reused pid is never taken for it) and marks the others
+`interrupted`; meanwhile the script's client keeps its points queued and retries.
 """
 
 from __future__ import annotations
@@ -20,19 +27,27 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import Process, TaskGroup
+from anyio.abc import TaskGroup
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_points
 from mcp_server.core.errors import InvalidInputError, ServiceError, UnavailableError
 from mcp_server.core.ingest import Ingestor
-from mcp_server.core.logs import LogStream, OperationLogs, RotatingLog, read_log
+from mcp_server.core.logs import LogStream, OperationLogs, read_log
+from mcp_server.core.relay import (
+    EXIT_FILE,
+    PROCESS_FILE,
+    process_identity,
+    read_json_file,
+    relay_argv,
+)
 from mcp_server.core.system import RunSampling
 from mcp_server.core.tensorboard import follow_logdir
 from storage import (
@@ -55,6 +70,8 @@ __all__ = ["ScriptRunner", "ScriptSettings", "script_outcome"]
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 20
+INTERRUPTED_REASON = "the server stopped while this script ran{how}; its stored epochs are kept"
+_POLL_S = 0.5  # only where pidfd_open is missing: how often a re-attached process is looked at
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class ScriptSettings:
     token: str | None
     data_roots: tuple[Path, ...]
     grace_s: float = 5.0
+    notice_s: float = 1.0  # after the stop request, before SIGINT: time to end at a step
     log_bytes: int = 1024 * 1024
     log_files: int = 3
 
@@ -83,6 +101,7 @@ class ScriptSettings:
             token=config.token.reveal() if config.token else None,
             data_roots=config.allowed_data_roots,
             grace_s=config.script_grace_s,
+            notice_s=min(1.0, config.script_grace_s),
         )
 
 
@@ -103,10 +122,23 @@ def script_outcome(
 
 @dataclass
 class _Live:
-    process: Process
+    """A script run followed by this server: its relay leads the run's process group."""
+
+    pid: int
+    identity: str | None  # process_identity(pid) when it started: guards against pid reuse
+    popen: subprocess.Popen[bytes] | None  # when this server started it (and so reaps it)
     stop_reason: str | None = None
+    exited: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def same_process(self) -> bool:
+        """Whether `pid` is still the relay (not exited, not a reused pid)."""
+        if self.exited:
+            return False
+        if self.popen is not None:  # a child's pid is not reused before it is reaped
+            return self.popen.returncode is None
+        return self.identity is not None and process_identity(self.pid) == self.identity
 
 
 class ScriptRunner:
@@ -140,6 +172,11 @@ class ScriptRunner:
             entry_points=list(self._settings.entry_points.values()),
             file=self._settings.entry_points_file,
         )
+
+    def stop_request(self, operation_id: str) -> str | None:
+        """Why the run was asked to stop, while its script still runs (None: it was not)."""
+        live = self._live.get(operation_id)
+        return live.stop_reason if live is not None else None
 
     async def start(
         self,
@@ -178,23 +215,23 @@ class ScriptRunner:
         )
         await self._ingestor.announce(op)
         push = await issue_push_credential(self._db, operation_id)  # only the script pushes
+        folder = self._folder(operation_id)
+        command = relay_argv(
+            folder, self._settings.log_bytes, self._settings.log_files, entry.cwd, argv
+        )
+        env = self._environment(operation_id, push)
         try:
-            process = await anyio.open_process(
-                argv,
-                cwd=entry.cwd,
-                env=self._environment(operation_id, push),
-                start_new_session=True,  # its own process group: signals reach its children
-            )
+            popen = await anyio.to_thread.run_sync(_spawn, command, folder, env)
         except OSError as exc:
-            return await self._ingestor.record_status(
+            return await self._finish(
                 operation_id,
                 OperationStatus.FAILED,
-                error=f"the command could not start: {exc.strerror or exc} ({argv[0]})",
+                error=f"the script's relay could not start: {exc.strerror or exc}",
             )
-        live = _Live(process)
+        live = _Live(popen.pid, process_identity(popen.pid), popen)
         self._live[operation_id] = live
         self._tg.start_soon(self._watch, operation_id, live, entry.logdir(operation_id))
-        log.info("script run %s: %s (pid %d)", operation_id, entry_point, process.pid)
+        log.info("script run %s: %s (relay pid %d)", operation_id, entry_point, popen.pid)
         return op
 
     def _environment(self, operation_id: str, push_token: str) -> dict[str, str]:
@@ -209,21 +246,23 @@ class ScriptRunner:
         return env
 
     async def stop(self, op: Operation, reason: str) -> Operation:
-        """SIGINT, then SIGTERM after the grace period, then SIGKILL; returns the ended run."""
+        """The stop request, then SIGINT, SIGTERM after the grace period, SIGKILL; returns
+        the ended run."""
         live = self._live.get(op.operation_id)
-        if live is None:  # not a process of this server (it ended, or an earlier server's)
+        if live is None:  # not a process this server follows (it ended meanwhile)
             return await self._finish(op.operation_id, OperationStatus.CANCELLED, reason=reason)
-        live.stop_reason = reason
-        await self._end(live)
-        return await get_operation(self._db, op.operation_id)
-
-    async def _end(self, live: _Live) -> None:
+        live.stop_reason = reason  # the client sees it in its next push answer
+        with anyio.move_on_after(self._settings.notice_s):
+            await live.done.wait()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            _signal_group(live.process.pid, sig)
+            if live.done.is_set():
+                break
+            if live.same_process():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(live.pid, sig)  # the group's id is the relay's pid
             with anyio.move_on_after(self._settings.grace_s):
                 await live.done.wait()
-            if live.done.is_set():
-                return
+        return await get_operation(self._db, op.operation_id)
 
     def logs(
         self,
@@ -239,50 +278,49 @@ class ScriptRunner:
         return self._settings.logs_root / operation_id
 
     async def _watch(self, operation_id: str, live: _Live, logdir: Path | None) -> None:
-        process = live.process
-        folder = self._folder(operation_id)
-        out = RotatingLog(folder, "stdout", self._settings.log_bytes, self._settings.log_files)
-        err = RotatingLog(folder, "stderr", self._settings.log_bytes, self._settings.log_files)
         exited = anyio.Event()
         try:
             with live.scope:
                 async with anyio.create_task_group() as tg:
-                    if self._system is not None:  # the script's session, sampled from here
-                        tg.start_soon(self._system.follow, operation_id, exited, process.pid)
-                    assert process.stdout is not None and process.stderr is not None
-                    tg.start_soon(_copy, process.stdout, out)
-                    tg.start_soon(_copy, process.stderr, err)
+                    if self._system is not None:  # the relay's session: it and the script
+                        tg.start_soon(self._system.follow, operation_id, exited, live.pid)
                     if logdir is not None:
                         tg.start_soon(
                             follow_logdir,
                             logdir,
                             lambda points: self._store(operation_id, points),
-                            lambda: process.returncode is None,
+                            lambda: not live.exited,
                         )
-                    returncode = await process.wait()
+                    await _until_exited(live)
+                    live.exited = True
                     exited.set()
-                status, error, reason = script_outcome(
-                    returncode, live.stop_reason, err.tail_text(STDERR_TAIL_LINES)
-                )
+                status, error, reason = self._outcome(operation_id, live)
                 await self._finish(operation_id, status, error=error, reason=reason)
         finally:
-            with anyio.CancelScope(shield=True):
-                if process.returncode is None:  # the server is shutting down
-                    live.done.set()  # nobody waits: end it at once, group and all
-                    _signal_group(process.pid, signal.SIGTERM)
-                    with anyio.move_on_after(self._settings.grace_s):
-                        await process.wait()
-                    _signal_group(process.pid, signal.SIGKILL)
-                    await self._finish(
-                        operation_id,
-                        OperationStatus.INTERRUPTED,
-                        reason="the server stopped while this script ran; its stored epochs "
-                        "are kept",
-                    )
-                out.close()
-                err.close()
-                self._live.pop(operation_id, None)
-                live.done.set()
+            # Cancelled: the server is stopping; the script trains on, for the next server.
+            self._live.pop(operation_id, None)
+            live.done.set()
+
+    def _outcome(
+        self, operation_id: str, live: _Live
+    ) -> tuple[OperationStatus, str | None, str | None]:
+        folder = self._folder(operation_id)
+        ended = read_json_file(folder / EXIT_FILE) or {}
+        tail = "\n".join(read_log(folder, operation_id, "stderr", tail=STDERR_TAIL_LINES).lines)
+        returncode = ended.get("returncode")
+        if isinstance(returncode, int):
+            return script_outcome(returncode, live.stop_reason, tail)
+        if live.stop_reason is not None:
+            return OperationStatus.CANCELLED, None, live.stop_reason
+        if "error" in ended:
+            return OperationStatus.FAILED, f"the command could not start: {ended['error']}", None
+        # No exit.json: the relay itself was killed, and its process group with it.
+        code = live.popen.returncode if live.popen is not None else None
+        how = f" by signal {-code}" if code is not None and code < 0 else ""
+        error = f"the script's process group was killed{how}"
+        if tail:
+            error += f"; the end of its stderr:\n{tail}"
+        return OperationStatus.FAILED, error[-4000:], None
 
     async def _store(self, operation_id: str, points: list[MetricPoint]) -> None:
         try:
@@ -291,7 +329,12 @@ class ScriptRunner:
             log.warning("script run %s: TensorBoard scalars not stored: %s", operation_id, exc)
 
     def shutdown(self) -> None:
-        """The server is stopping: end every script (their runs are marked interrupted)."""
+        """The server is stopping: stop following the scripts; they train on, and the next
+        server on this data directory re-attaches them (stop_training ends one)."""
+        if self._live:
+            log.warning(
+                "%d script runs keep running; the next server re-attaches them", len(self._live)
+            )
         for live in list(self._live.values()):
             live.scope.cancel()
 
@@ -310,27 +353,75 @@ class ScriptRunner:
         except IllegalTransitionError:  # it ended meanwhile: that end stands
             return await get_operation(self._db, operation_id)
 
-    async def mark_orphans(self) -> int:
-        """Script runs an earlier server left running: their process is not ours to watch."""
-        count = 0
+    async def reattach(self) -> tuple[int, int]:
+        """Script runs an earlier server left running: follow again those whose relay still
+        runs, mark the others interrupted. Returns (re-attached, interrupted)."""
+        again = interrupted = 0
         for op in await list_operations(
             self._db, status=OperationStatus.RUNNING, backend=Backend.SCRIPT, limit=10_000
         ):
+            folder = self._folder(op.operation_id)
+            record = read_json_file(folder / PROCESS_FILE) or {}
+            ended = read_json_file(folder / EXIT_FILE)
+            pid, identity = record.get("pid"), record.get("identity")
+            if (
+                ended is None
+                and isinstance(pid, int)
+                and isinstance(identity, str)
+                and process_identity(pid) == identity
+            ):
+                live = _Live(pid, identity, None)
+                self._live[op.operation_id] = live
+                entry = self._settings.entry_points.get(str(op.spec.get("entry_point")))
+                logdir = entry.logdir(op.operation_id) if entry is not None else None
+                self._tg.start_soon(self._watch, op.operation_id, live, logdir)
+                log.info("script run %s: re-attached (relay pid %d)", op.operation_id, pid)
+                again += 1
+                continue
+            code = (ended or {}).get("returncode")
+            how = f" (it ended with exit code {code} unwatched)" if isinstance(code, int) else ""
             await self._finish(
                 op.operation_id,
                 OperationStatus.INTERRUPTED,
-                reason="the server stopped while this script ran; its stored epochs are kept",
+                reason=INTERRUPTED_REASON.format(how=how),
             )
-            count += 1
-        return count
+            interrupted += 1
+        return again, interrupted
 
 
-async def _copy(stream: Any, sink: RotatingLog) -> None:
-    async for chunk in stream:
-        sink.write(chunk)
+def _spawn(command: list[str], folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Not anyio.open_process: asyncio kills a child it spawned when its transport closes, and
+    # the relay must outlive this server.
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "relay.log").open("ab") as relay_log:
+        return subprocess.Popen(
+            command,
+            cwd=folder,  # not the script's folder: nothing there shadows our modules
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=relay_log,
+            start_new_session=True,  # its own session and group: it outlives this server
+        )
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    # The group's id is the leader's pid (start_new_session); a gone group is fine.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+async def _until_exited(live: _Live) -> None:
+    """Wait until the relay has exited (a pidfd where Linux has one; else a poll), and reap it
+    when it is this server's child."""
+    try:
+        fd = os.pidfd_open(live.pid)
+    except ProcessLookupError:
+        fd = None
+    except (AttributeError, OSError):  # no pidfd here: look now and then
+        # Nothing notifies us of a process that is not our child: poll.
+        while live.same_process() and (live.popen is None or live.popen.poll() is None):  # noqa: ASYNC110
+            await anyio.sleep(_POLL_S)
+        fd = None
+    if fd is not None:
+        try:
+            if live.same_process():  # checked after the open: the fd is this very process
+                await anyio.wait_readable(fd)
+        finally:
+            os.close(fd)
+    if live.popen is not None:
+        live.popen.wait()  # it has exited: this only reaps it

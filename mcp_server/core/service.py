@@ -492,6 +492,11 @@ class TrainingService:
         except Exception as exc:
             raise translate(exc) from exc
 
+    def stop_request(self, operation_id: str) -> str | None:
+        """Why a script run was asked to stop, while it still runs (None: it was not): the
+        answer to its pushes carries it, so its client can end training at the next step."""
+        return self._scripts.stop_request(operation_id) if self._scripts is not None else None
+
     async def _check_source(self, operation_id: str, push_token: PushToken) -> None:
         """Refuse a pusher that is not the run's source: 409 for a run this server trains, 403
         without the run's push credential (a door passes what its caller sent; code in this
@@ -931,7 +936,10 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             service = TrainingService(
                 config, db, notifier, analyses, ingestor, runner, bridges, ray, scripts
             )
-            orphans = await service.mark_orphans() + await scripts.mark_orphans()
+            reattached, script_orphans = await scripts.reattach()
+            if reattached:
+                log.warning("re-attached %d script runs still running", reattached)
+            orphans = await service.mark_orphans() + script_orphans
             if orphans:
                 log.warning("marked %d runs of an earlier server process interrupted", orphans)
             service._sweeps = sweeps = Sweeps(

@@ -52,6 +52,9 @@ class IngestResult(BaseModel):
     received: int = Field(description="Points in the request")
     stored: int = Field(description="Points newly stored")
     duplicates: int = Field(description="Points whose (name, step) was already stored: skipped")
+    stop_requested: str | None = Field(
+        None, description="Set when stop_training asked the run to stop: end at the next step"
+    )
 
 
 class StatusReport(BaseModel):

@@ -190,6 +190,7 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             received=result.received,
             stored=result.stored,
             duplicates=result.received - result.stored,
+            stop_requested=service.stop_request(op_id(request)),
         )
         return json_response(body)
 

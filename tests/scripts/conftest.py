@@ -3,6 +3,9 @@ and an MCP client of the same service."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +20,7 @@ from mcp import Client
 
 from mcp_server.app import build_app
 from mcp_server.config import ServerConfig
+from mcp_server.core.relay import process_identity, read_json_file
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
 
@@ -34,7 +38,7 @@ class ScriptServer:
 def venv_python_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """`python` in a declared command is this interpreter (the scripts import training_mcp)."""
     path = str(Path(sys.executable).parent)
-    monkeypatch.setenv("PATH", path + ":" + __import__("os").environ.get("PATH", ""))
+    monkeypatch.setenv("PATH", path + ":" + os.environ.get("PATH", ""))
 
 
 @asynccontextmanager
@@ -68,6 +72,17 @@ async def script_server(
                     server.should_exit = True
     finally:
         sock.close()
+        end_scripts_left(data_dir / "logs")
+
+
+def end_scripts_left(logs: Path) -> None:
+    """Scripts outlive their server by design; a test that failed half-way leaves none behind."""
+    for record in logs.glob("*/process.json"):
+        process = read_json_file(record) or {}
+        pid = process.get("pid")
+        if isinstance(pid, int) and process_identity(pid) == process.get("identity"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -172,6 +172,59 @@ def test_an_unreachable_server_keeps_points_queued_until_it_answers() -> None:
     r.close()
 
 
+def test_an_outage_that_is_over_leaves_no_error_behind_for_the_next_flush() -> None:
+    reachable = False
+    third_try = threading.Event()
+
+    def network(request: httpx.Request) -> httpx.Response:
+        if not reachable:
+            if len(server.requests) == NO_WAIT.attempts:
+                third_try.set()
+            raise httpx.ConnectError("connection refused", request=request)
+        return Server.store_all(request)
+
+    server = Server(network)
+    r = reporter(server)
+    r.log(1, loss=0.3)  # the sender gives up on it in the background: nobody flushes
+    assert third_try.wait(10)
+    reachable = True
+    r.log(2, loss=0.2)  # the server is back: both go out
+    r.flush()  # no stale "connection refused" from the outage
+    assert (r.stats.queued, r.stats.points_stored) == (0, 2)
+    r.close()
+
+
+def test_the_servers_stop_request_is_read_from_push_answers() -> None:
+    stop: dict[str, Any] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        n = len(json.loads(request.content)["points"])
+        return httpx.Response(200, json={"received": n, "stored": n, "duplicates": 0, **stop})
+
+    r = reporter(Server(answer))
+    r.log(1, loss=0.3)
+    r.flush()
+    assert r.stop_requested is None
+    stop["stop_requested"] = "enough"
+    r.log(2, loss=0.2)
+    r.flush()
+    assert r.stop_requested == "enough"
+    r.close()
+
+
+def test_a_run_that_ended_on_the_server_is_a_stop_request() -> None:
+    def ended(request: httpx.Request) -> httpx.Response:
+        error = {"code": "conflict", "message": "operation 'op-test' is cancelled"}
+        return httpx.Response(409, json={"error": {**error, "field": "operation_id"}})
+
+    r = reporter(Server(ended))
+    r.log(1, loss=0.3)
+    with pytest.raises(ReportError):
+        r.flush()
+    assert r.stop_requested == "HTTP 409: operation 'op-test' is cancelled"
+    r.close()
+
+
 def test_points_leave_a_plugged_in_queue_only_once_the_server_answered() -> None:
     class RecordingQueue(MemoryQueue):
         def __init__(self) -> None:
