@@ -112,3 +112,25 @@ def test_the_http_guard_and_the_budgets_stand_alone() -> None:
     for name in ("budget.py", "checkpoint_budget.py"):
         imported = _imports("trainer")[str(Path("trainer") / name)]
         assert imported & (OURS | {"torch"}) <= {"trainer"}, name
+
+
+def test_the_script_relay_loads_only_the_standard_library_and_its_log_files() -> None:
+    """One relay runs beside every script run (mcp_server/core/relay.py): it must stay small."""
+    code = (
+        "import sys, mcp_server.core.relay; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in set(sys.argv[1:])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *sorted(HEAVY | OURS | {"httpx", "anyio"})],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(ast.literal_eval(out.stdout))
+    assert loaded <= {
+        "mcp_server",
+        "mcp_server.core",
+        "mcp_server.core.relay",
+        "mcp_server.core.rotating_log",
+    }, loaded

@@ -8,15 +8,13 @@ oldest kept byte reads from there, flagged `truncated`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["LogStream", "LogsQuery", "OperationLogs", "RotatingLog", "read_log"]
+from mcp_server.core.rotating_log import LogStream, RotatingLog, read_bases
 
-LogStream = Literal["stdout", "stderr"]
+__all__ = ["LogStream", "LogsQuery", "OperationLogs", "RotatingLog", "read_log"]
 
 
 class LogsQuery(BaseModel):
@@ -39,68 +37,6 @@ class OperationLogs(BaseModel):
     truncated: bool = Field(description="Older output rotated away (bounded logs)")
 
 
-class RotatingLog:
-    """Appends to `<dir>/<stream>.log`, moving it to `.1`, `.2`, ... past `max_bytes`; keeps
-    `keep` files in all. The base offset of each kept file is in `<stream>.offsets`."""
-
-    def __init__(self, folder: Path, stream: LogStream, max_bytes: int, keep: int) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self._folder = folder
-        self._stream = stream
-        self._max = max_bytes
-        self._keep = keep
-        self._file = (folder / f"{stream}.log").open("ab")
-        self._size = self._file.tell()
-        self._bases = _read_bases(folder, stream)
-        self._tail = b""  # the last bytes written, for the error of a failed run
-
-    @property
-    def written(self) -> int:
-        return self._bases[0] + self._size
-
-    def write(self, chunk: bytes) -> None:
-        while chunk:
-            room = self._max - self._size
-            if room <= 0:
-                self._rotate()
-                continue
-            part, chunk = chunk[:room], chunk[room:]
-            self._file.write(part)
-            self._size += len(part)
-            self._tail = (self._tail + part)[-8192:]
-        self._file.flush()
-
-    def tail_text(self, lines: int) -> str:
-        text = self._tail.decode("utf-8", errors="replace")
-        return "\n".join(text.rstrip("\n").splitlines()[-lines:])
-
-    def close(self) -> None:
-        self._file.close()
-
-    def _rotate(self) -> None:
-        self._file.close()
-        base = self._folder / f"{self._stream}.log"
-        for i in range(self._keep - 1, 0, -1):
-            older = base.with_name(f"{base.name}.{i}")
-            if i == self._keep - 1:
-                older.unlink(missing_ok=True)
-            previous = base if i == 1 else base.with_name(f"{base.name}.{i - 1}")
-            if previous.exists():
-                previous.rename(older)
-        self._bases = [self._bases[0] + self._size, *self._bases][: self._keep]
-        (self._folder / f"{self._stream}.offsets").write_text(json.dumps(self._bases))
-        self._file = base.open("ab")
-        self._size = 0
-
-
-def _read_bases(folder: Path, stream: LogStream) -> list[int]:
-    try:
-        bases = json.loads((folder / f"{stream}.offsets").read_text())
-        return [int(b) for b in bases] or [0]
-    except (OSError, ValueError, TypeError):
-        return [0]
-
-
 def read_log(
     folder: Path,
     operation_id: str,
@@ -110,14 +46,15 @@ def read_log(
     cursor: int | None = None,
 ) -> OperationLogs:
     """The last `tail` lines, or the lines after byte `cursor` (then at most 10,000)."""
-    bases = _read_bases(folder, stream)
-    files = [folder / f"{stream}.log"] + [
-        folder / f"{stream}.log.{i}" for i in range(1, len(bases))
-    ]
-    pieces = [(b, p) for b, p in zip(bases, files, strict=True) if p.exists()]
-    pieces.reverse()  # oldest first
-    data = b"".join(p.read_bytes() for _, p in pieces)
-    start = pieces[0][0] if pieces else 0
+    for _ in range(10):  # the relay, another process, may rotate the files as they are read
+        current = _inode(folder / f"{stream}.log")
+        bases = read_bases(folder, stream)
+        data, start = _read_kept(folder, stream, bases)
+        if (current is not None or bases == [0]) and (
+            _inode(folder / f"{stream}.log"),
+            read_bases(folder, stream),
+        ) == (current, bases):
+            break  # no rotation while we read: the offsets match the files
     end = start + len(data)
     truncated = start > 0
     if cursor is not None:
@@ -133,3 +70,25 @@ def read_log(
         next_cursor=end,
         truncated=truncated,
     )
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _read_kept(folder: Path, stream: LogStream, bases: list[int]) -> tuple[bytes, int]:
+    """Every kept byte of the stream, oldest first, and the offset of the first one."""
+    files = [folder / f"{stream}.log"] + [
+        folder / f"{stream}.log.{i}" for i in range(1, len(bases))
+    ]
+    pieces = []
+    for base, path in zip(bases, files, strict=True):
+        try:
+            pieces.append((base, path.read_bytes()))
+        except FileNotFoundError:
+            continue
+    pieces.reverse()
+    return b"".join(data for _, data in pieces), (pieces[0][0] if pieces else 0)

@@ -7,10 +7,11 @@
 
 If the server piped the script's output itself, the pipes would die with the server and the
 script's next `print` would fail (BrokenPipeError). The relay holds the pipes instead and writes
-them to the bounded rotating logs (`logs.py`), so a server that is killed, or stopped gracefully,
-leaves the script training; the next server on the same data directory finds the run's folder,
-checks `process.json` against the live process (pid and start time, so a reused pid is not taken
-for it), follows the relay again and reads the exit code from `exit.json` when it ends.
+them to the bounded rotating logs (`rotating_log.py`), so a server that is killed, or stopped
+gracefully, leaves the script training; the next server on the same data directory finds the
+run's folder, checks `process.json` against the live process (pid and start time, so a reused
+pid is not taken for it), follows the relay again and reads the exit code from `exit.json`.
+Standard library only (and the log files): one relay runs per script run, so it stays small.
 
 The relay leads the run's process group (the server's stop signals reach the script, its
 children and the relay); it keeps a no-op handler for SIGINT, SIGTERM and SIGHUP so it can still
@@ -31,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from mcp_server.core.logs import LogStream, RotatingLog
+from mcp_server.core.rotating_log import LogStream, RotatingLog
 
 __all__ = ["EXIT_FILE", "PROCESS_FILE", "process_identity", "read_json_file", "relay_argv"]
 
@@ -93,6 +94,18 @@ def _copy(source: IO[bytes], sink: RotatingLog) -> None:
         sink.close()
 
 
+def _peak_kb() -> int | None:
+    """The relay's own peak memory (kB) since it started: bounded however much the script
+    writes. VmHWM, not ru_maxrss, which keeps the high-water mark of the forked server."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _ignore(signum: int, frame: object) -> None:
     """The relay outlives the signals sent to its group, to record how the script ended."""
 
@@ -121,7 +134,7 @@ def run(folder: Path, max_bytes: int, keep: int, cwd: str, argv: list[str]) -> i
     returncode = child.wait()
     for copier in copiers:
         copier.join(_DRAIN_S)
-    _write_json(folder / EXIT_FILE, {"returncode": returncode})
+    _write_json(folder / EXIT_FILE, {"returncode": returncode, "relay_peak_kb": _peak_kb()})
     return 0
 
 
