@@ -361,9 +361,20 @@ class MetricsReporter:
         return result
 
     def close(self, timeout_s: float | None = 30.0) -> None:
-        """Flush (at most `timeout_s`), stop the sender and close the connection."""
+        """Flush (at most `timeout_s`), stop the sender and close the connection. An unreachable
+        server is tried again until `timeout_s` runs out (a restarting server loses nothing)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         try:
-            self.flush(timeout_s)
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    self.flush(left)
+                    break
+                except ReportError as error:
+                    # `flush` gives up when a round of retries fails; the points are still here.
+                    if not error.transient or error.code == "timeout" or not left:
+                        raise
+                    time.sleep(min(1.0, left))  # between rounds, whatever the retry policy
         finally:
             with self._cv:
                 self._closing = True

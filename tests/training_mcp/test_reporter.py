@@ -194,6 +194,19 @@ def test_an_outage_that_is_over_leaves_no_error_behind_for_the_next_flush() -> N
     r.close()
 
 
+def test_close_keeps_trying_a_server_that_is_down_until_its_timeout() -> None:
+    def restarting(request: httpx.Request) -> httpx.Response:
+        if len(server.requests) <= NO_WAIT.attempts + 1:  # down for more than one round
+            raise httpx.ConnectError("connection refused", request=request)
+        return Server.store_all(request)
+
+    server = Server(restarting)
+    r = reporter(server)
+    r.log(1, loss=0.3)
+    r.close(timeout_s=30)  # a script's last points, while its server restarts
+    assert (r.stats.queued, r.stats.points_stored) == (0, 1)
+
+
 def test_the_servers_stop_request_is_read_from_push_answers() -> None:
     stop: dict[str, Any] = {}
 
