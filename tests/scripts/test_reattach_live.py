@@ -1,7 +1,8 @@
 """A real `training-mcp serve` process killed with SIGKILL while script runs train, restarted on
-the same data directory: a script whose process lives is followed again (every epoch it pushed,
-before, during and after the outage, stored exactly once; its logs go on; it completes, or is
-stopped by its process group), and one whose process ended meanwhile is marked interrupted."""
+the same data directory and followed through a real MCP client: a script whose process lives is
+followed again (every epoch it pushed, before, during and after the outage, stored exactly once;
+its logs go on; it completes, or is stopped by its process group), and one whose process ended
+meanwhile is marked interrupted."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
+from mcp_server.core.relay import PROCESS_FILE, read_json_file
 from tests.host_bridge.processes import Process, poll_until, running, server
 from tests.scripts.conftest import end_scripts_left
 
@@ -121,33 +126,45 @@ def _kill_restart_and_follow(tmp_path: Path, entry_points: Path, cues: Path) -> 
     poll_until(lambda: "epoch 8" in (relays / survivor / "stdout.log").read_text(), 60)
 
     second = _serve(tmp_path, entry_points, port=int(first.url.rsplit(":", 1)[1]))
+    pid = read_json_file(relays / long / PROCESS_FILE)["pid"]  # type: ignore[index]
     with running(second):
-        ended = _op(second.url, unwatched)
+        anyio.run(_follow_over_mcp, second.url, cues, (survivor, unwatched, long))
+    assert _not_running(pid)
+
+
+async def _follow_over_mcp(url: str, cues: Path, ops: tuple[str, str, str]) -> None:
+    """The restarted server, through a real MCP client."""
+    survivor, unwatched, long = ops
+    async with Client(streamable_http_client(f"{url}/mcp")) as mcp:
+
+        async def call(tool: str, **args: Any) -> dict[str, Any]:
+            result = await mcp.call_tool(tool, args)
+            assert not result.is_error and result.structured_content is not None, result
+            return dict(result.structured_content)
+
+        ended = await call("get_operation", operation_id=unwatched)
         assert ended["status"] == "interrupted", ended
         assert "it ended with exit code 0 unwatched" in ended["reason"]
-        assert _op(second.url, survivor)["status"] == "running"  # re-attached
-        (cues / "restarted").touch()
-        poll_until(lambda: _op(second.url, survivor)["status"] != "running", 60, second)
-        op = _op(second.url, survivor)
-        assert (op["status"], op["epochs_done"], op["error"]) == ("completed", EPOCHS, None)
-        metrics = httpx.get(
-            f"{second.url}/api/v1/operations/{survivor}/metrics",
-            params={"metrics": "train_loss,val_loss", "max_points": 1000},
-        ).json()
+        assert (await call("get_operation", operation_id=survivor))["status"] == "running"
+        (cues / "restarted").touch()  # re-attached: the survivor may go on
+        waited = await call("wait_for_operation", operation_id=survivor, until="end", timeout_s=55)
+        assert waited["status"] == "completed", waited
+        op = await call("get_operation", operation_id=survivor)
+        assert (op["epochs_done"], op["error"]) == (EPOCHS, None)
+        metrics = await call(
+            "get_operation_metrics", operation_id=survivor, metrics=["train_loss", "val_loss"]
+        )
         for series in metrics["series"]:
             assert series["steps"] == list(range(1, EPOCHS + 1)), series
             assert series["total_points"] == EPOCHS  # each once: retried pushes stored once
-        logs = httpx.get(
-            f"{second.url}/api/v1/operations/{survivor}/logs", params={"tail": 100}
-        ).json()
+        analysis = await call("analyze_loss", operation_id=survivor)
+        assert analysis["epochs_analyzed"] == EPOCHS
+        logs = await call("get_operation_logs", operation_id=survivor, tail=100)
         assert logs["lines"] == [f"epoch {e}" for e in range(1, EPOCHS + 1)] + ["done"]
 
         # The re-attached long run is stopped through its process group by the new server.
-        pid = int((relays / long / "process.json").read_text().split('"pid": ')[1].split(",")[0])
-        stopped = httpx.post(f"{second.url}/api/v1/operations/{long}/cancel", json={}, timeout=60)
-        assert stopped.status_code == 200, stopped.text
-        assert stopped.json()["status"] == "cancelled"
-        assert _not_running(pid)
+        stopped = await call("stop_training", operation_id=long, reason="enough")
+        assert (stopped["status"], stopped["reason"]) == ("cancelled", "enough")
 
 
 def _not_running(pid: int) -> bool:

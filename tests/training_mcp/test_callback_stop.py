@@ -24,6 +24,8 @@ def _run_told_to_stop() -> Run:
     return Run(reporter, url="http://server.test", name=None, config=None, owned=False)
 
 
+# Lightning's own use of torch's pytree, not ours.
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
 def test_a_lightning_fit_ends_at_a_step_once_the_server_asks() -> None:
     pytest.importorskip("lightning")
     import lightning.pytorch as pl
