@@ -158,7 +158,9 @@ async def _follow_over_mcp(url: str, cues: Path, ops: tuple[str, str, str]) -> N
             assert series["steps"] == list(range(1, EPOCHS + 1)), series
             assert series["total_points"] == EPOCHS  # each once: retried pushes stored once
         analysis = await call("analyze_loss", operation_id=survivor)
-        assert analysis["epochs_analyzed"] == EPOCHS
+        if analysis["epochs_analyzed"] != EPOCHS:
+            full = await call("analyze_loss", operation_id=survivor, detail="full")
+            raise AssertionError(f"{analysis}\n{full}\n{metrics}")
         logs = await call("get_operation_logs", operation_id=survivor, tail=100)
         assert logs["lines"] == [f"epoch {e}" for e in range(1, EPOCHS + 1)] + ["done"]
 
