@@ -53,7 +53,8 @@ class IngestResult(BaseModel):
     stored: int = Field(description="Points newly stored")
     duplicates: int = Field(description="Points whose (name, step) was already stored: skipped")
     stop_requested: str | None = Field(
-        None, description="Set when stop_training asked the run to stop: end at the next step"
+        None,
+        description="Present when stop_training asked the run to stop: end at the next step",
     )
 
 

@@ -192,7 +192,8 @@ def rest_endpoints(service: TrainingService) -> list[Endpoint]:
             duplicates=result.received - result.stored,
             stop_requested=service.stop_request(op_id(request)),
         )
-        return json_response(body)
+        # Pushed often: the stop request only when there is one.
+        return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
     async def analyze(request: Request) -> Response:
         params = parse_query(request, AnalysisParams)
