@@ -43,7 +43,7 @@ def venv_python_first(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def script_server(
-    data_dir: Path, entry_points: Path, grace_s: float = 5.0
+    data_dir: Path, entry_points: Path, grace_s: float = 5.0, max_concurrent_runs: int = 2
 ) -> AsyncIterator[ScriptServer]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
@@ -56,6 +56,7 @@ async def script_server(
         public_url=url,
         entry_points_file=entry_points,
         script_grace_s=grace_s,
+        max_concurrent_runs=max_concurrent_runs,
     )
     try:
         async with open_service(config) as service:
@@ -90,8 +91,8 @@ def start_server(
     tmp_path: Path,
 ) -> Callable[..., AbstractAsyncContextManager[ScriptServer]]:
     def start(
-        entry_points: Path, grace_s: float = 5.0
+        entry_points: Path, grace_s: float = 5.0, max_concurrent_runs: int = 2
     ) -> AbstractAsyncContextManager[ScriptServer]:
-        return script_server(tmp_path / "data", entry_points, grace_s)
+        return script_server(tmp_path / "data", entry_points, grace_s, max_concurrent_runs)
 
     return start

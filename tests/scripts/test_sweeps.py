@@ -118,6 +118,21 @@ async def test_a_sweep_over_an_entry_point_runs_scripts_and_prunes_a_bad_one(
     assert best.spec["argv"][:2] == ["python", "paced.py"]
 
 
+async def test_script_trials_beyond_the_concurrency_limit_wait_for_a_slot_not_fail(
+    tmp_path: Path, start_server: Start
+) -> None:
+    async with start_server(_declare(tmp_path), max_concurrent_runs=1) as server:
+        request = SweepRequest.model_validate(
+            {"base": {"entry_point": "paced", "params": {"epochs": 3}},
+             "space": {"lr": {"choices": [0.1, 0.01, 0.001]}}, "trials": 3, "parallel": 2,
+             "sampler": "grid", "pruner": "none", "seed": 0}
+        )  # fmt: skip
+        sweep_id = (await server.service.start_sweep(request)).sweep_id
+        sweep = await _until_done(server.service, sweep_id)
+    # a script run finds the one slot taken where a local run would queue: its trial waits
+    assert sweep.counts == {"complete": 3}, sweep.counts
+
+
 @pytest.mark.parametrize(
     ("base", "space", "field", "words"),
     [
