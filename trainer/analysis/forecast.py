@@ -48,6 +48,9 @@ class Forecast:
     final_sd: float
     model: str
     sigma: float
+    # (epoch, expected improvement of the best by then): E[max(0, best - min of the values up
+    # to that epoch)], in the metric's units, at the end of each group of future epochs.
+    gains: tuple[tuple[int, float], ...] = ()
 
 
 def _future(last: int, horizon: int) -> list[tuple[float, int]]:
@@ -68,10 +71,15 @@ def _future(last: int, horizon: int) -> list[tuple[float, int]]:
 
 
 def forecast(
-    points: Sequence[tuple[int, float]], sigma: float, threshold: float, horizon: int
+    points: Sequence[tuple[int, float]],
+    sigma: float,
+    threshold: float,
+    horizon: int,
+    best: float | None = None,
 ) -> Forecast | None:
     """The forecast from `points` (epoch, value; increasing epochs, finite, lower is better),
-    with `sigma` the noise of one value; None with fewer than 4 points."""
+    with `sigma` the noise of one value; None with fewer than 4 points. With `best` (the best
+    value so far), `gains` holds the expected improvement of the best by each future epoch."""
     n = len(points)
     if n < 4:
         return None
@@ -126,6 +134,8 @@ def forecast(
     weights = [math.exp(f[0] - top) for f in fits]
     total = sum(weights)
     probability = final = final2 = 0.0
+    gains = [0.0] * len(future)
+    gain_weight = 0.0
     best_fit = max(range(len(fits)), key=lambda i: weights[i])
     for weight, fit, cov in zip(weights, fits, covs, strict=True):
         w = weight / total
@@ -157,6 +167,11 @@ def forecast(
                 log_stay += repeat * math.log(p_above)
             stay += gh_weight * math.exp(log_stay)
         probability += w * (1.0 - stay)
+        if best is not None and w >= _GAIN_WEIGHT:
+            shift = (threshold - best) / sigma  # ahead's gaps are from the threshold
+            gain_weight += w
+            for j, gain in enumerate(_gains([(g + shift, sd, r) for g, sd, r in ahead])):
+                gains[j] += w * gain * sigma
     final_sd = math.sqrt(max(0.0, final2 - final * final))
     return Forecast(
         probability=min(1.0, max(0.0, probability)),
@@ -165,7 +180,42 @@ def forecast(
         final_sd=final_sd,
         model=fits[best_fit][1],
         sigma=sigma,
+        gains=tuple(
+            (round(x + (r - 1) / 2.0), g / max(gain_weight, 1e-300))
+            for (x, r), g in zip(future, gains, strict=True)
+        )
+        if best is not None
+        else (),
     )
+
+
+# Gains are integrated over thresholds below the best at this many steps, over the fits that
+# carry at least _GAIN_WEIGHT of the weight (the cost grows with both; it runs every epoch).
+_GAIN_STEPS = 8
+_GAIN_WEIGHT = 0.01
+
+
+def _gains(ahead: Sequence[tuple[float, float, int]]) -> list[float]:
+    """E[max(0, best - min of the future values up to the end of group j)] in noise levels, for
+    each group j, from (fitted value - best, its standard error, epochs) in noise levels:
+    the integral over u >= 0 of P(some value up to j is below best - u), by the trapezoid rule
+    on a grid reaching 4 noise levels past the lowest fitted value."""
+    deepest = max(0.0, -min(gap - 2.0 * sd for gap, sd, _ in ahead))
+    step = (deepest + 4.0) / _GAIN_STEPS
+    out = [0.0] * len(ahead)
+    for z, gh_weight in _GH:
+        for k in range(_GAIN_STEPS + 1):
+            u = k * step
+            weight = gh_weight * step * (0.5 if k in (0, _GAIN_STEPS) else 1.0)
+            log_stay = 0.0
+            for j, (gap, sd, repeat) in enumerate(ahead):
+                if log_stay > -math.inf:
+                    p_above = 0.5 * math.erfc(-(gap + z * sd + u) / _SQRT2)
+                    log_stay = log_stay + repeat * math.log(p_above) if p_above > 0.0 else -math.inf
+                out[j] += weight * (1.0 - math.exp(log_stay))
+            if log_stay > -1e-6:  # no later group, and no larger u, adds anything that shows
+                break
+    return out
 
 
 def _basis(family: str, c: float, x: float, x_last: float) -> float:
