@@ -1,16 +1,19 @@
 """Make the learning-curve fixture behind `bench/stop_decisions.py` by real trainings.
 
 Run: .venv/bin/pip install -e ".[bench]" && .venv/bin/python bench/make_stop_fixture.py
-(re-runnable; about 5-10 minutes on one CPU core; `--jobs N` runs N trainings at once)
+(re-runnable; about 15-20 minutes on one free CPU core; `--jobs N` runs N trainings at once)
 
 Each run is this project's own trainer (`trainer.loop.run_training`, a CSV dataset under a
 temporary data root) on one of five real tabular datasets bundled with scikit-learn (nothing is
 downloaded): breast cancer, digits, wine, iris (classification) and diabetes (regression, target
 standardised). The MLP's size, activation, dropout, optimizer, learning rate, weight decay and
 batch size are drawn from a seeded generator; every run trains 80 epochs without early stopping.
-Each dataset's runs are split, by a seeded draw, into a tuning set and a held-out set that no rule
-is ever tuned on. Writes `tests/trainer/fixtures/stop_curves.json`: per run its config, split and
-per-epoch train_loss/val_loss (6 significant digits).
+Two batches, each with its own seed and the same number of runs of every dataset: the tuning
+batch (25 per dataset) and the held-out batch (20 per dataset), drawn and trained only after the
+decision rule had been tuned on the first, so no rule was ever tuned on it. Writes
+`tests/trainer/fixtures/stop_curves.json`: per run its config, split and per-epoch
+train_loss/val_loss (6 significant digits). `--split` trains one batch only (to a separate
+`--out`; the fixture is the tuning batch's runs followed by the held-out batch's).
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from trainer.preflight import TrainerOptions
 from trainer.records import EpochRecord, StepRecord
 
 EPOCHS = 80
-RUNS_PER_DATASET = 12
-HELD_OUT_PER_DATASET = 5
-SEED = 13
+# (seed, runs per dataset, split, id tag). The held-out batch was drawn and trained after the
+# decision rule had been tuned on the first batch, so nothing was ever tuned on it.
+BATCHES = ((2026, 25, "tuning", ""), (2027, 20, "held_out", "h"))
 OUT = Path(__file__).resolve().parent.parent / "tests" / "trainer" / "fixtures" / "stop_curves.json"
 DATASETS = ("breast_cancer", "digits", "wine", "iris", "diabetes")
 
@@ -59,30 +62,33 @@ def _write_csv(name: str, root: Path) -> Path:
 
 
 def _configs() -> list[dict[str, Any]]:
-    rng = random.Random(SEED)
     configs = []
-    for dataset in DATASETS:
-        held_out = set(rng.sample(range(RUNS_PER_DATASET), HELD_OUT_PER_DATASET))
-        for i in range(RUNS_PER_DATASET):
-            optimizer = rng.choice(["sgd", "adam", "adamw"])
-            low, high = (-3.0, -0.5) if optimizer == "sgd" else (-4.0, -1.7)
-            configs.append(
-                {
-                    "id": f"{dataset}-{i}",
-                    "dataset": dataset,
-                    "split": "held_out" if i in held_out else "tuning",
-                    "hidden_sizes": rng.choice(
-                        [[16], [64], [256], [64, 64], [128, 64], [256, 256], [512, 256, 128]]
-                    ),
-                    "activation": rng.choice(["relu", "tanh", "gelu"]),
-                    "dropout": rng.choice([0.0, 0.0, 0.1, 0.3, 0.5]),
-                    "optimizer": optimizer,
-                    "learning_rate": float(f"{10 ** rng.uniform(low, high):.3g}"),
-                    "weight_decay": rng.choice([0.0, 0.0, 1e-4, 1e-3, 1e-2]),
-                    "batch_size": rng.choice([8, 16, 32, 64, 128]),
-                    "seed": rng.randrange(1_000_000),
-                }
-            )
+    for seed, per_dataset, split, tag in BATCHES:
+        rng = random.Random(seed)
+        for dataset in DATASETS:
+            # A draw the first batch was made with (it once split that batch): kept so its
+            # configurations, and so its curves, stay the same.
+            rng.sample(range(per_dataset), 10)
+            for i in range(per_dataset):
+                optimizer = rng.choice(["sgd", "adam", "adamw"])
+                low, high = (-3.0, -0.5) if optimizer == "sgd" else (-4.0, -1.7)
+                configs.append(
+                    {
+                        "id": f"{dataset}-{tag}{i}",
+                        "dataset": dataset,
+                        "split": split,
+                        "hidden_sizes": rng.choice(
+                            [[16], [64], [256], [64, 64], [128, 64], [256, 256], [512, 256, 128]]
+                        ),
+                        "activation": rng.choice(["relu", "tanh", "gelu"]),
+                        "dropout": rng.choice([0.0, 0.0, 0.1, 0.3, 0.5]),
+                        "optimizer": optimizer,
+                        "learning_rate": float(f"{10 ** rng.uniform(low, high):.3g}"),
+                        "weight_decay": rng.choice([0.0, 0.0, 1e-4, 1e-3, 1e-2]),
+                        "batch_size": rng.choice([8, 16, 32, 64, 128]),
+                        "seed": rng.randrange(1_000_000),
+                    }
+                )
     return configs
 
 
@@ -135,8 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--split", choices=("tuning", "held_out"), help="only this part's runs")
     args = parser.parse_args()
-    configs = _configs()
+    configs = [c for c in _configs() if args.split is None or c["split"] == args.split]
     with tempfile.TemporaryDirectory() as root:
         for name in DATASETS:
             _write_csv(name, Path(root))

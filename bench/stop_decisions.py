@@ -1,16 +1,18 @@
 """Stop decisions on real learning curves: `analyze_loss`'s recommendation against Keras patience.
 
-Run: .venv/bin/python bench/stop_decisions.py   (about a minute)
+Run: .venv/bin/python bench/stop_decisions.py   (a few minutes; deterministic: fixed curves)
 Replays every curve of `tests/trainer/fixtures/stop_curves.json` (made by
 `bench/make_stop_fixture.py`: real trainings, 80 epochs, no early stopping) epoch by epoch into a
 real `training-mcp serve --http` on loopback, as an external run with `epochs: 80`, reading
 `GET .../analysis` after every epoch. The recommendation's agent stops at the first
 `stop_and_restore_best`; the baselines are this project's own `EarlyStopper` (Keras patience 5
-and 10 with restore best, Prechelt GL5) on the same values, and never stopping.
+and 10 with restore best, Prechelt GL5) on the same values, and never stopping. Two hindsight
+rows (no policy can know the future) bound what any rule could do on the same curves.
 
 Regret: the share of the run's achievable improvement (first val_loss down to the hindsight best)
 lost by stopping at epoch t and restoring the best epoch seen so far. Prints the table for the
-tuning curves and for the held-out curves (never tuned on), then the calibration table: every
+tuning curves and for the held-out curves (a batch trained after the rule was tuned, never
+tuned on), then the calibration table: every
 epoch's recommendation of the replay (continued past the stop), bucketed by confidence; a stop is
 right when stopping there loses at most 1%, a continue when continuing would gain more than 1%.
 """
@@ -48,6 +50,11 @@ def regret(val: list[float], stop: int) -> float:
     if start - best <= 0:
         return 0.0
     return (min(val[:stop]) - best) / (start - best)
+
+
+def _first_within(run: Run, lost: float) -> int:
+    val = run["val_loss"]
+    return next(t for t in range(1, len(val) + 1) if regret(val, t) <= lost)
 
 
 def stopper_policy(spec: EarlyStoppingSpec) -> Callable[[Run], int]:
@@ -151,6 +158,9 @@ def main() -> None:
             EarlyStoppingSpec(patience=None, gl_alpha=5.0)
         ),
         "never stop, restore best": lambda run: len(run["val_loss"]),
+        # Hindsight bounds, not policies: what knowing each curve's future would need.
+        "hindsight: stop at the best epoch": lambda run: _first_within(run, 0.0),
+        "hindsight: first epoch within 0.5 % regret": lambda run: _first_within(run, 0.005),
     }
     print(f"{len(runs)} real curves ({', '.join(fixture['failed'])} failed and are not included)")
     for split in ("tuning", "held_out"):

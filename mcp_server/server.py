@@ -284,7 +284,8 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         "reduce_learning_rate, add_regularization, investigate_divergence, "
         "wait_for_more_epochs), confidence, reasons quoting the numbers, best epoch and value, "
         "flags, criteria fired, and the forecast (probability that continuing to epochs_total "
-        "beats the best by more than margin; a stop needs it below 0.2). detail='full' adds "
+        "beats the best by more than margin; reasons give the expected gain; a stop comes when "
+        "it is worth less than the epochs it costs). detail='full' adds "
         "trends, the generalisation gap, every criterion and the parameters.",
     )
 

@@ -58,44 +58,67 @@ def score(split: str, stops: list[int]) -> tuple[float, float, float]:
 
 
 def test_the_fixture_holds_real_curves_in_two_parts() -> None:
-    assert (len(runs("tuning")), len(runs("held_out"))) == (34, 21)
-    assert {r["dataset"] for r in runs("held_out")} == {
-        "breast_cancer",
-        "digits",
-        "wine",
-        "iris",
-        "diabetes",
-    }
+    assert (len(runs("tuning")), len(runs("held_out"))) == (121, 98)
+    for split in ("tuning", "held_out"):
+        assert {r["dataset"] for r in runs(split)} == {
+            "breast_cancer",
+            "digits",
+            "wine",
+            "iris",
+            "diabetes",
+        }
 
 
 def test_held_out_regret_and_epochs_stay_within_bounds() -> None:
-    # Measured when the rule was made: 51.6 % of the epochs, mean regret 3.35 %, worst 52.6 %
-    # (one curve, wine-2, where every policy but never stopping loses 52.6 %).
+    # Measured when the rule was made (the held-out batch trained after it was tuned): 56.5 % of
+    # the epochs, mean regret 1.53 %, worst 69.6 % (a curve on which patience 10 loses as much).
     used, mean, worst = score("held_out", [recommended_stop(r)[0] for r in runs("held_out")])
 
-    assert used <= 0.53
-    assert mean <= 0.036
-    assert worst <= 0.53
+    assert used <= 0.57
+    assert mean <= 0.016
+    assert worst <= 0.70
 
 
 @pytest.mark.parametrize("split", ["tuning", "held_out"])
-def test_the_recommendation_loses_less_than_keras_patience_10(split: str) -> None:
+def test_fewer_epochs_than_patience_10_and_less_regret_than_patience_5(split: str) -> None:
     ours = score(split, [recommended_stop(r)[0] for r in runs(split)])
-    keras = score(split, [keras_stop(r, 10) for r in runs(split)])
+    five = score(split, [keras_stop(r, 5) for r in runs(split)])
+    ten = score(split, [keras_stop(r, 10) for r in runs(split)])
 
-    assert ours[1] < keras[1]
-    assert ours[2] <= keras[2]
+    assert ours[0] < ten[0]
+    assert ours[1] < five[1]
+    assert ours[2] <= ten[2]
 
 
-def test_no_stop_while_improving_beyond_the_noise_and_each_stop_states_its_forecast() -> None:
+def _smoothed(values: list[float], weight: float = 0.6) -> list[float]:
+    """TensorBoard's debiased EMA, the smoothing the analysis judges trends on."""
+    ema, out = 0.0, []
+    for n, value in enumerate(values, 1):
+        ema = ema * weight + (1 - weight) * value
+        out.append(ema / (1 - weight**n))
+    return out
+
+
+def test_no_stop_while_improving_beyond_the_noise_or_before_a_trend_shows() -> None:
+    window = AnalysisParams().window
     for run in runs("tuning") + runs("held_out"):
-        _, analysis = recommended_stop(run)
+        stop, analysis = recommended_stop(run)
         if analysis is None:
             continue
-        assert analysis.trend is not None and analysis.forecast is not None
-        still_improving = analysis.trend.direction == "improving" and (
-            analysis.best_epoch is not None and analysis.best_epoch >= analysis.trend.from_epoch
-        )
-        assert not still_improving, run["id"]
-        assert analysis.forecast.probability < 0.2
-        assert any("with probability" in reason for reason in analysis.reasons)
+        assert analysis.trend is not None and analysis.forecast is not None, run["id"]
+        noise = analysis.trend.noise
+        assert noise is not None and analysis.best_epoch is not None
+        val = run["val_loss"][:stop]
+        # Still improving would be: the smoothed curve fell by more than the noise over the
+        # latest half window, as well as the window's trend pointing down with a new best in it.
+        smoothed = _smoothed(val)
+        half = window // 2
+        assert smoothed[-1 - half] - smoothed[-1] <= noise or not (
+            analysis.trend.direction == "improving"
+            and analysis.best_epoch >= analysis.trend.from_epoch
+        ), run["id"]
+        # The trend has shown: the run improved by more than three noise levels, or had a
+        # whole window to beat its best.
+        assert val[0] - min(val) > 3 * noise or stop - analysis.best_epoch >= window, run["id"]
+        if stop < len(run["val_loss"]):  # at the budget's end there is nothing to continue to
+            assert any("is expected to improve the best by" in r for r in analysis.reasons)

@@ -284,9 +284,10 @@ class ForecastSummary(BaseModel):
     `probability`: that some epoch from now to `horizon` beats `best_value` by more than
     `margin` (the larger of `min_delta` and 1% of the improvement so far, first value to best).
     `expected_final` +- `final_sd`: the fitted value at `horizon`. `noise`: the scatter of one
-    value the forecast assumes. A low probability is the case for stopping; the recommendation
-    says `stop_and_restore_best` only when it is low and the smoothed curve is no longer
-    improving beyond its noise.
+    value the forecast assumes. The reasons add the expected improvement of the best by
+    `horizon`; `stop_and_restore_best` comes only when the smoothed curve no longer improves
+    beyond its noise and no future epoch's expected gain (share of the improvement so far) is
+    worth the share of the budget it costs.
     """
 
     model_config = _OUT

@@ -363,8 +363,15 @@ class Report:
             if call.margin == self.p.min_delta
             else f"{100 * MARGIN_FRACTION:g}% of the improvement so far"
         )
+        gain = next((g for epoch, g in fc.gains if epoch == fc.horizon), None)
+        expected = (
+            ""
+            if gain is None
+            else f" is expected to improve the best by {_fmt(gain)} "
+            f"({_pct(gain / max(call.improvement, fc.sigma))} of the improvement so far) and"
+        )
         text = (
-            f"Continuing {left} more epoch(s) (to epoch {fc.horizon}) beats the best "
+            f"Continuing {left} more epoch(s) (to epoch {fc.horizon}){expected} beats the best "
             f"{_fmt(best[1])} by more than {_fmt(call.margin)} ({share}) with probability "
             f"{fc.probability:.2f}; the {fc.model} fit expects "
             f"{_fmt(self.sign * fc.expected_final)} +- {_fmt(fc.final_sd)} at epoch {fc.horizon}"
