@@ -35,8 +35,8 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
             dict[str, Any] | None, Field(description=_FIELDS["changes"].description)
         ] = None,
     ) -> ForkResult:
-        """A new run from a checkpoint of a local run, with changed hyperparameters; epochs
-        continue from there and the parent's history is copied in. Make analyze_loss's
+        """A new run from a checkpoint of a local or bridge run, with changed hyperparameters;
+        epochs continue from there and the parent's history is copied in. Make analyze_loss's
         next_call with it. Returns the new operation_id at once."""
         try:
             request = ForkRequest(from_epoch=from_epoch, changes=changes or {})
@@ -48,8 +48,8 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
 
     @mcp.tool(annotations=_STARTS_A_RUN)
     async def resume_training(operation_id: OperationId) -> StartTrainingResult:
-        """Continue an interrupted or failed local run from its last checkpoint, in the same
-        operation. Returns at once."""
+        """Continue an interrupted or failed local or bridge run from its last checkpoint, in
+        the same operation. Returns at once."""
         try:
             return await service.resume_training(operation_id)
         except ServiceError as exc:
