@@ -458,14 +458,27 @@ class RayBackend:
 def _connect(config: ServerConfig) -> Any:
     ray = _import_ray()
     address = None if config.ray_address == "auto" else config.ray_address
+    try:
+        _init(ray, address, config.ray_namespace)
+    except ConnectionError as exc:
+        # A Ray Client head starts a server per client, and under load that start can time out
+        # ("Starting Ray client server failed"): ask once more before giving up.
+        if not (address or "").startswith("ray://"):
+            raise
+        log.warning("the Ray Client at %s refused the connection (%s); asking again", address, exc)
+        ray.shutdown()
+        _init(ray, address, config.ray_namespace)
+    return ray
+
+
+def _init(ray: Any, address: str | None, namespace: str) -> None:
     ray.init(
         address=address,
-        namespace=config.ray_namespace,
+        namespace=namespace,
         log_to_driver=False,  # workers' output must never reach stdout (the stdio transport)
         logging_level=logging.WARNING,
         configure_logging=False,
     )
-    return ray
 
 
 @asynccontextmanager
