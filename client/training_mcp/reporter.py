@@ -5,9 +5,10 @@
             ...
             run.log(epoch, train_loss=loss, val_loss=val_loss)
 
-`log()` only queues the points. A background thread sends whatever is queued as soon as it can
-(so points that pile up while a request is in flight go out together, up to `max_batch` per
-request), retries transient failures with exponential backoff and full jitter, and removes points
+`log()` only queues the points. A background thread sends them, up to `max_batch` per request:
+epoch-level points at once (an agent waits for them), per-step and system points after lingering
+up to `linger_s` for more to join them (a loop logging every step would otherwise pay for one
+request per step), and whatever piled up while a request was in flight together. It retries transient failures with exponential backoff and full jitter, and removes points
 from the queue only once the server has answered. The server stores a point once per
 (name, step), so a retried batch is harmless. Training never waits on the network; `flush()`,
 `report_status()` and `close()` do, and they raise `ReportError` if something was refused.
@@ -37,6 +38,7 @@ from training_mcp.points import (
     EpochLike,
     MetricPoint,
     StepLike,
+    is_epoch_metric,
     points_at,
     step_points,
 )
@@ -194,6 +196,7 @@ class MetricsReporter:
         token: str | None = None,
         push_token: str | None = None,
         max_batch: int = 1000,
+        linger_s: float = 0.25,
         timeout_s: float = 5.0,
         retry: RetryPolicy | None = None,
         queue: PointQueue | None = None,
@@ -204,6 +207,8 @@ class MetricsReporter:
             raise ValueError(
                 f"max_batch: must be between 1 and {MAX_BATCH_POINTS}, got {max_batch}"
             )
+        if not 0 <= linger_s <= 60:
+            raise ValueError(f"linger_s: must be between 0 and 60, got {linger_s}")
         if not 0 < timeout_s <= 600:
             raise ValueError(f"timeout_s: must be more than 0 and at most 600, got {timeout_s}")
         self.operation_id = operation_id
@@ -212,6 +217,8 @@ class MetricsReporter:
         self._owns_run = False
         self._finished = False
         self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._urgent = False  # an epoch point or a flush is waiting: send without lingering
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
         self._queue: PointQueue = queue if queue is not None else MemoryQueue()
@@ -292,10 +299,16 @@ class MetricsReporter:
         with self._cv:
             if self._closing:
                 raise RuntimeError("this reporter is closed")
+            was_waiting = not len(self._queue) or self._stalled
             self._queue.put(points)
+            urgent = not self._urgent and any(is_epoch_metric(p.name) for p in points)
+            self._urgent = self._urgent or urgent
             self._stalled = False
             self._start_sender()
-            self._cv.notify_all()
+            # Wake the sender only when what it waits for may have come: one wake per logged
+            # step costs a loop of small steps more than the step itself.
+            if was_waiting or urgent or len(self._queue) >= self._max_batch:
+                self._cv.notify_all()
 
     # -- waiting for the server ---------------------------------------------------------------
 
@@ -316,6 +329,7 @@ class MetricsReporter:
         after every retry (they stay queued), or on timeout."""
         with self._cv:
             self._stalled = False
+            self._urgent = self._urgent or bool(len(self._queue))
             if len(self._queue):
                 self._start_sender()
             self._cv.notify_all()
@@ -424,7 +438,14 @@ class MetricsReporter:
                 self._cv.wait_for(lambda: self._closing or (len(self._queue) and not self._stalled))
                 if not len(self._queue) or self._stalled:
                     return  # closing with nothing (more) to try
+                if not self._urgent and self._linger_s:
+                    self._cv.wait_for(
+                        lambda: self._urgent or self._closing or len(self._queue) >= self._max_batch,
+                        self._linger_s,
+                    )
                 batch = self._queue.peek(self._max_batch)
+                if len(batch) == len(self._queue):
+                    self._urgent = False  # this batch carries everything that was waiting
             try:
                 response = self._post(
                     f"/api/v1/operations/{self.operation_id}/metrics",

@@ -88,6 +88,37 @@ def test_points_logged_while_a_request_is_in_flight_go_out_together_in_one_batch
     assert [len(b["points"]) for b in server.bodies()] == [1, 4]
 
 
+def test_step_points_linger_for_company_and_an_epoch_point_sends_them_all_at_once() -> None:
+    answered = threading.Event()
+
+    def store_and_tell(request: httpx.Request) -> httpx.Response:
+        answered.set()
+        return Server.store_all(request)
+
+    server = Server(store_and_tell)
+    with reporter(server, linger_s=60.0) as r:  # a linger no test would wait out
+        for step in range(1, 101):
+            r.log(step, {"step/train_loss": 1.0 / step})
+        r.log(1, val_loss=0.5)  # an epoch point: the agent is waiting for it
+        assert answered.wait(10)  # sent without a flush, long before the linger ends
+        assert [len(b["points"]) for b in server.bodies()] == [101]
+
+
+def test_flush_sends_lingering_step_points_at_once() -> None:
+    server = Server()
+    with reporter(server, linger_s=60.0) as r:
+        r.log(1, {"step/train_loss": 0.7})
+        r.log(2, {"step/train_loss": 0.6})
+        r.flush(timeout_s=10.0)  # would time out if the sender waited out its linger
+        assert r.stats.points_stored == 2
+    assert [len(b["points"]) for b in server.bodies()] == [2]
+
+
+def test_a_linger_past_a_minute_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="linger_s"):
+        reporter(Server(), linger_s=61.0)
+
+
 def test_batches_never_exceed_max_batch_points() -> None:
     server = Server()
     queue = MemoryQueue()
