@@ -91,7 +91,7 @@ def server(
     name: str = "server",
     *,
     port: int | None = None,
-    heartbeat_timeout_s: float = 2.0,
+    heartbeat_timeout_s: float = 10.0,  # tests of a lost bridge pass a short one
 ) -> Process:
     port = port or free_port()
     args = ["serve", "--http", "--port", str(port), "--data-dir", str(tmp / name)]
