@@ -6,12 +6,13 @@
             run.log(epoch, train_loss=loss, val_loss=val_loss)
 
 `log()` only queues the points. A background thread sends them, up to `max_batch` per request:
-epoch-level points at once (an agent waits for them), per-step and system points after lingering
-up to `linger_s` for more to join them (a loop logging every step would otherwise pay for one
-request per step), and whatever piled up while a request was in flight together. It retries transient failures with exponential backoff and full jitter, and removes points
-from the queue only once the server has answered. The server stores a point once per
-(name, step), so a retried batch is harmless. Training never waits on the network; `flush()`,
-`report_status()` and `close()` do, and they raise `ReportError` if something was refused.
+epoch-level points at once (an agent waits for them), per-step and system points after lingering up
+to `linger_s` for more to join them (a loop logging every step would otherwise pay for one request
+per step), and whatever piled up while a request was in flight together. It retries transient
+failures with exponential backoff and full jitter, and removes points from the queue only once the
+server has answered. The server stores a point once per (name, step), so a retried batch is
+harmless. Training never waits on the network; `flush()`, `report_status()` and `close()` do, and
+they raise `ReportError` if something was refused.
 
 The queue is a small interface (`PointQueue`): the in-memory `MemoryQueue` by default, a durable
 spool where points must survive a restart.
@@ -439,10 +440,7 @@ class MetricsReporter:
                 if not len(self._queue) or self._stalled:
                     return  # closing with nothing (more) to try
                 if not self._urgent and self._linger_s:
-                    self._cv.wait_for(
-                        lambda: self._urgent or self._closing or len(self._queue) >= self._max_batch,
-                        self._linger_s,
-                    )
+                    self._cv.wait_for(self._worth_sending, self._linger_s)
                 batch = self._queue.peek(self._max_batch)
                 if len(batch) == len(self._queue):
                     self._urgent = False  # this batch carries everything that was waiting
@@ -459,6 +457,10 @@ class MetricsReporter:
             if isinstance(stop, str) and stop:
                 self._stop_requested = stop
             self._settle(batch, None, stored=int(answer.get("stored", 0)))
+
+    def _worth_sending(self) -> bool:
+        """Whether a lingering sender should send now (under `_cv`)."""
+        return self._urgent or self._closing or len(self._queue) >= self._max_batch
 
     def _settle(self, batch: list[MetricPoint], error: ReportError | None, stored: int = 0) -> None:
         if error is not None and error.status_code == 409 and error.field == "operation_id":
