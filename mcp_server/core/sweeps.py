@@ -16,7 +16,6 @@ are short transactions, so neither starves.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -432,9 +431,10 @@ class Sweeps:
             if new and not op.finished:
                 reason = await self._prune_reason(request, trial, operation_id, monitor, values)
                 if reason is not None:
-                    # it may have ended meanwhile: the pruner's word still stands
-                    with contextlib.suppress(ConflictError):
+                    try:
                         await self._service.stop_training(operation_id, reason)
+                    except ConflictError:
+                        continue  # it ended on its own meanwhile: the next pass tells that end
                     await self._run(trial.set_user_attr, "epochs", max(values))
                     await self._run(lambda: _told(study, trial, state=TrialState.PRUNED))
                     await self._publish(study.study_name)
