@@ -20,9 +20,9 @@ REST mirror.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 
 from trainer.retention import CheckpointIndex
 from trainer.spec import TrainingSpec
@@ -34,6 +34,7 @@ __all__ = [
     "BridgeHealth",
     "CheckpointList",
     "GpuInfo",
+    "ScriptRun",
     "SessionInfo",
     "SessionList",
     "SessionRequest",
@@ -67,15 +68,29 @@ class CheckpointList(BaseModel):
         return CheckpointIndex(epochs=tuple(self.epochs), last=self.last, best=self.best)
 
 
+class ScriptRun(BaseModel):
+    """Run the entry point `entry_point` of this bridge's own declarations with `params`: the
+    bridge checks them again against its file before anything starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entry_point: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class SessionRequest(BaseModel):
-    """Train `spec` here and push everything to the server at `server_url` as `operation_id`."""
+    """Train `spec` (or run the declared script `script`) here and push everything to the server
+    at `server_url` as `operation_id`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operation_id: str = Field(
         pattern=OPERATION_ID_PATTERN, description="The server's id for the run"
     )
-    spec: TrainingSpec
+    spec: TrainingSpec | None = None
+    script: ScriptRun | None = Field(
+        default=None, description="A declared entry point instead of a spec"
+    )
     server_url: str = Field(
         pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
         max_length=2000,
@@ -96,6 +111,23 @@ class SessionRequest(BaseModel):
     start_from: StartFrom | None = Field(
         default=None, description="Train from this checkpoint on the bridge (fork or resume)"
     )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SessionRequest:
+        if (self.spec is None) == (self.script is None):
+            raise ValueError("give exactly one of spec and script")
+        if self.script is not None and self.start_from is not None:
+            raise ValueError("start_from: a script run starts from no checkpoint")
+        return self
+
+    @property
+    def epochs_total(self) -> int:
+        """The epochs the run is to train (a script's `epochs` parameter; 0 if it has none)."""
+        if self.spec is not None:
+            return self.spec.epochs
+        assert self.script is not None
+        epochs = self.script.params.get("epochs")
+        return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
 
     @field_serializer("server_token", "push_token", when_used="json")
     def _reveal_on_the_wire(self, token: SecretStr | None) -> str | None:

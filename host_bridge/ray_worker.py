@@ -111,10 +111,12 @@ class RunActor:
 
         from trainer.batches import resolve_device  # imports torch
 
+        spec = self._request.spec
+        assert spec is not None  # a training run's request (scripts have ScriptActor)
         return {
             "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
-            "device": str(resolve_device(self._request.spec.device)),
+            "device": str(resolve_device(spec.device)),
             "options": self._options,
         }
 

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Secret
 
 from host_bridge.app import build_bridge_app
+from host_bridge.entry_points import EntryPointFileError, load_entry_points
 from host_bridge.protocol import BridgeHealth, GpuInfo
 from host_bridge.sessions import BridgeOptions, SessionManager
 from httpbase.guard import GuardPolicy, is_loopback_host
@@ -62,10 +63,14 @@ class BridgeConfig:
     limits: ResourceLimits | None = None  # None: defaults from this machine's memory
     checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
     system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of sessions; 0: none
+    entry_points_file: Path | None = None  # --entry-points: the scripts it runs for a server
 
     @property
     def options(self) -> BridgeOptions:
+        """`EntryPointFileError` when the entry points file is unusable."""
+        path = self.entry_points_file
         return BridgeOptions(
+            entry_points=load_entry_points(path) if path is not None else {},
             data_dir=self.data_dir,
             max_sessions=self.max_sessions,
             data_roots=self.data_roots or (self.data_dir,),
@@ -143,12 +148,17 @@ def run_bridge(config: BridgeConfig) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        options = config.options
+    except EntryPointFileError as exc:
+        print(f"training-mcp bridge: --entry-points: {exc}", file=sys.stderr)
+        return 2
     import torch  # load it before the first request, not during it
     import uvicorn
 
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
-    manager = SessionManager(config.options)
+    manager = SessionManager(options)
     app = bridge_app(config, manager)
     health = host_health(manager)
     log.info(

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
+from host_bridge.entry_points import EntryPoint, ParameterError
 from host_bridge.protocol import (
     CheckpointList,
     SessionInfo,
@@ -36,6 +38,7 @@ from host_bridge.protocol import (
     SessionRequest,
     SessionStatus,
 )
+from host_bridge.scripts import ScriptProcess, script_end, script_environment
 from host_bridge.spool import Spool
 from httpbase.guard import server_url_allowed
 from trainer.budget import ResourceLimits
@@ -86,6 +89,8 @@ class BridgeOptions:
     max_pause_s: float = 5.0
     system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of sessions; 0: none
     system_gpu: GpuReader | Literal["nvml"] | None = "nvml"  # GPU readings (tests: fixed ones)
+    entry_points: Mapping[str, EntryPoint] = field(default_factory=dict)  # --entry-points
+    script_grace_s: float = 5.0  # a stopped script: SIGINT, SIGTERM, SIGKILL this far apart
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_sessions <= 1000:
@@ -206,13 +211,20 @@ class SessionManager:
         if existing is not None and not self._restarts(existing, request):
             return existing, False
         self._start_path(request)
-        try:
-            check_spec(request.spec, self._trainer_options())
-            device = _resolve_device(request.spec.device)
-        except TrainerError as exc:
-            raise SessionError(
-                "invalid_input", 422, str(exc), f"spec.{getattr(exc, 'field', '')}".rstrip(".")
-            ) from exc
+        if request.spec is None:
+            self._script_argv(request)  # refused here, before anything is recorded
+            device = None
+        else:
+            try:
+                check_spec(request.spec, self._trainer_options())
+                device = _resolve_device(request.spec.device)
+            except TrainerError as exc:
+                raise SessionError(
+                    "invalid_input",
+                    422,
+                    str(exc),
+                    f"spec.{getattr(exc, 'field', '')}".rstrip("."),
+                ) from exc
         with self._lock:
             if self._stopping.is_set():
                 raise SessionError("busy", 503, "the bridge is shutting down")
@@ -411,6 +423,14 @@ class SessionManager:
         from trainer.loop import run_training  # imports torch
 
         request = live.request
+        if request.spec is None:
+            try:
+                return (*self._run_script(live), None)
+            except SessionError as exc:  # the bridge's file changed since the request came
+                return "failed", exc.message, None, None
+            except Exception as exc:  # the top of a session: the server must learn how it ended
+                log.exception("session %s raised", request.operation_id)
+                return "failed", f"internal error on the bridge: {exc!r}", None, None
         options = self._trainer_options(self._artifacts(request.operation_id))
         sink = _Sink(live.reporter, self.spool, request.operation_id)
         self.spool.update(request.operation_id, started_at=time.time())
@@ -431,6 +451,55 @@ class SessionManager:
             sink.flush_steps()
             self._prune(request.operation_id)
         return (*self._outcome(result, live), result.device)
+
+    def _script_argv(self, request: SessionRequest) -> tuple[EntryPoint, list[str]]:
+        """The entry point `request.script` names, checked against this bridge's own file, and
+        its argv; a refusal names the entry point or the parameter."""
+        script = request.script
+        assert script is not None
+        declared = self.options.entry_points
+        entry = declared.get(script.entry_point)
+        if entry is None:
+            names = ", ".join(sorted(declared)) or "none (start the bridge with --entry-points)"
+            raise SessionError(
+                "invalid_input",
+                422,
+                f"entry_point: {script.entry_point!r} is not declared on this bridge; "
+                f"declared: {names}",
+                "entry_point",
+            )
+        try:
+            argv, _values = entry.resolve(
+                script.params, request.operation_id, self.options.data_roots
+            )
+        except ParameterError as exc:
+            raise SessionError("invalid_input", 422, exc.message, exc.field) from exc
+        return entry, argv
+
+    def _run_script(self, live: _Live) -> tuple[SessionStatus, str | None, str | None]:
+        """The declared command in its own process group; it pushes its own metrics to the
+        server with the light client, this session heartbeats and reports how it ended."""
+        request = live.request
+        entry, argv = self._script_argv(request)
+        push = request.push_token.get_secret_value() if request.push_token else ""
+        token = request.server_token.get_secret_value() if request.server_token else None
+        env = script_environment(
+            os.environ,
+            url=request.server_url,
+            operation_id=request.operation_id,
+            token=token,
+            push_token=push,
+        )
+        self.spool.update(request.operation_id, started_at=time.time())
+        try:
+            process = ScriptProcess(argv, entry.cwd, env)
+        except OSError as exc:
+            return "failed", f"the command could not start: {exc.strerror or exc} ({argv[0]})", None
+        log.info("session %s: script %s (pid %d)", request.operation_id, entry.name, process.pid)
+        returncode, stopped, tail = process.run(live.cancel, self.options.script_grace_s)
+        if stopped and live.cancel_reason is None:  # the bridge is shutting down
+            return "failed", SHUTDOWN_ERROR, None
+        return script_end(returncode, live.cancel_reason if stopped else None, tail)
 
     def _system_monitor(self, live: _Live, sink: _Sink) -> contextlib.AbstractContextManager[Any]:
         """This process sampled while the session trains, the points spooled like the rest;

@@ -106,7 +106,7 @@ class Spool:
                     request.operation_id,
                     request.model_dump_json(),
                     device,
-                    request.spec.epochs,
+                    request.epochs_total,
                     time.time(),
                 ),
             )
@@ -123,7 +123,7 @@ class Spool:
                 "UPDATE sessions SET request = ?, status = 'running', device = ?, "
                 "epochs_total = ?, started_at = NULL, finished_at = NULL, error = NULL, "
                 "reason = NULL, cancel_requested = 0, delivered = 0 WHERE operation_id = ?",
-                (request.model_dump_json(), device, request.spec.epochs, request.operation_id),
+                (request.model_dump_json(), device, request.epochs_total, request.operation_id),
             )
         info = self.get(request.operation_id)
         assert info is not None

@@ -163,6 +163,13 @@ def _add_bridge_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], env: Mapping[str, str]
 ) -> None:
     bridge = sub.add_parser("bridge", help="run a GPU host bridge that trains for a server")
+    bridge.add_argument(
+        "--entry-points",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the same TOML file as the server's: entry points this bridge runs for it",
+    )
     bridge.add_argument("--host", default=env.get("TRAINING_MCP_BRIDGE_HOST", "127.0.0.1"))
     bridge.add_argument(
         "--port", type=int, default=int(env.get("TRAINING_MCP_BRIDGE_PORT", "8766"))
@@ -522,6 +529,9 @@ def _bridge_main(args: argparse.Namespace) -> int:
             limits=limits,
             checkpoints=checkpoints,
             system_interval_s=args.system_interval,
+            entry_points_file=args.entry_points.expanduser().resolve()
+            if args.entry_points
+            else None,
         )
     )
 

@@ -23,14 +23,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import httpx
 from pydantic import SecretStr
 
 from host_bridge.client import REQUEST_TIMEOUT_S, BridgeCallError, BridgeClient
-from host_bridge.protocol import BridgeHealth, SessionInfo, SessionRequest, StartFrom
+from host_bridge.protocol import BridgeHealth, ScriptRun, SessionInfo, SessionRequest, StartFrom
 from mcp_server.config import BridgeTarget, ServerConfig
+from mcp_server.core.entry_points import EntryPoint, resolve
 from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
@@ -49,6 +51,7 @@ from storage import (
     get_operation,
     issue_push_credential,
     list_operations,
+    new_operation_id,
     record_heartbeat,
 )
 from trainer.retention import CheckpointIndex
@@ -188,13 +191,7 @@ class BridgeDispatcher:
         self, spec: TrainingSpec, *, name: str, tags: Mapping[str, str] | None = None
     ) -> Operation:
         """Create the run and start it on the best bridge; it is `running` once accepted."""
-        if not self.config.public_url and self.config.bridges:
-            raise UnavailableError(
-                "backend: bridges push metrics to this server over HTTP, but it has no URL "
-                "for them; serve with --http (and --public-url if bridges reach it by another "
-                "name)",
-                field="backend",
-            )
+        self._require_url()
         target = choose_bridge(spec.device, await self.probe())
         op = await create_operation(
             self._db,
@@ -208,8 +205,53 @@ class BridgeDispatcher:
         await self._ingestor.announce(op)
         return await self.start_session(op, spec)
 
+    async def dispatch_script(
+        self,
+        entry: EntryPoint,
+        params: Mapping[str, Any] | None,
+        *,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Operation:
+        """Run a declared entry point on the best bridge (a GPU one first): its parameters are
+        checked here, then again by the bridge against its own copy of the file. The script
+        pushes its own metrics; the session heartbeats and reports its end."""
+        self._require_url()
+        operation_id = new_operation_id()
+        _argv, values = resolve(entry, params, operation_id, self.config.allowed_data_roots)
+        target = choose_bridge("auto", await self.probe())
+        epochs = values.get("epochs")
+        op = await create_operation(
+            self._db,
+            name=name or entry.name,
+            backend=Backend.BRIDGE,
+            spec={"entry_point": entry.name, "params": values},
+            epochs_total=epochs if isinstance(epochs, int) and epochs > 0 else None,
+            tags=tags,
+            bridge_url=target.url,
+            operation_id=operation_id,
+        )
+        await self._ingestor.announce(op)
+        return await self.start_session(
+            op, None, script=ScriptRun(entry_point=entry.name, params=values)
+        )
+
+    def _require_url(self) -> None:
+        if not self.config.public_url and self.config.bridges:
+            raise UnavailableError(
+                "backend: bridges push metrics to this server over HTTP, but it has no URL "
+                "for them; serve with --http (and --public-url if bridges reach it by another "
+                "name)",
+                field="backend",
+            )
+
     async def start_session(
-        self, op: Operation, spec: TrainingSpec, start_from: StartFrom | None = None
+        self,
+        op: Operation,
+        spec: TrainingSpec | None,
+        start_from: StartFrom | None = None,
+        *,
+        script: ScriptRun | None = None,
     ) -> Operation:
         """Start `op` (a run created for a bridge) on its bridge, from a checkpoint the bridge
         holds if `start_from` says (fork, resume); it is `running` once accepted, `failed` with
@@ -220,6 +262,7 @@ class BridgeDispatcher:
         request = SessionRequest(
             operation_id=op.operation_id,
             spec=spec,
+            script=script,
             server_url=str(self.config.public_url),
             server_token=SecretStr(token) if token else None,
             heartbeat_interval_s=self.heartbeat_interval_s,

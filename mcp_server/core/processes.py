@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from host_bridge.scripts import STDERR_TAIL_LINES, STOP_SIGNALS, script_end, script_environment
 from mcp_server.config import ServerConfig
-from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_points
+from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_points, resolve
 from mcp_server.core.errors import InvalidInputError, ServiceError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogStream, OperationLogs, read_log
@@ -69,7 +69,6 @@ __all__ = ["ScriptRunner", "ScriptSettings", "script_outcome"]
 
 log = logging.getLogger(__name__)
 
-STDERR_TAIL_LINES = 20
 INTERRUPTED_REASON = "the server stopped while this script ran{how}; its stored epochs are kept"
 _POLL_S = 0.5  # only where pidfd_open is missing: how often a re-attached process is looked at
 
@@ -109,15 +108,8 @@ def script_outcome(
     returncode: int, stop_reason: str | None, stderr_tail: str
 ) -> tuple[OperationStatus, str | None, str | None]:
     """(status, error, reason) of a script that exited with `returncode`."""
-    if stop_reason is not None:
-        return OperationStatus.CANCELLED, None, stop_reason
-    if returncode == 0:
-        return OperationStatus.COMPLETED, None, None
-    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-    error = f"the script ended with {how}"
-    if stderr_tail:
-        error += f"; the end of its stderr:\n{stderr_tail}"
-    return OperationStatus.FAILED, error[-4000:], None
+    status, error, reason = script_end(returncode, stop_reason, stderr_tail)
+    return OperationStatus(status), error, reason
 
 
 @dataclass
@@ -195,7 +187,7 @@ class ScriptRunner:
                 field="entry_point",
             )
         operation_id = new_operation_id()
-        argv, values = entry.resolve(params, operation_id, self._settings.data_roots)
+        argv, values = resolve(entry, params, operation_id, self._settings.data_roots)
         if self._busy():
             raise UnavailableError(
                 "entry_point: the server runs as many trainings as it may at once "
@@ -235,15 +227,13 @@ class ScriptRunner:
         return op
 
     def _environment(self, operation_id: str, push_token: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINING_MCP_")}
-        env.update(
-            TRAINING_MCP_URL=self._settings.server_url,
-            TRAINING_MCP_OPERATION_ID=operation_id,
-            TRAINING_MCP_TOKEN=self._settings.token or "",
-            TRAINING_MCP_PUSH_TOKEN=push_token,  # the run's push credential
-            PYTHONUNBUFFERED="1",  # so its logs show as they are written
+        return script_environment(
+            os.environ,
+            url=self._settings.server_url,
+            operation_id=operation_id,
+            token=self._settings.token,
+            push_token=push_token,
         )
-        return env
 
     async def stop(self, op: Operation, reason: str) -> Operation:
         """The stop request, then SIGINT, SIGTERM after the grace period, SIGKILL; returns
@@ -254,7 +244,7 @@ class ScriptRunner:
         live.stop_reason = reason  # the client sees it in its next push answer
         with anyio.move_on_after(self._settings.notice_s):
             await live.done.wait()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        for sig in STOP_SIGNALS:
             if live.done.is_set():
                 break
             if live.same_process():

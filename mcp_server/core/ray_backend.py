@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup
 
 from host_bridge.protocol import SessionInfo
 from mcp_server.config import ServerConfig
-from mcp_server.core.entry_points import EntryPoint
+from mcp_server.core.entry_points import EntryPoint, resolve
 from mcp_server.core.errors import InvalidInputError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.models import RunResources
@@ -165,7 +165,7 @@ class RayBackend:
             )
         options = actor_options(None, resources)
         operation_id = new_operation_id()
-        argv, values = entry.resolve(params, operation_id, self.config.allowed_data_roots)
+        argv, values = resolve(entry, params, operation_id, self.config.allowed_data_roots)
         self._require()
         epochs = values.get("epochs")
         op = await create_operation(

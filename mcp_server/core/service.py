@@ -273,12 +273,19 @@ class TrainingService:
         others = args.model_dump(exclude_none=True, exclude={"name", "tags", "backend"})
         on_ray = args.backend == "ray"
         extra = sorted(set(others) - {"entry_point", "params", *(["resources"] if on_ray else [])})
-        if extra or args.backend not in ("auto", "local", "ray"):
+        if extra or args.backend not in ("auto", "local", "ray", "bridge"):
             wrong = extra[0] if extra else "backend"
             raise InvalidInputError(
                 f"{wrong}: an entry point takes only name, tags and params (the script's "
                 "own parameters), and resources with backend 'ray'",
                 field=wrong,
+            )
+        if args.backend == "bridge":  # a bridge with the same file runs it
+            return await self._bridges.dispatch_script(
+                declared_entry_point(self.list_entry_points(), args.entry_point),
+                args.params,
+                name=args.name,
+                tags=args.tags,
             )
         if on_ray:
             return await self._ray.dispatch_script(

@@ -157,6 +157,8 @@ class Steering:
     async def _steerable(self, operation_id: str, verb: str) -> Operation:
         op = await self._get(operation_id)
         bridge = op.backend is Backend.BRIDGE and self._bridges is not None
+        if "entry_point" in op.spec:  # a script keeps its own checkpoints, if any
+            bridge = False
         if op.backend is not Backend.LOCAL and not bridge:
             raise ConflictError(
                 f"operation_id: {operation_id!r} trained on a {op.backend.value} backend, whose "

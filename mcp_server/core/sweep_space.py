@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mcp_server.core.entry_points import EntryPoint
+from mcp_server.core.entry_points import EntryPoint, ParameterError
 from mcp_server.core.errors import InvalidInputError, from_validation_error
 from mcp_server.core.models import StartTrainingArgs
 
@@ -205,7 +205,7 @@ def _check_entry_space(
         for value in values:
             try:
                 p.check(value, data_roots, Path(entry.cwd))
-            except InvalidInputError as exc:
+            except ParameterError as exc:
                 raise InvalidInputError(
                     f"{where}: {value!r} is not allowed; {pname} must be {p.allowed()}",
                     field=where,
@@ -213,7 +213,7 @@ def _check_entry_space(
         sample[pname] = values[0]
     try:  # the base's own values, and every required parameter given somewhere
         entry.resolve({**params, **sample}, "sweep", data_roots)
-    except InvalidInputError as exc:
+    except ParameterError as exc:
         raise InvalidInputError(f"base.{exc.message}", field=f"base.{exc.field}") from exc
     return entry
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.core.entry_points import EntryPointFileError, load_entry_points
-from mcp_server.core.errors import InvalidInputError
+from mcp_server.core.entry_points import EntryPointFileError, ParameterError, load_entry_points
 from mcp_server.core.logs import RotatingLog, read_log
 
 
@@ -71,21 +70,21 @@ def test_parameters_become_whole_argv_elements_and_paths_stay_under_the_data_roo
         "runs/op-1",
     ]
     assert values == {"name": "x; rm -rf ~", "data": "data"}
-    with pytest.raises(InvalidInputError, match=r"params\.data: must be a path under"):
+    with pytest.raises(ParameterError, match=r"params\.data: must be a path under"):
         entry.resolve({"name": "x", "data": "/etc"}, "op-1", (tmp_path,))
-    with pytest.raises(InvalidInputError, match=r"params\.name: required"):
+    with pytest.raises(ParameterError, match=r"params\.name: required"):
         entry.resolve({}, "op-1", (tmp_path,))
 
 
-def test_the_cli_refuses_to_start_with_a_bad_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["serve", "--http"], ["bridge"]])
+def test_the_cli_refuses_to_start_with_a_bad_file(tmp_path: Path, command: list[str]) -> None:
     path = _file(tmp_path, "[entry_points.a]\ncommand = []\n")
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "mcp_server.cli",
-            "serve",
-            "--http",
+            *command,
             "--entry-points",
             str(path),
             "--data-dir",

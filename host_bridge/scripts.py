@@ -1,0 +1,132 @@
+"""A declared script's process: its environment, how it is stopped and what its exit means.
+
+Shared by the server's script runs (`mcp_server.core.processes`) and the bridge's
+(`host_bridge.sessions`), so a script behaves the same wherever it runs:
+
+- the environment: the parent's, less any TRAINING_MCP_* of its own, plus TRAINING_MCP_URL,
+  TRAINING_MCP_OPERATION_ID, TRAINING_MCP_TOKEN and TRAINING_MCP_PUSH_TOKEN (the run's push
+  credential), which the script's `training_mcp.init()` reads;
+- stopping: SIGINT to its process group, SIGTERM after the grace period, then SIGKILL;
+- its end (`script_end`, pure): stopped -> cancelled whatever its exit code; else exit code 0 ->
+  completed, anything else -> failed with the last lines of its stderr.
+
+`ScriptProcess` runs one on a thread-based host (the bridge): no shell, its own session and
+process group, stderr drained (its last lines kept), stdout left to the host's.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+__all__ = [
+    "STDERR_TAIL_LINES",
+    "STOP_SIGNALS",
+    "ScriptProcess",
+    "script_end",
+    "script_environment",
+]
+
+STDERR_TAIL_LINES = 20
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+_TICK_S = 0.1  # how soon a stop request is seen while the script runs
+
+ScriptEnd = Literal["completed", "failed", "cancelled"]
+
+
+def script_environment(
+    base: Mapping[str, str],
+    *,
+    url: str,
+    operation_id: str,
+    token: str | None,
+    push_token: str,
+) -> dict[str, str]:
+    """What a script runs with: `base` less TRAINING_MCP_*, plus the run's variables."""
+    env = {k: v for k, v in base.items() if not k.startswith("TRAINING_MCP_")}
+    env.update(
+        TRAINING_MCP_URL=url,
+        TRAINING_MCP_OPERATION_ID=operation_id,
+        TRAINING_MCP_TOKEN=token or "",
+        TRAINING_MCP_PUSH_TOKEN=push_token,  # the run's push credential
+        PYTHONUNBUFFERED="1",  # so its output shows as it is written
+    )
+    return env
+
+
+def script_end(
+    returncode: int, stop_reason: str | None, stderr_tail: str
+) -> tuple[ScriptEnd, str | None, str | None]:
+    """(status, error, reason) of a script that exited with `returncode` (pure)."""
+    if stop_reason is not None:
+        return "cancelled", None, stop_reason
+    if returncode == 0:
+        return "completed", None, None
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+    error = f"the script ended with {how}"
+    if stderr_tail:
+        error += f"; the end of its stderr:\n{stderr_tail}"
+    return "failed", error[-4000:], None
+
+
+class ScriptProcess:
+    """One script, started at once (`OSError` if it cannot start); `run` waits for its end."""
+
+    def __init__(self, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> None:
+        self._process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own group: signals reach its children
+        )
+        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._ended = threading.Event()
+        self._drained = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def run(self, stop: threading.Event, grace_s: float) -> tuple[int, bool, str]:
+        """Wait for the script to end; once `stop` is set, end it (SIGINT, SIGTERM, SIGKILL,
+        `grace_s` apart). Returns (exit code, whether it was stopped, its stderr's last lines)."""
+        stopped = False
+        while not self._ended.wait(_TICK_S):
+            if stop.is_set():
+                stopped = True
+                for sig in STOP_SIGNALS:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(self._process.pid, sig)  # the group's id is the leader's pid
+                    if self._ended.wait(grace_s):
+                        break
+                self._ended.wait()
+                break
+        self._drained.wait(5.0)  # the last lines of stderr, unless a child still holds it
+        returncode = self._process.returncode
+        assert returncode is not None
+        return returncode, stopped, "\n".join(self._tail)
+
+    def _drain(self) -> None:
+        assert self._process.stderr is not None
+        for raw in self._process.stderr:
+            sys.stderr.buffer.write(raw)
+            self._tail.append(raw.decode(errors="replace").rstrip("\n"))
+        sys.stderr.flush()
+        self._drained.set()
+
+    def _reap(self) -> None:
+        self._process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)  # children it left behind
+        self._ended.set()
