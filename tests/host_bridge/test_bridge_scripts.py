@@ -30,6 +30,10 @@ cwd = {str(ROOT / "examples/scripts")!r}
 [entry_points.plain.parameters]
 epochs = {{ type = "int", default = 3, min = 1, max = 20 }}
 
+[entry_points.fails]
+command = [{str(sys.executable)!r}, "-c",
+           "import sys; print('bad shape (3, 7)', file=sys.stderr); sys.exit(3)"]
+
 [entry_points.endless]
 command = [{str(sys.executable)!r}, "-c", "import time; print('up', flush=True); time.sleep(600)"]
 """
@@ -114,6 +118,24 @@ async def test_a_bridge_script_completes_with_its_epochs_stored_and_analysed(
     )
 
 
+async def test_a_failing_bridge_script_fails_with_its_stderr_tail(
+    pair: tuple[Process, Process],
+) -> None:
+    _bridge, server = pair
+    async with Client(streamable_http_client(f"{server.url}/mcp")) as mcp:
+        started = await _call(mcp, "start_training", {"entry_point": "fails", "backend": "bridge"})
+        ended = await _call(
+            mcp,
+            "wait_for_operation",
+            {"operation_id": started["operation_id"], "until": "end", "timeout_s": 55},
+        )
+    assert ended["status"] == "failed", ended
+    op = (await _http("GET", f"{server.url}/api/v1/operations/{started['operation_id']}")).json()
+    assert op["error"] == (
+        "the script ended with exit code 3; the end of its stderr:\nbad shape (3, 7)"
+    ), op
+
+
 async def test_a_bridge_script_fills_the_bridge_and_is_stopped_by_stop_training(
     pair: tuple[Process, Process],
 ) -> None:
@@ -144,7 +166,7 @@ async def test_bad_params_and_entry_points_the_bridge_lacks_are_refused_by_name(
         )
         assert "params.epochs: must be an integer between 1 and 20, got 99" in bad, bad
         lacking = await _refused(mcp, {"entry_point": "server_only", "backend": "bridge"})
-        assert "'server_only' is not declared on this bridge; declared: endless, plain" in (
+        assert "'server_only' is not declared on this bridge; declared: endless, fails, plain" in (
             lacking
         ), lacking
     # The bridge checks parameters itself too, whatever a server sends.
