@@ -436,7 +436,7 @@ class SessionManager:
         self.spool.update(request.operation_id, started_at=time.time())
         try:
             start = self._start_path(request)
-            with self._system_monitor(live, sink):
+            with self._system_monitor(live, lambda: sink.epoch):
                 result = run_training(
                     request.spec, sink, cancel=live.cancel, options=options, start_from=start
                 )
@@ -496,14 +496,17 @@ class SessionManager:
         except OSError as exc:
             return "failed", f"the command could not start: {exc.strerror or exc} ({argv[0]})", None
         log.info("session %s: script %s (pid %d)", request.operation_id, entry.name, process.pid)
-        returncode, stopped, tail = process.run(live.cancel, self.options.script_grace_s)
+        with self._system_monitor(live, lambda: None, pid=process.pid):
+            returncode, stopped, tail = process.run(live.cancel, self.options.script_grace_s)
         if stopped and live.cancel_reason is None:  # the bridge is shutting down
             return "failed", SHUTDOWN_ERROR, None
         return script_end(returncode, live.cancel_reason if stopped else None, tail)
 
-    def _system_monitor(self, live: _Live, sink: _Sink) -> contextlib.AbstractContextManager[Any]:
-        """This process sampled while the session trains, the points spooled like the rest;
-        one last sample when training ends."""
+    def _system_monitor(
+        self, live: _Live, epoch: Callable[[], int | None], pid: int | None = None
+    ) -> contextlib.AbstractContextManager[Any]:
+        """This process (or the script `pid` leads, with its session's processes) sampled while
+        the session trains, the points spooled like the rest; one last sample when it ends."""
         interval = self.options.system_interval_s
         if interval <= 0:
             return contextlib.nullcontext()
@@ -512,8 +515,8 @@ class SessionManager:
                 gpu = self.options.system_gpu
                 self._gpu = nvml_reader() if isinstance(gpu, str) else gpu
                 self._gpu_opened = True
-        sampler = SystemSampler(gpu=self._gpu)
-        return SystemMonitor(sampler, live.reporter.put, interval, epoch=lambda: sink.epoch)
+        sampler = SystemSampler(pid, group=pid is not None, gpu=self._gpu)
+        return SystemMonitor(sampler, live.reporter.put, interval, epoch=epoch)
 
     def _prune(self, operation_id: str) -> None:
         """The checkpoints' disk budget, once a session has trained: its own extra files, then

@@ -51,6 +51,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Pr
     (tmp / "server.toml").write_text(_DECLARED + _SERVER_ONLY)
     bridge = processes.bridge(tmp, TOKEN)
     bridge.args += ["--entry-points", str(tmp / "bridge.toml"), "--max-sessions", "1"]
+    bridge.args += ["--system-interval", "0.2"]
     server = processes.server(tmp, [(bridge.url, TOKEN)])
     server.args += ["--entry-points", str(tmp / "server.toml")]
     with processes.running(bridge, server):
@@ -110,6 +111,16 @@ async def test_a_bridge_script_completes_with_its_epochs_stored_and_analysed(
     )
     (series,) = response.json()["series"]
     assert series["steps"] == [1, 2, 3] and series["total_points"] == 3  # each epoch once
+    # The bridge sampled the script's processes (not its own) as system/... metrics.
+    response = await _http(
+        "GET",
+        f"{server.url}/api/v1/operations/{op}/metrics",
+        params={"metrics": "system/"},
+    )
+    system = {series["name"]: series for series in response.json()["series"]}
+    assert {"system/cpu_percent", "system/rss_mb"} <= system.keys(), system
+    # (its last sample may read 0 MB: the script has exited, not yet reaped)
+    assert max(system["system/rss_mb"]["values"]) > 10
     session = await _session(bridge, op)
     assert (session["status"], session["delivered"], session["epochs_total"]) == (
         "completed",
