@@ -216,6 +216,12 @@ class BridgeDispatcher:
         """Run a declared entry point on the best bridge (a GPU one first): its parameters are
         checked here, then again by the bridge against its own copy of the file. The script
         pushes its own metrics; the session heartbeats and reports its end."""
+        if entry.tensorboard_logdir is not None:
+            raise InvalidInputError(
+                f"backend: entry point {entry.name!r} declares a tensorboard_logdir, which the "
+                "server reads from its own disk; run it with backend 'local'",
+                field="backend",
+            )
         self._require_url()
         operation_id = new_operation_id()
         _argv, values = resolve(entry, params, operation_id, self.config.allowed_data_roots)

@@ -41,6 +41,10 @@ command = [{str(sys.executable)!r}, "-c", "import time; print('up', flush=True);
 _SERVER_ONLY = """
 [entry_points.server_only]
 command = ["true"]
+
+[entry_points.tb]
+command = ["true"]
+tensorboard_logdir = "runs/{operation_id}"
 """
 
 
@@ -176,6 +180,8 @@ async def test_bad_params_and_entry_points_the_bridge_lacks_are_refused_by_name(
             mcp, {"entry_point": "plain", "params": {"epochs": 99}, "backend": "bridge"}
         )
         assert "params.epochs: must be an integer between 1 and 20, got 99" in bad, bad
+        tb = await _refused(mcp, {"entry_point": "tb", "backend": "bridge"})
+        assert "backend: entry point 'tb' declares a tensorboard_logdir" in tb, tb
         lacking = await _refused(mcp, {"entry_point": "server_only", "backend": "bridge"})
         assert "'server_only' is not declared on this bridge; declared: endless, fails, plain" in (
             lacking
