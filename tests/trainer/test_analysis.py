@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -635,6 +635,11 @@ def test_best_epoch_is_always_an_epoch_of_the_input_holding_the_best_value(
 
 
 @given(epochs_st, st.booleans())
+@example(  # the monitor's last value epochs before the last epoch: no future epoch costs nothing
+    [(0, None, 1.0, 0.57), (1, None, 1.0, 0.38), (33, 460.2, 1.0, 0.85), (49, None, None, 0.91),
+     (2, None, 1.0, 0.97), (3, None, 1.0, 0.3)],
+    True,
+)  # fmt: skip
 def test_incremental_results_equal_the_batch_analysis_of_the_same_points(
     rows: list[tuple[int, float | None, float | None, float]], in_order: bool
 ) -> None:

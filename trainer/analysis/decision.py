@@ -93,11 +93,14 @@ def stop_call(engine: Engine) -> StopCall | None:
     worth_best = None if improving else sign * best[1]
     fc = forecast(points, noise, sign * best[1] - margin, horizon, best=worth_best)
     value = value_epoch = None
-    if fc is not None and fc.gains:
+    # The fit ends at the monitor's last value, which may be older than the run's last epoch (an
+    # epoch whose val_loss has not arrived yet): only epochs after `last` are still to be paid.
+    ahead = [] if fc is None else [(epoch, gain) for epoch, gain in fc.gains if epoch > last]
+    if ahead:
         budget = max(1, horizon - start + 1)
         scale = max(improvement, noise)
         value, value_epoch = max(
-            (_worth(gain, scale) / ((epoch - last) / budget), epoch) for epoch, gain in fc.gains
+            (_worth(gain, scale) / ((epoch - last) / budget), epoch) for epoch, gain in ahead
         )
     stop = fc is not None and not improving and (value is None or value < GAIN_PRICE)
     return StopCall(True, improving, stop, margin, improvement, fc, value, value_epoch)
