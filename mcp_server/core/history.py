@@ -158,11 +158,14 @@ class AnalysisCache:
     async def _epochs(self, operation_id: str) -> LossAnalysis:
         tracked = self._runs.get(operation_id)
         while tracked is None:
+            params = await self.defaults(operation_id)
             version = self._versions[operation_id]
             history = await load_history(self._db, operation_id)
             if version != self._versions[operation_id]:
-                continue
-            analyzer = LossAnalyzer(await self.defaults(operation_id))
+                continue  # epochs arrived while it read: read again
+            # Nothing awaits from here on: an epoch merged now would find no cache and be lost
+            # (a restarted server's first read, awaiting the run's budget here, lost one).
+            analyzer = LossAnalyzer(params)
             for point in history:
                 analyzer.add(point)
             tracked = _Tracked(analyzer, sealed=history[-1].epoch if history else 0)

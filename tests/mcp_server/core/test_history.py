@@ -4,12 +4,16 @@ and whatever path the points took, the answer equals a fresh analysis of what st
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from mcp_server.core.history import AnalysisCache, load_history
 from mcp_server.core.models import StartTrainingArgs
 from mcp_server.core.service import TrainingService
-from trainer.analysis import analyze_loss
+from storage import Backend, append_points, create_operation, open_database
+from trainer.analysis import AnalysisParams, analyze_loss
+from training_mcp.points import MetricPoint
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +89,42 @@ async def test_late_parts_duplicates_and_out_of_order_epochs_still_match_storage
             ],
         )
         assert (await service.analyze(op)).model_dump() == await _fresh(service, op)
+
+
+async def test_an_epoch_stored_while_the_cache_is_being_built_is_not_lost(tmp_path: Path) -> None:
+    """A restarted server's first read builds the cache; an epoch pushed while that build awaits
+    (the run's budget, the history) must end up in it, whichever await it lands in."""
+    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'server.db'}")
+    try:
+        op = (await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})).operation_id
+
+        async def store(epoch: int) -> None:
+            train, val = _curve(epoch)
+            points = [
+                MetricPoint("train_loss", epoch, train, epoch),
+                MetricPoint("val_loss", epoch, val, epoch),
+            ]
+            await append_points(db, op, points)
+            cache.merge(op, {epoch: {"train_loss": train, "val_loss": val}})
+
+        class PushedMeanwhile(AnalysisCache):
+            async def defaults(self, operation_id: str) -> AnalysisParams:
+                params = await super().defaults(operation_id)
+                if not pushed:  # an epoch arrives during the build's first await
+                    pushed.append(13)
+                    await store(13)
+                return params
+
+        pushed: list[int] = []
+        cache = PushedMeanwhile(db)
+        for epoch in range(1, 13):
+            await store(epoch)  # no cache yet: merges are dropped, storage has them
+        analysis = await cache.current(op)
+        assert pushed == [13]
+        assert analysis.epochs_analyzed == 13 and analysis.last_epoch == 13
+        await store(14)  # and the cache built then goes on updating
+        assert (await cache.current(op)).model_dump() == analyze_loss(
+            await load_history(db, op)
+        ).model_dump()
+    finally:
+        await db.close()
