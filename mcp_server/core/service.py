@@ -127,6 +127,24 @@ def resource_links(operation_id: str) -> ResourceLinks:
     return ResourceLinks(operation=base, metrics=f"{base}/metrics", analysis=f"{base}/analysis")
 
 
+def started_result(op: Operation) -> StartTrainingResult:
+    """What starting a run answers (start, fork, resume): the run and how to follow it."""
+    hint = (
+        "Push metrics to POST /api/v1/operations/{id}/metrics, then report the status."
+        if op.backend is Backend.EXTERNAL
+        else "Call wait_for_operation to follow it, or subscribe to resources.metrics."
+    )
+    return StartTrainingResult(
+        operation_id=op.operation_id,
+        name=op.name,
+        status=op.status,
+        backend=op.backend.value,
+        epochs_total=op.epochs_total,
+        resources=resource_links(op.operation_id),
+        next_step=hint.replace("{id}", op.operation_id),
+    )
+
+
 def _parse_cursor(cursor: str | None) -> tuple[int, int, int]:
     """(last epoch-level step read, last per-step step read, last system time read); -1 where
     nothing was read yet, so points stored at step 0 are returned too."""
@@ -232,7 +250,7 @@ class TrainingService:
 
     async def start_training(self, args: StartTrainingArgs) -> StartTrainingResult:
         if args.entry_point is not None or args.params is not None:
-            return self._started(await self._start_script(args))
+            return started_result(await self._start_script(args))
         if args.backend == "external":
             return await self._register_external(args)
         spec = self._build_spec(args)
@@ -241,7 +259,7 @@ class TrainingService:
         # clearly when none is configured).
         auto_cuda = args.backend == "auto" and spec.device == "cuda"
         if args.backend == "ray" or (auto_cuda and self._ray.configured):
-            return self._started(
+            return started_result(
                 await self._ray.dispatch(spec, name=name, tags=args.tags, resources=args.resources)
             )
         if args.resources is not None:
@@ -250,7 +268,7 @@ class TrainingService:
                 field="resources",
             )
         if args.backend == "bridge" or (args.backend == "auto" and spec.device == "cuda"):
-            return self._started(await self._bridges.dispatch(spec, name=name, tags=args.tags))
+            return started_result(await self._bridges.dispatch(spec, name=name, tags=args.tags))
         try:  # reads a CSV's first lines: off the event loop
             await anyio.to_thread.run_sync(check_spec, spec, self._trainer_options())
         except Exception as exc:
@@ -265,7 +283,7 @@ class TrainingService:
         )
         await self._ingestor.announce(op)
         self._runner.start(op.operation_id, spec)
-        return self._started(op)
+        return started_result(op)
 
     async def _start_script(self, args: StartTrainingArgs) -> Operation:
         if args.entry_point is None:
@@ -335,23 +353,7 @@ class TrainingService:
         )
         credential = await issue_push_credential(self._db, op.operation_id)
         await self._ingestor.announce(op)
-        return self._started(op).model_copy(update={"push_token": credential})
-
-    def _started(self, op: Operation) -> StartTrainingResult:
-        hint = (
-            "Push metrics to POST /api/v1/operations/{id}/metrics, then report the status."
-            if op.backend is Backend.EXTERNAL
-            else "Call wait_for_operation to follow it, or subscribe to resources.metrics."
-        )
-        return StartTrainingResult(
-            operation_id=op.operation_id,
-            name=op.name,
-            status=op.status,
-            backend=op.backend.value,
-            epochs_total=op.epochs_total,
-            resources=resource_links(op.operation_id),
-            next_step=hint.replace("{id}", op.operation_id),
-        )
+        return started_result(op).model_copy(update={"push_token": credential})
 
     def _build_spec(self, args: StartTrainingArgs) -> TrainingSpec:
         base: dict[str, Any] = dict(args.spec or {})

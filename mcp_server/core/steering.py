@@ -142,17 +142,9 @@ class Steering:
             raise translate(exc) from exc
 
     def _started(self, op: Operation) -> StartTrainingResult:
-        from mcp_server.core.service import resource_links
+        from mcp_server.core.service import started_result  # the service imports this module
 
-        return StartTrainingResult(
-            operation_id=op.operation_id,
-            name=op.name,
-            status=op.status,
-            backend=op.backend.value,
-            epochs_total=op.epochs_total,
-            resources=resource_links(op.operation_id),
-            next_step="Call wait_for_operation to follow it, or subscribe to resources.metrics.",
-        )
+        return started_result(op)
 
     async def _steerable(self, operation_id: str, verb: str) -> Operation:
         op = await self._get(operation_id)
