@@ -16,8 +16,8 @@ from mcp_server.core.errors import InvalidInputError
 from mcp_server.core.queries import MetricsQuery
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.core.sweep_space import SweepRequest
-from mcp_server.core.sweeps import Sweep
 from tests.mcp_server.rest.support import asgi_client
+from tests.mcp_server.sweep_wait import until_sweep_done
 
 pytest.importorskip("optuna")
 pytestmark = pytest.mark.anyio
@@ -36,17 +36,6 @@ SPACE: dict[str, Any] = {
 }
 
 
-async def _until_done(service: TrainingService, sweep_id: str, timeout_s: float = 240) -> Sweep:
-    with anyio.fail_after(timeout_s):
-        while True:
-            changed = service.changed(sweep_id)
-            sweep = await service.get_sweep(sweep_id)
-            if sweep.status != "running":
-                return sweep
-            with anyio.move_on_after(5):
-                await changed.wait()
-
-
 async def test_a_12_trial_hyperband_sweep_prunes_some_trials_and_ranks_the_rest(
     client: Client, service: TrainingService
 ) -> None:
@@ -57,7 +46,7 @@ async def test_a_12_trial_hyperband_sweep_prunes_some_trials_and_ranks_the_rest(
     assert not started.is_error, started.content
     assert started.structured_content is not None
     sweep_id = started.structured_content["sweep_id"]
-    sweep = await _until_done(service, sweep_id)
+    sweep = await until_sweep_done(service, sweep_id, 240)
 
     assert sweep.status == "completed"
     assert sweep.counts.get("complete", 0) + sweep.counts.get("pruned", 0) == 12
@@ -97,7 +86,7 @@ async def test_a_sweep_survives_a_server_restart_and_trains_an_agents_own_trial(
                     await changed.wait()
     # the server stopped mid-sweep; a new one picks the sweep up from the same database
     async with open_service(config) as service:
-        sweep = await _until_done(service, sweep_id)
+        sweep = await until_sweep_done(service, sweep_id, 240)
     assert sweep.status == "completed"
     assert sweep.counts == {"complete": 4}
     params = [e.params for e in sweep.leaderboard]
@@ -151,7 +140,7 @@ async def test_the_analysis_pruner_stops_an_overfitting_trial_with_the_analysis_
          "parallel": 2, "sampler": "grid", "pruner": "analysis", "seed": 0}
     )  # fmt: skip
     sweep_id = (await service.start_sweep(request)).sweep_id
-    sweep = await _until_done(service, sweep_id)
+    sweep = await until_sweep_done(service, sweep_id, 240)
 
     assert sweep.status == "completed" and sweep.counts.get("pruned", 0) >= 1, sweep.counts
     for entry in (e for e in sweep.leaderboard if e.state == "pruned"):

@@ -10,14 +10,13 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.errors import InvalidInputError
-from mcp_server.core.service import TrainingService, open_service
+from mcp_server.core.service import open_service
 from mcp_server.core.sweep_space import SweepRequest
-from mcp_server.core.sweeps import Sweep
+from tests.mcp_server.sweep_wait import until_sweep_done
 from tests.scripts.conftest import ScriptServer
 
 pytest.importorskip("optuna")
@@ -65,17 +64,6 @@ def _declare(folder: Path) -> Path:
     return path
 
 
-async def _until_done(service: TrainingService, sweep_id: str, timeout_s: float = 120) -> Sweep:
-    with anyio.fail_after(timeout_s):
-        while True:
-            changed = service.changed(sweep_id)
-            sweep = await service.get_sweep(sweep_id)
-            if sweep.status != "running":
-                return sweep
-            with anyio.move_on_after(5):
-                await changed.wait()
-
-
 async def test_a_sweep_over_an_entry_point_runs_scripts_and_prunes_a_bad_one(
     tmp_path: Path, start_server: Start
 ) -> None:
@@ -100,7 +88,7 @@ async def test_a_sweep_over_an_entry_point_runs_scripts_and_prunes_a_bad_one(
         # compare it with, whatever the sampler drew first.
         for lr in (0.1, 0.2, 1e-5):
             await service.enqueue_sweep_trial(sweep_id, {"lr": lr, "width": 8})
-        sweep = await _until_done(service, sweep_id)
+        sweep = await until_sweep_done(service, sweep_id, 120)
 
     assert sweep.status == "completed"
     assert sum(sweep.counts.values()) == 4 and sweep.counts.get("pruned", 0) >= 1
@@ -128,7 +116,7 @@ async def test_script_trials_beyond_the_concurrency_limit_wait_for_a_slot_not_fa
              "sampler": "grid", "pruner": "none", "seed": 0}
         )  # fmt: skip
         sweep_id = (await server.service.start_sweep(request)).sweep_id
-        sweep = await _until_done(server.service, sweep_id)
+        sweep = await until_sweep_done(server.service, sweep_id, 120)
     # a script run finds the one slot taken where a local run would queue: its trial waits
     assert sweep.counts == {"complete": 3}, sweep.counts
 
