@@ -25,13 +25,8 @@ reason and the end of stderr, and the server turns them into the run's status.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from host_bridge.protocol import SessionRequest
+from host_bridge.scripts import ScriptProcess
 from host_bridge.sessions import BridgeOptions, SessionError, SessionManager
 
 __all__ = [
@@ -54,7 +50,6 @@ log = logging.getLogger(__name__)
 
 ACTOR_PREFIX = "training-mcp-run-"
 LINGER_S = 60.0  # a finished actor waits this long for the server to collect it, then exits
-STDERR_TAIL_LINES = 20  # what a failed script's error quotes
 
 
 def actor_name(operation_id: str) -> str:
@@ -176,11 +171,8 @@ class ScriptActor:
         self._request = request
         self._options = options
         self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._script: ScriptProcess | None = None
         self._stop_reason: str | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
-        self._ended = threading.Event()
-        self._drained = threading.Event()
 
     def ready(self) -> dict[str, Any]:
         import ray
@@ -197,73 +189,46 @@ class ScriptActor:
         """Start the command (once). `{"session": {"pid"}}`, or `{"error": {...}}` when it
         cannot start here."""
         with self._lock:
-            if self._process is None:
+            if self._script is None:
                 env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINING_MCP_")}
                 env.update(self._request["env"], PYTHONUNBUFFERED="1")
                 argv = list(self._request["argv"])
                 try:
-                    self._process = subprocess.Popen(
-                        argv,
-                        cwd=self._request["cwd"],
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE,
-                        start_new_session=True,  # its own group: signals reach its children
-                    )
+                    self._script = ScriptProcess(argv, self._request["cwd"], env)
                 except OSError as exc:
                     message = f"the command could not start: {exc.strerror or exc} ({argv[0]})"
                     return {"error": {"code": "invalid_input", "message": message, "field": None}}
-                threading.Thread(target=self._drain, daemon=True).start()
-                threading.Thread(target=self._reap, daemon=True).start()
-            return {"session": {"pid": self._process.pid}}
+                threading.Thread(target=self._exit_when_ended, daemon=True).start()
+            return {"session": {"pid": self._script.pid}}
 
     def cancel(self, reason: str) -> dict[str, Any] | None:
         """SIGINT to the group now, SIGTERM and SIGKILL after the grace period each (in the
         background: `wait` answers once it has ended)."""
         with self._lock:
-            process = self._process
-            if process is None or self._ended.is_set():
+            script = self._script
+            if script is None or script.ended.is_set():
                 return None
             if self._stop_reason is None:
                 self._stop_reason = reason
-                threading.Thread(target=self._end, args=(process,), daemon=True).start()
-        return {"pid": process.pid}
+                grace = float(self._request.get("grace_s", 5.0))
+                threading.Thread(target=script.stop, args=(grace,), daemon=True).start()
+        return {"pid": script.pid}
 
     def wait(self, timeout_s: float) -> dict[str, Any] | None:
         """{"returncode", "stop_reason", "stderr_tail"} once the script has exited, else None
         after `timeout_s`."""
-        if not self._ended.wait(timeout_s):
+        script = self._script
+        if script is None:  # not started: nothing can end (as `start` comes first, never seen)
+            time.sleep(timeout_s)
             return None
-        self._drained.wait(5.0)  # the last lines of stderr, unless a child still holds it
-        assert self._process is not None
-        return {
-            "returncode": self._process.returncode,
-            "stop_reason": self._stop_reason,
-            "stderr_tail": "\n".join(self._tail),
-        }
+        if not script.ended.wait(timeout_s):
+            return None
+        returncode, tail = script.result()
+        return {"returncode": returncode, "stop_reason": self._stop_reason, "stderr_tail": tail}
 
-    def _end(self, process: subprocess.Popen[bytes]) -> None:
-        grace = float(self._request.get("grace_s", 5.0))
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, sig)  # the group's id is the leader's pid
-            if self._ended.wait(grace):
-                return
-
-    def _drain(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
-        for raw in self._process.stderr:
-            sys.stderr.buffer.write(raw)
-            self._tail.append(raw.decode(errors="replace").rstrip("\n"))
-        sys.stderr.flush()
-        self._drained.set()
-
-    def _reap(self) -> None:
-        assert self._process is not None
-        self._process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._process.pid, signal.SIGKILL)  # children it left behind
-        self._ended.set()
+    def _exit_when_ended(self) -> None:
+        assert self._script is not None
+        self._script.ended.wait()
         time.sleep(LINGER_S)
         import ray
 

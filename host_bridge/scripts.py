@@ -98,6 +98,11 @@ class ScriptProcess:
     def pid(self) -> int:
         return self._process.pid
 
+    @property
+    def ended(self) -> threading.Event:
+        """Set once the script has exited (and any children it left were killed)."""
+        return self._ended
+
     def run(self, stop: threading.Event, grace_s: float) -> tuple[int, bool, str]:
         """Wait for the script to end; once `stop` is set, end it (SIGINT, SIGTERM, SIGKILL,
         `grace_s` apart). Returns (exit code, whether it was stopped, its stderr's last lines)."""
@@ -105,17 +110,26 @@ class ScriptProcess:
         while not self._ended.wait(_TICK_S):
             if stop.is_set():
                 stopped = True
-                for sig in STOP_SIGNALS:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(self._process.pid, sig)  # the group's id is the leader's pid
-                    if self._ended.wait(grace_s):
-                        break
+                self.stop(grace_s)
                 self._ended.wait()
                 break
+        returncode, tail = self.result()
+        return returncode, stopped, tail
+
+    def stop(self, grace_s: float) -> None:
+        """SIGINT to its process group, then SIGTERM and SIGKILL, `grace_s` apart, until it ends."""
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, sig)  # the group's id is the leader's pid
+            if self._ended.wait(grace_s):
+                return
+
+    def result(self) -> tuple[int, str]:
+        """(exit code, its stderr's last lines), once `ended`."""
         self._drained.wait(5.0)  # the last lines of stderr, unless a child still holds it
         returncode = self._process.returncode
         assert returncode is not None
-        return returncode, stopped, "\n".join(self._tail)
+        return returncode, "\n".join(self._tail)
 
     def _drain(self) -> None:
         assert self._process.stderr is not None
