@@ -10,15 +10,22 @@ Shared by the server's script runs (`mcp_server.core.processes`) and the bridge'
 - its end (`script_end`, pure): stopped -> cancelled whatever its exit code; else exit code 0 ->
   completed, anything else -> failed with the last lines of its stderr.
 
-`ScriptProcess` runs one on a thread-based host (the bridge): no shell, its own session and
-process group, stderr drained (its last lines kept), stdout left to the host's.
+`ScriptProcess` runs one on a thread-based host (the bridge, a Ray actor): no shell, its own
+session and process group, stderr drained (its last lines kept), stdout left to the host's.
+On Linux the script gets SIGTERM when its host dies, killed -9 included (`prctl`'s parent-death
+signal): no host is left to report its end or stop it, so it must not go on holding the GPU.
+(Children of the script that do not watch their parent, unlike PyTorch's DataLoader workers,
+are not reached.)
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import functools
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -39,6 +46,19 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 _TICK_S = 0.1  # how soon a stop request is seen while the script runs
 
 ScriptEnd = Literal["completed", "failed", "cancelled"]
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_prctl = _libc.prctl if _libc is not None else None  # looked up here, never in the forked child
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the forked child, before exec (async-signal-safe calls only): SIGTERM once the
+    starting thread dies; at once if the parent died before the request took effect."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def script_environment(
@@ -80,19 +100,20 @@ class ScriptProcess:
     """One script, started at once (`OSError` if it cannot start); `run` waits for its end."""
 
     def __init__(self, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> None:
-        self._process = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own group: signals reach its children
-        )
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._ended = threading.Event()
         self._drained = threading.Event()
+        # Started from a thread that lives exactly as long as the script: the parent-death
+        # signal follows the starting thread, not the process, and a caller's thread may end.
+        started: queue.SimpleQueue[subprocess.Popen[bytes] | OSError] = queue.SimpleQueue()
+        threading.Thread(
+            target=self._keep, args=(list(argv), cwd, dict(env), started), daemon=True
+        ).start()
+        process = started.get()
+        if isinstance(process, OSError):
+            raise process
+        self._process = process
         threading.Thread(target=self._drain, daemon=True).start()
-        threading.Thread(target=self._reap, daemon=True).start()
 
     @property
     def pid(self) -> int:
@@ -133,14 +154,36 @@ class ScriptProcess:
 
     def _drain(self) -> None:
         assert self._process.stderr is not None
-        for raw in self._process.stderr:
-            sys.stderr.buffer.write(raw)
-            self._tail.append(raw.decode(errors="replace").rstrip("\n"))
+        with self._process.stderr:
+            for raw in self._process.stderr:
+                sys.stderr.buffer.write(raw)
+                self._tail.append(raw.decode(errors="replace").rstrip("\n"))
         sys.stderr.flush()
         self._drained.set()
 
-    def _reap(self) -> None:
-        self._process.wait()
+    def _keep(
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        started: queue.SimpleQueue[subprocess.Popen[bytes] | OSError],
+    ) -> None:
+        """Start the script, then reap it: its exit, then any children it left behind."""
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own group: signals reach its children
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            )
+        except OSError as exc:
+            started.put(exc)
+            return
+        started.put(process)
+        process.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._process.pid, signal.SIGKILL)  # children it left behind
+            os.killpg(process.pid, signal.SIGKILL)
         self._ended.set()

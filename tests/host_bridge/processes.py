@@ -4,6 +4,7 @@ the live tests and the bench. Each is always stopped (terminated, killed if it l
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -123,3 +124,16 @@ def poll_until(check: Callable[[], bool], timeout_s: float, about: Process | Non
             log = f"\n{about.name} log:\n{about.tail()}" if about else ""
             raise TimeoutError(f"not true after {timeout_s} s{log}")
         time.sleep(0.05)
+
+
+def exits_within(pid: int, timeout_s: float) -> bool:
+    """Whether process `pid` (not our child) exits within `timeout_s`, waited on by a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout_s)
+        return bool(readable)
+    finally:
+        os.close(fd)
