@@ -1,4 +1,5 @@
-"""The bridge's HTTP app (Starlette): health, and sessions behind a bearer token.
+"""The bridge's HTTP app (Starlette): health, and sessions behind a bearer token (their
+checkpoints, and a script session's logs).
 
 `GET /health` is open (a server picks a bridge by it); every other route needs
 `Authorization: Bearer <token>` when the bridge has a token, compared in constant time.
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from host_bridge.protocol import BridgeHealth, SessionRequest
+from host_bridge.script_logs import LogsQuery
 from host_bridge.sessions import SessionError, SessionManager
 from httpbase import BearerAuth, bearer_matches, error_response, json_response, read_limited
 from httpbase.guard import GuardPolicy, RequestGuard
@@ -70,10 +72,7 @@ def build_bridge_app(
         try:
             session = SessionRequest.model_validate_json(body)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"]) or "body"
-            message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-            return error_response(422, "invalid_input", f"{field}: {message}", field)
+            return _invalid(exc, "body")
         # Checking the spec and resolving the device touch the disk and torch: off the loop.
         info, created = await anyio.to_thread.run_sync(manager.start, session)
         return json_response(info, 201 if created else 200)
@@ -83,6 +82,13 @@ def build_bridge_app(
 
     async def session_checkpoints(request: Request) -> Response:
         return json_response(manager.checkpoints(op_id(request)))
+
+    async def session_logs(request: Request) -> Response:
+        try:
+            query = LogsQuery.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            return _invalid(exc, "query")
+        return json_response(manager.logs(op_id(request), query))
 
     async def cancel_session(request: Request) -> Response:
         reason = request.query_params.get("reason")
@@ -110,6 +116,7 @@ def build_bridge_app(
             Route("/sessions/{operation_id}", get_session, methods=["GET"]),
             Route("/sessions/{operation_id}", cancel_session, methods=["DELETE"]),
             Route("/sessions/{operation_id}/checkpoints", session_checkpoints, methods=["GET"]),
+            Route("/sessions/{operation_id}/logs", session_logs, methods=["GET"]),
         ],
         exception_handlers={
             SessionError: on_session_error,
@@ -121,3 +128,11 @@ def build_bridge_app(
     app.add_middleware(BearerAuth, token=secret, open_paths=OPEN_PATHS)
     app.add_middleware(RequestGuard, policy=guard or GuardPolicy())
     return app
+
+
+def _invalid(exc: ValidationError, where: str) -> Response:
+    """422 naming the first field a request got wrong, and what is allowed."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or where
+    message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    return error_response(422, "invalid_input", f"{field}: {message}", field)

@@ -11,6 +11,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from host_bridge.protocol import BridgeHealth, CheckpointList, SessionInfo, SessionRequest
+from host_bridge.script_logs import LogsQuery, OperationLogs
 from httpbase import ApiError
 
 __all__ = ["HEALTH_TIMEOUT_S", "REQUEST_TIMEOUT_S", "BridgeCallError", "BridgeClient"]
@@ -63,6 +64,19 @@ class BridgeClient:
         """What the session's checkpoints are, or None when the bridge has no record of it."""
         try:
             return await self._call("GET", f"/sessions/{operation_id}/checkpoints", CheckpointList)
+        except BridgeCallError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    async def logs(self, operation_id: str, query: LogsQuery) -> OperationLogs | None:
+        """A script session's stdout or stderr, or None when the bridge has no such session (or
+        it ran the built-in trainer)."""
+        params = query.model_dump(exclude_none=True)
+        try:
+            return await self._call(
+                "GET", f"/sessions/{operation_id}/logs", OperationLogs, params=params
+            )
         except BridgeCallError as exc:
             if exc.status_code == 404:
                 return None

@@ -11,7 +11,9 @@ Shared by the server's script runs (`mcp_server.core.processes`) and the bridge'
   completed, anything else -> failed with the last lines of its stderr.
 
 `ScriptProcess` runs one on a thread-based host (the bridge, a Ray actor): no shell, its own
-session and process group, stderr drained (its last lines kept), stdout left to the host's.
+session and process group; its stdout and stderr go to bounded rotating logs in a folder
+(`rotating_log`, what the server's script runs write too, read with `script_logs.read_log`), or,
+without one, stdout to the host's and stderr echoed to the host's (its last lines kept).
 On Linux the script gets SIGTERM when its host dies, killed -9 included (`prctl`'s parent-death
 signal): no host is left to report its end or stop it, so it must not go on holding the GPU.
 (Children of the script that do not watch their parent, unlike PyTorch's DataLoader workers,
@@ -31,7 +33,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from pathlib import Path
+from typing import IO, Literal
+
+from host_bridge.rotating_log import LOG_BYTES, LOG_FILES, RotatingLog, copy_into
+from host_bridge.script_logs import read_log
 
 __all__ = [
     "STDERR_TAIL_LINES",
@@ -97,12 +103,30 @@ def script_end(
 
 
 class ScriptProcess:
-    """One script, started at once (`OSError` if it cannot start); `run` waits for its end."""
+    """One script, started at once (`OSError` if it cannot start); `run` waits for its end.
+    `logs`: the folder its stdout and stderr rotate in (`log_bytes` per file, `log_files` kept
+    per stream); None: the host's own."""
 
-    def __init__(self, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        env: Mapping[str, str],
+        *,
+        logs: Path | None = None,
+        log_bytes: int = LOG_BYTES,
+        log_files: int = LOG_FILES,
+    ) -> None:
         self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._ended = threading.Event()
         self._drained = threading.Event()
+        self._logs = logs
+        # Opened first: a folder that cannot be written refuses the script before it starts.
+        sinks = [
+            RotatingLog(logs, stream, log_bytes, log_files)
+            for stream in ("stdout", "stderr")
+            if logs is not None
+        ]
         # Started from a thread that lives exactly as long as the script: the parent-death
         # signal follows the starting thread, not the process, and a caller's thread may end.
         started: queue.SimpleQueue[subprocess.Popen[bytes] | OSError] = queue.SimpleQueue()
@@ -111,9 +135,22 @@ class ScriptProcess:
         ).start()
         process = started.get()
         if isinstance(process, OSError):
+            for sink in sinks:
+                sink.close()
             raise process
         self._process = process
-        threading.Thread(target=self._drain, daemon=True).start()
+        assert process.stderr is not None
+        if not sinks:
+            threading.Thread(target=self._echo, args=(process.stderr,), daemon=True).start()
+            return
+        assert process.stdout is not None
+        copiers = [
+            threading.Thread(target=copy_into, args=(pipe, sink), daemon=True)
+            for pipe, sink in zip((process.stdout, process.stderr), sinks, strict=True)
+        ]
+        for copier in copiers:
+            copier.start()
+        threading.Thread(target=self._close_logs, args=(process, copiers), daemon=True).start()
 
     @property
     def pid(self) -> int:
@@ -150,15 +187,27 @@ class ScriptProcess:
         self._drained.wait(5.0)  # the last lines of stderr, unless a child still holds it
         returncode = self._process.returncode
         assert returncode is not None
+        if self._logs is not None:
+            lines = read_log(self._logs, "", "stderr", tail=STDERR_TAIL_LINES).lines
+            return returncode, "\n".join(lines)
         return returncode, "\n".join(self._tail)
 
-    def _drain(self) -> None:
-        assert self._process.stderr is not None
-        with self._process.stderr:
-            for raw in self._process.stderr:
+    def _echo(self, stderr: IO[bytes]) -> None:
+        with stderr:
+            for raw in stderr:
                 sys.stderr.buffer.write(raw)
                 self._tail.append(raw.decode(errors="replace").rstrip("\n"))
         sys.stderr.flush()
+        self._drained.set()
+
+    def _close_logs(
+        self, process: subprocess.Popen[bytes], copiers: list[threading.Thread]
+    ) -> None:
+        for copier in copiers:
+            copier.join()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
         self._drained.set()
 
     def _keep(
@@ -175,6 +224,7 @@ class ScriptProcess:
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
+                stdout=None if self._logs is None else subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own group: signals reach its children
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),

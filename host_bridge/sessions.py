@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import random
+import shutil
 import sqlite3
 import threading
 import time
@@ -38,6 +39,8 @@ from host_bridge.protocol import (
     SessionRequest,
     SessionStatus,
 )
+from host_bridge.rotating_log import LOG_BYTES, LOG_FILES
+from host_bridge.script_logs import LOGS_KEPT, LogsQuery, OperationLogs, read_log
 from host_bridge.scripts import ScriptProcess, script_end, script_environment
 from host_bridge.spool import Spool
 from httpbase.guard import server_url_allowed
@@ -91,6 +94,9 @@ class BridgeOptions:
     system_gpu: GpuReader | Literal["nvml"] | None = "nvml"  # GPU readings (tests: fixed ones)
     entry_points: Mapping[str, EntryPoint] = field(default_factory=dict)  # --entry-points
     script_grace_s: float = 5.0  # a stopped script: SIGINT, SIGTERM, SIGKILL this far apart
+    log_bytes: int = LOG_BYTES  # a script's logs: bytes per file, files kept per stream
+    log_files: int = LOG_FILES
+    logs_kept: int = LOGS_KEPT  # scripts' log folders kept, newest first
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_sessions <= 1000:
@@ -311,8 +317,33 @@ class SessionManager:
             last=index.last if index.last in epochs else None,
         )
 
+    def logs(self, operation_id: str, query: LogsQuery) -> OperationLogs:
+        """A script session's stdout or stderr: the last `tail` lines, or what came after
+        `cursor` (the same answer as a server's script run)."""
+        self.get(operation_id)  # 404 for a session this bridge never had
+        if self.spool.request(operation_id).script is None:
+            raise SessionError(
+                "not_found",
+                404,
+                f"session {operation_id!r} runs the built-in trainer: only scripts have logs",
+                "operation_id",
+            )
+        folder = self._logs(operation_id)
+        if not folder.is_dir():
+            raise SessionError(
+                "not_found",
+                404,
+                f"no logs of {operation_id!r} are kept on this bridge (it keeps its newest "
+                f"{self.options.logs_kept} scripts')",
+                "operation_id",
+            )
+        return read_log(folder, operation_id, query.stream, tail=query.tail, cursor=query.cursor)
+
     def _artifacts(self, operation_id: str) -> Path:
         return self.options.data_dir / "artifacts" / operation_id
+
+    def _logs(self, operation_id: str) -> Path:
+        return self.options.data_dir / "logs" / operation_id
 
     def get(self, operation_id: str) -> SessionInfo:
         info = self.spool.get(operation_id)
@@ -491,13 +522,24 @@ class SessionManager:
             push_token=push,
         )
         self.spool.update(request.operation_id, started_at=time.time())
+        folder = self._logs(request.operation_id)
         try:
-            process = ScriptProcess(argv, entry.cwd, env)
+            process = ScriptProcess(
+                argv,
+                entry.cwd,
+                env,
+                logs=folder,
+                log_bytes=self.options.log_bytes,
+                log_files=self.options.log_files,
+            )
         except OSError as exc:
             return "failed", f"the command could not start: {exc.strerror or exc} ({argv[0]})", None
         log.info("session %s: script %s (pid %d)", request.operation_id, entry.name, process.pid)
-        with self._system_monitor(live, lambda: None, pid=process.pid):
-            returncode, stopped, tail = process.run(live.cancel, self.options.script_grace_s)
+        try:
+            with self._system_monitor(live, lambda: None, pid=process.pid):
+                returncode, stopped, tail = process.run(live.cancel, self.options.script_grace_s)
+        finally:
+            self._prune_logs(request.operation_id)
         if stopped and live.cancel_reason is None:  # the bridge is shutting down
             return "failed", SHUTDOWN_ERROR, None
         return script_end(returncode, live.cancel_reason if stopped else None, tail)
@@ -517,6 +559,22 @@ class SessionManager:
                 self._gpu_opened = True
         sampler = SystemSampler(pid, group=pid is not None, gpu=self._gpu)
         return SystemMonitor(sampler, live.reporter.put, interval, epoch=epoch)
+
+    def _prune_logs(self, operation_id: str) -> None:
+        """Scripts' log folders past the newest `logs_kept`, never one still running."""
+        root = self.options.data_dir / "logs"
+        with self._lock:
+            active = {k for k, s in self._live.items() if s.training and k != operation_id}
+        try:
+            folders = sorted(
+                (p for p in root.iterdir() if p.is_dir() and p.name not in active),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
+            for old in folders[self.options.logs_kept :]:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            log.exception("pruning script logs after %s failed", operation_id)
 
     def _prune(self, operation_id: str) -> None:
         """The checkpoints' disk budget, once a session has trained: its own extra files, then

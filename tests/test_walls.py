@@ -132,5 +132,6 @@ def test_the_script_relay_loads_only_the_standard_library_and_its_log_files() ->
         "mcp_server",
         "mcp_server.core",
         "mcp_server.core.relay",
-        "mcp_server.core.rotating_log",
+        "host_bridge",
+        "host_bridge.rotating_log",
     }, loaded

@@ -31,16 +31,19 @@ from pydantic import SecretStr
 
 from host_bridge.client import REQUEST_TIMEOUT_S, BridgeCallError, BridgeClient
 from host_bridge.protocol import BridgeHealth, ScriptRun, SessionInfo, SessionRequest, StartFrom
+from host_bridge.script_logs import LOGS_KEPT
 from mcp_server.config import BridgeTarget, ServerConfig
 from mcp_server.core.entry_points import EntryPoint, resolve
 from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
+    NotFoundError,
     ServiceError,
     UnavailableError,
     translate,
 )
 from mcp_server.core.ingest import Ingestor
+from mcp_server.core.logs import LogsQuery, OperationLogs
 from storage import (
     Backend,
     Database,
@@ -301,6 +304,25 @@ class BridgeDispatcher:
                 field="operation_id",
             ) from exc
         return CheckpointIndex() if found is None else found.index()
+
+    async def logs(self, op: Operation, query: LogsQuery) -> OperationLogs:
+        """A bridge script run's stdout or stderr, as its bridge keeps them."""
+        target = self._require_target(op)
+        try:
+            found = await self.client_for(target).logs(op.operation_id, query)
+        except BridgeCallError as exc:
+            raise UnavailableError(
+                f"operation_id: the bridge at {target.url} did not give the run's logs: "
+                f"{exc.message}",
+                field="operation_id",
+            ) from exc
+        if found is None:
+            raise NotFoundError(
+                f"operation_id: the bridge at {target.url} keeps no logs of "
+                f"{op.operation_id!r} (by default it keeps its newest {LOGS_KEPT} scripts')",
+                field="operation_id",
+            )
+        return found
 
     def _require_target(self, op: Operation) -> BridgeTarget:
         target = self._target(op)

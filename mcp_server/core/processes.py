@@ -35,6 +35,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from host_bridge.rotating_log import LOG_BYTES, LOG_FILES
 from host_bridge.scripts import STDERR_TAIL_LINES, STOP_SIGNALS, script_end, script_environment
 from mcp_server.config import ServerConfig
 from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_points, resolve
@@ -85,8 +86,8 @@ class ScriptSettings:
     data_roots: tuple[Path, ...]
     grace_s: float = 5.0
     notice_s: float = 1.0  # after the stop request, before SIGINT: time to end at a step
-    log_bytes: int = 1024 * 1024
-    log_files: int = 3
+    log_bytes: int = LOG_BYTES
+    log_files: int = LOG_FILES
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> ScriptSettings:

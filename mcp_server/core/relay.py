@@ -6,11 +6,12 @@
                                         `-- exit.json: the script's exit code, at the end
 
 If the server piped the script's output itself, the pipes would die with the server and the
-script's next `print` would fail (BrokenPipeError). The relay holds the pipes instead and writes
-them to the bounded rotating logs (`rotating_log.py`), so a server that is killed, or stopped
-gracefully, leaves the script training; the next server on the same data directory finds the
-run's folder, checks `process.json` against the live process (pid and start time, so a reused
-pid is not taken for it), follows the relay again and reads the exit code from `exit.json`.
+script's next `print` would fail (BrokenPipeError). The relay holds the pipes instead and
+writes them to the bounded rotating logs (`host_bridge/rotating_log.py`), so a server that is
+killed, or stopped gracefully, leaves the script training; the next server on the same data
+directory finds the run's folder, checks `process.json` against the live process (pid and start
+time, so a reused pid is not taken for it), follows the relay again and reads the exit code
+from `exit.json`.
 Standard library only (and the log files): one relay runs per script run, so it stays small.
 
 The relay leads the run's process group (the server's stop signals reach the script, its
@@ -30,9 +31,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from mcp_server.core.rotating_log import LogStream, RotatingLog
+from host_bridge.rotating_log import LogStream, RotatingLog, copy_into
 
 __all__ = ["EXIT_FILE", "PROCESS_FILE", "process_identity", "read_json_file", "relay_argv"]
 
@@ -86,14 +87,6 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     temporary.replace(path)  # readers see the whole file or none
 
 
-def _copy(source: IO[bytes], sink: RotatingLog) -> None:
-    try:
-        while chunk := os.read(source.fileno(), 65536):  # what is there, not a full buffer
-            sink.write(chunk)
-    finally:
-        sink.close()
-
-
 def _peak_kb() -> int | None:
     """The relay's own peak memory (kB) since it started: bounded however much the script
     writes. VmHWM, not ru_maxrss, which keeps the high-water mark of the forked server."""
@@ -128,7 +121,7 @@ def run(folder: Path, max_bytes: int, keep: int, cwd: str, argv: list[str]) -> i
         assert source is not None
         name: LogStream = "stdout" if stream == "stdout" else "stderr"
         sink = RotatingLog(folder, name, max_bytes, keep)
-        copier = threading.Thread(target=_copy, args=(source, sink), daemon=True)
+        copier = threading.Thread(target=copy_into, args=(source, sink), daemon=True)
         copier.start()
         copiers.append(copier)
     returncode = child.wait()

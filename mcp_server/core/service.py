@@ -331,10 +331,12 @@ class TrainingService:
     async def operation_logs(self, operation_id: str, query: LogsQuery) -> OperationLogs:
         """A script run's stdout or stderr: the last `tail` lines, or what came after `cursor`."""
         op = await self._get(operation_id)
+        if op.backend is Backend.BRIDGE and "entry_point" in op.spec:
+            return await self._bridges.logs(op, query)
         if op.backend is not Backend.SCRIPT:
             raise InvalidInputError(
                 f"operation_id: {operation_id!r} is a {op.backend.value} run; only script runs "
-                "(entry points) have logs here",
+                "(entry points, here or on a bridge) have logs",
                 field="operation_id",
             )
         return self._script_runner().logs(

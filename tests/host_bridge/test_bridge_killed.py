@@ -69,4 +69,8 @@ async def test_a_script_ends_with_its_bridge_killed_9_and_the_run_fails_bridge_l
             mcp, "wait_for_operation", {"operation_id": op, "until": "end", "timeout_s": 30}
         )
         ended = await _call(mcp, "get_operation", {"operation_id": op})
+        logs = await mcp.call_tool("get_operation_logs", {"operation_id": op})
+    assert logs.is_error, logs
+    text = " ".join(c.text for c in logs.content if isinstance(c, TextContent))
+    assert f"the bridge at {bridge.url} did not give the run's logs" in text, text
     assert ended["status"] == "failed" and ended["error"].startswith("bridge lost: "), ended

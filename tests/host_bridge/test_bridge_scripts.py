@@ -110,6 +110,13 @@ async def test_a_bridge_script_completes_with_its_epochs_stored_and_analysed(
         assert ended["status"] == "completed", ended
         analysis = await _call(mcp, "analyze_loss", {"operation_id": op})
         assert analysis["epochs_analyzed"] == 3
+        # Its output, as the bridge kept it, read through the server like a local script's.
+        logs = await _call(mcp, "get_operation_logs", {"operation_id": op, "tail": 2})
+        assert [line.split(":")[0] for line in logs["lines"]] == ["epoch 2", "epoch 3"], logs
+        newer = await _call(
+            mcp, "get_operation_logs", {"operation_id": op, "cursor": logs["next_cursor"]}
+        )
+        assert (newer["lines"], newer["next_cursor"]) == ([], logs["next_cursor"]), newer
     response = await _http(
         "GET", f"{server.url}/api/v1/operations/{op}/metrics", params={"metrics": "val_loss"}
     )
@@ -149,6 +156,9 @@ async def test_a_failing_bridge_script_fails_with_its_stderr_tail(
     assert op["error"] == (
         "the script ended with exit code 3; the end of its stderr:\nbad shape (3, 7)"
     ), op
+    url = f"{server.url}/api/v1/operations/{started['operation_id']}/logs"
+    stderr = (await _http("GET", url, params={"stream": "stderr"})).json()
+    assert stderr["lines"] == ["bad shape (3, 7)"], stderr
 
 
 async def test_a_bridge_script_fills_the_bridge_and_is_stopped_by_stop_training(
@@ -195,3 +205,28 @@ async def test_bad_params_and_entry_points_the_bridge_lacks_are_refused_by_name(
     response = await _http("POST", f"{bridge.url}/sessions", json=request)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["field"] == "params.epochs"
+
+
+async def test_the_bridges_logs_route_refuses_bad_queries_and_unknown_sessions_by_name(
+    pair: tuple[Process, Process],
+) -> None:
+    bridge, server = pair
+    async with Client(streamable_http_client(f"{server.url}/mcp")) as mcp:
+        started = await _call(mcp, "start_training", {"entry_point": "fails", "backend": "bridge"})
+        op = started["operation_id"]
+        await _call(mcp, "wait_for_operation", {"operation_id": op, "until": "end"})
+    url = f"{bridge.url}/sessions/{op}/logs"
+    for params, field in (
+        ({"stream": "stdin"}, "stream"),
+        ({"tail": "many"}, "tail"),
+        ({"tail": 0}, "tail"),
+        ({"cursor": -1}, "cursor"),
+        ({"lines": 5}, "lines"),
+    ):
+        response = await _http("GET", url, params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"]["field"] == field, (params, response.text)
+    missing = await _http("GET", f"{bridge.url}/sessions/op-nosuchrun/logs")
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "operation_id"
+    ok = await _http("GET", url, params={"stream": "stderr", "tail": 5})
+    assert ok.status_code == 200 and ok.json()["lines"] == ["bad shape (3, 7)"], ok.text

@@ -4,6 +4,7 @@ behind httpx.MockTransport (the real server is in test_bridge_live.py)."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from host_bridge.entry_points import load_entry_points
 from host_bridge.protocol import SessionRequest
+from host_bridge.script_logs import LogsQuery
 from host_bridge.sessions import (
     RESTART_ERROR,
     SHUTDOWN_ERROR,
@@ -232,3 +235,33 @@ def test_a_restarted_bridge_delivers_what_the_killed_one_left_and_reports_it_fai
     assert server.epochs() == [1, 2]
     assert server.statuses == [{"status": "failed", "error": RESTART_ERROR}]
     assert manager.resume() == 0
+
+
+def test_a_script_sessions_output_is_kept_in_bounded_logs_of_the_newest_scripts_only(
+    manager_for: Callable[..., SessionManager], tmp_path: Path
+) -> None:
+    declared = tmp_path / "entry_points.toml"
+    flood = "import sys; print('x' * 5000); print('to stderr', file=sys.stderr)"
+    declared.write_text(f"[entry_points.talk]\ncommand = [{sys.executable!r}, '-c', {flood!r}]\n")
+    manager = manager_for(
+        entry_points=load_entry_points(declared), log_bytes=2048, log_files=2, logs_kept=2
+    )
+    for op in ("op-1", "op-2", "op-3"):
+        request = SessionRequest.model_validate(
+            {"operation_id": op, "script": {"entry_point": "talk"}, "server_url": SERVERS[0]}
+        )
+        manager.start(request)
+        wait_until(lambda op=op: manager.get(op).delivered)  # type: ignore[misc]
+    stdout = manager.logs("op-3", LogsQuery.model_validate({"stream": "stdout"}))
+    # 5,001 bytes written, files of 2,048 rotated, two kept (bytes 2,048 to 5,001): the line
+    # is cut, and the answer says so.
+    assert (stdout.next_cursor, stdout.truncated) == (5001, True), stdout
+    assert stdout.lines == ["x" * 2952]
+    stderr = manager.logs("op-3", LogsQuery.model_validate({"stream": "stderr"}))
+    assert (stderr.lines, stderr.truncated) == (["to stderr"], False), stderr
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["op-2", "op-3"]
+    with pytest.raises(SessionError, match="no logs of 'op-1' are kept on this bridge"):
+        manager.logs("op-1", LogsQuery.model_validate({}))
+    manager.start(_request("op-4"))
+    with pytest.raises(SessionError, match="runs the built-in trainer"):
+        manager.logs("op-4", LogsQuery.model_validate({}))

@@ -1,18 +1,22 @@
 """The files behind a script run's logs: each stream appends to `<stream>.log` and rotates
 through a few files of a fixed size, so a script that floods its output cannot fill the disk or
-the memory. Standard library only: the relay (relay.py), a process per script run, writes them
-and should stay small.
+the memory. Written by the server's relay (`mcp_server/core/relay.py`, a process per script run)
+and by a bridge's `ScriptProcess`; read by `script_logs.read_log`. Standard library only: the
+relay should stay small.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
-__all__ = ["LogStream", "RotatingLog", "read_bases"]
+__all__ = ["LOG_BYTES", "LOG_FILES", "LogStream", "RotatingLog", "copy_into", "read_bases"]
 
 LogStream = Literal["stdout", "stderr"]
+LOG_BYTES = 1024 * 1024  # per file, by default
+LOG_FILES = 3  # files kept per stream, by default
 
 
 class RotatingLog:
@@ -69,3 +73,13 @@ def read_bases(folder: Path, stream: LogStream) -> list[int]:
         return [int(b) for b in bases] or [0]
     except (OSError, ValueError, TypeError):
         return [0]
+
+
+def copy_into(source: IO[bytes], sink: RotatingLog) -> None:
+    """Everything `source` gives until its end, into `sink`, which is then closed. Reads what is
+    there (not a full buffer), so the log follows the output as it is written."""
+    try:
+        while chunk := os.read(source.fileno(), 65536):
+            sink.write(chunk)
+    finally:
+        sink.close()
