@@ -39,6 +39,7 @@
     onSelect: (id, on) => (on ? select(id) : unselect(id)),
     onStop: stop,
     onSteps: on => { if (on) dash.selected.forEach(loadSteps); },
+    onSystem: on => { if (on) dash.selected.forEach(loadSystem); },
   }, { selectable: true, offerStored: true });
   window.TM.dashboard = dash;
 
@@ -63,7 +64,16 @@
     const read = await json(`/operations/${id}/metrics?metrics=all&max_points=${POINTS}`);
     dash.applyRead(id, read, true);
     if (dash.showSteps) await loadSteps(id);
+    if (dash.showSystem) await loadSystem(id);
     return read;
+  }
+
+  // Samples come every --system-interval (10 s): read again at most that often while it runs.
+  const systemReadAt = new Map();
+  async function loadSystem(id) {
+    systemReadAt.set(id, Date.now());
+    const read = await json(`/operations/${id}/metrics?metrics=${encodeURIComponent(window.TM.SYSTEM)}&max_points=1000`);
+    if (read.series.length) dash.applyRead(id, read, true);
   }
 
   async function loadSteps(id) {
@@ -125,6 +135,7 @@
                                epochs_total: data.epochs_total, status: data.status });
               appended += 1;
               if (dash.showSteps && Date.now() - stepsAt > 1000) { stepsAt = Date.now(); loadSteps(id); }
+              if (dash.showSystem && Date.now() - (systemReadAt.get(id) || 0) > 10000) loadSystem(id);
               if (appended > REFETCH_PAST) { appended = 0; await loadMetrics(id); }
             } else if (ev.event === "status") {
               dash.upsertRun(data);

@@ -11,6 +11,9 @@
   const STEP_METRIC = window.TM_CONFIG.stepMetric; // the server's name for the per-step loss
   const INTEGER_STEPS = [1, 2, 5].flatMap(k => [1, 10, 100, 1e3, 1e4, 1e5, 1e6].map(p => k * p))
     .sort((a, b) => a - b); // epochs and steps are whole numbers: no 1.5 on the axis
+  const SYSTEM = "system/"; // CPU, memory and GPU samples: their step is the sample time in ms
+  // The system charts: one in percent, one in MB (a unit each, so neither squashes the other).
+  const SYSTEM_CHARTS = [["percent", /(_percent|_util)$/, "%"], ["mb", /_mb$/, "MB"]];
 
   // TensorBoard's smoothing: an exponential moving average, debiased so the first points are
   // not pulled towards zero. Gaps (null: not finite or not stored) stay gaps.
@@ -73,8 +76,9 @@
   // A uPlot chart of (run, metric) curves over one x axis; raw and smoothed lines and a marker
   // at each run's best epoch. Exposes what it drew for tests and curious people.
   class Curves {
-    constructor(root, xLabel) {
+    constructor(root, xLabel, options) {
       this.root = root; this.xLabel = xLabel; this.plot = null; this.key = ""; this.drawn = null;
+      this.options = options || {};
     }
 
     draw(lines, weight, markers) {
@@ -116,10 +120,12 @@
       }
       if (this.plot) this.plot.destroy();
       this.key = key;
+      const x = { label: this.xLabel, stroke: ink };
+      if (!this.options.realX) x.incrs = INTEGER_STEPS;
       this.plot = new window.uPlot({
         width: width, height: 280, series: series,
         scales: { x: { time: false } },
-        axes: [{ label: this.xLabel, incrs: INTEGER_STEPS, stroke: ink }, { size: 60, stroke: ink }],
+        axes: [x, { size: 60, stroke: ink, label: this.options.yLabel }],
         legend: { show: false }, // the compact legend below names runs and metrics once
         cursor: { drag: { x: true, y: false } },
       }, data, this.root);
@@ -131,7 +137,8 @@
   }
 
   // The whole view. `hooks`: onSelect(id, on), onStop(id), onReload() (metrics asked changed),
-  // onSteps(on). `options.selectable`: the run list has checkboxes; `options.offerStored`: offer
+  // onSteps(on), and onSystem(on) where the page can read `system/` series (it then offers
+  // them). `options.selectable`: the run list has checkboxes; `options.offerStored`: offer
   // every metric the run stored (both the browser page's).
   class Dashboard {
     constructor(root, hooks, options) {
@@ -144,6 +151,7 @@
       this.available = new Set();
       this.weight = 0.6;
       this.showSteps = false;
+      this.showSystem = false;
       this.differences = [];
       this.pending = false;
       this.build(root);
@@ -174,6 +182,27 @@
       this.stepsChartBox = el("div", { class: "chart", id: "steps-chart" });
       this.stepsBox = el("section", { hidden: true }, [el("h2", { text: "Per-step training loss" }),
                                                        this.stepsChartBox]);
+      this.systemCurves = {};
+      this.systemLegends = {};
+      const systemCharts = SYSTEM_CHARTS.flatMap(([unit, , label]) => {
+        const box = el("div", { class: "chart", id: "system-" + unit + "-chart" });
+        this.systemCurves[unit] = new Curves(box, "seconds since the run's first sample",
+                                             { realX: true, yLabel: label });
+        this.systemLegends[unit] = el("div", { class: "legend", id: "system-" + unit + "-legend" });
+        return [box, this.systemLegends[unit]];
+      });
+      this.systemBox = el("section", { id: "system", hidden: true }, [
+        el("h2", { text: "System: CPU, memory, GPU" }),
+        el("p", { class: "note", text: "cpu_percent: 100 = one core busy; host_cpu_percent: " +
+                                       "100 = every core; memory in MB below." }),
+        ...systemCharts]);
+      const system = el("input", { type: "checkbox", id: "show-system" });
+      system.addEventListener("change", () => {
+        this.showSystem = system.checked;
+        this.systemBox.hidden = !system.checked;
+        this.hooks.onSystem(system.checked);
+        this.render();
+      });
       this.diffBox = el("section", { id: "differences", hidden: true });
       const charts = window.TM_CONFIG.chartsMissing
         ? el("p", { class: "missing", id: "charts-missing", text: window.TM_CONFIG.chartsMissing })
@@ -187,11 +216,15 @@
         el("div", { class: "controls" }, [
           this.metricBox,
           el("label", {}, ["smoothing ", this.smoothing, " ", this.smoothingValue]),
-          el("label", {}, [steps, " per-step loss"])]),
-        charts, this.legend, this.stepsBox, this.diffBox);
+          el("label", {}, [steps, " per-step loss"]),
+          ...(this.hooks.onSystem ? [el("label", {}, [system, " system"])] : [])]),
+        charts, this.legend, this.stepsBox, this.systemBox, this.diffBox);
       this.curves = new Curves(this.chartBox, "epoch");
       this.stepCurves = new Curves(this.stepsChartBox, "step");
-      window.addEventListener("resize", () => { this.curves.resize(); this.stepCurves.resize(); });
+      window.addEventListener("resize", () => {
+        this.curves.resize(); this.stepCurves.resize();
+        Object.values(this.systemCurves).forEach(c => c.resize());
+      });
     }
 
     say(text, kind) {
@@ -211,7 +244,7 @@
       if (!this.data.has(id)) this.data.set(id, new Map());
       const runData = this.data.get(id);
       if (!runData.has(name)) runData.set(name, new Series());
-      if (name !== STEP_METRIC) this.available.add(name);
+      if (name !== STEP_METRIC && !name.startsWith(SYSTEM)) this.available.add(name);
       return runData.get(name);
     }
 
@@ -224,9 +257,9 @@
       // The browser page reads every metric, so it offers every stored name; the App view reads
       // the default few and offers only those it has.
       if (this.options.offerStored) {
-        // `system/` (CPU, memory, GPU over time) is not an epoch curve: not offered here.
+        // `system/` (CPU, memory, GPU over time) is not an epoch curve: its own charts.
         for (const name of read.available || []) {
-          if (name !== STEP_METRIC && !name.startsWith("system/")) this.available.add(name);
+          if (name !== STEP_METRIC && !name.startsWith(SYSTEM)) this.available.add(name);
         }
       }
       const run = this.runs.get(id) || { operation_id: id, name: id };
@@ -286,7 +319,35 @@
       this.curves.draw(lines, this.weight, markers);
       this.drawLegend();
       if (this.showSteps) this.stepCurves.draw(stepLines, this.weight, []);
+      if (this.showSystem) this.drawSystem();
       this.drawDifferences();
+    }
+
+    // Each selected run's system series against seconds since its own first sample (so runs
+    // overlay), drawn unsmoothed: a spike is what one wants to see.
+    drawSystem() {
+      const lines = Object.fromEntries(SYSTEM_CHARTS.map(([unit]) => [unit, []]));
+      this.selected.forEach((id, k) => {
+        const run = this.runs.get(id) || { name: id };
+        const system = [...(this.data.get(id) || new Map()).entries()]
+          .filter(([name, s]) => name.startsWith(SYSTEM) && s.steps.length).sort();
+        const t0 = Math.min(...system.map(([, s]) => s.steps[0]));
+        system.forEach(([name, s], j) => {
+          const chart = SYSTEM_CHARTS.find(([, pattern]) => pattern.test(name));
+          if (!chart) return;
+          const series = new Series();
+          series.replace(s.steps.map(t => (t - t0) / 1000), s.values);
+          lines[chart[0]].push({ run: id, metric: name, series: series,
+                                 color: PALETTE[k % PALETTE.length],
+                                 dash: DASHES[j % DASHES.length],
+                                 label: run.name + " " + name.slice(SYSTEM.length) });
+        });
+      });
+      for (const [unit] of SYSTEM_CHARTS) {
+        this.systemCurves[unit].draw(lines[unit], 0, []);
+        this.systemLegends[unit].replaceChildren(...lines[unit].map(line => el("span", { class: "key" }, [
+          el("i", { style: "background:" + line.color }), dashSample(line.dash), line.label])));
+      }
     }
 
     // Rows are made once per run and updated in place: a button replaced while epochs stream
@@ -394,5 +455,6 @@
     }
   }
 
-  window.TM = { ema: ema, Dashboard: Dashboard, ACTIVE: ACTIVE, STEP_METRIC: STEP_METRIC };
+  window.TM = { ema: ema, Dashboard: Dashboard, ACTIVE: ACTIVE, STEP_METRIC: STEP_METRIC,
+                SYSTEM: SYSTEM };
 })();

@@ -220,3 +220,46 @@ async def test_the_per_step_loss_is_drawn_on_request(service: TrainingService) -
         assert drawn["xs"] == steps.steps  # every stored step, on its own axis
         assert [line["metric"] for line in drawn["lines"]] == ["step/train_loss"]
         assert await page.locator("#steps-chart canvas").count() == 1
+
+
+async def test_system_metrics_are_drawn_on_request_in_a_chart_per_unit(
+    service: TrainingService,
+) -> None:
+    async with live_server(service) as base, chromium() as browser:
+        oid = await _start(base, {"backend": "external", "name": "gpu run", "epochs": 3})
+        t0 = 1_764_633_600_000  # a sample's step is its time in ms
+        samples = {"cpu_percent": 97.5, "gpu_util": 88.0, "rss_mb": 812.4}
+        points = [MetricPointIn(name="val_loss", step=e, value=1.0 / e) for e in (1, 2, 3)]
+        points += [
+            MetricPointIn(name=f"system/{name}", step=t0 + 10_000 * i, value=value + i)
+            for name, value in samples.items()
+            for i in range(3)
+        ]
+        await service.push_metrics(oid, points)
+        page = browser.page
+        await page.goto(f"{base}/runs/{oid}")
+        await _wait_points(page, oid, 2)
+        assert await page.locator("#system").is_hidden()
+        toggles = await page.locator("#metric-toggles input").evaluate_all(
+            "boxes => boxes.map(b => b.value)"
+        )
+        assert not [name for name in toggles if name.startswith("system/")], toggles
+        await page.check("#show-system")
+        await page.wait_for_function(
+            "() => { const c = window.TM.dashboard.systemCurves;"
+            " return c.mb.drawn && c.mb.drawn.xs.length > 0; }"
+        )
+        drawn = await page.evaluate(
+            "() => Object.fromEntries(Object.entries(window.TM.dashboard.systemCurves)"
+            ".map(([unit, c]) => [unit, c.drawn]))"
+        )
+        assert [line["metric"] for line in drawn["percent"]["lines"]] == [
+            "system/cpu_percent",
+            "system/gpu_util",
+        ]
+        assert [line["metric"] for line in drawn["mb"]["lines"]] == ["system/rss_mb"]
+        assert drawn["mb"]["xs"] == [0, 10, 20]  # seconds since the run's first sample
+        assert drawn["mb"]["lines"][0]["values"] == [812.4, 813.4, 814.4]  # unsmoothed
+        assert await page.locator("#system canvas").count() == 2
+        legend = await page.locator("#system-mb-legend").inner_text()
+        assert legend.strip() == "gpu run rss_mb", legend
