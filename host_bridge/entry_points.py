@@ -4,6 +4,7 @@
     command = ["python", "train.py", "--lr", "{learning_rate}", "--epochs", "{epochs}"]
     cwd = "~/projects/mymodel"            # optional; default the file's folder
     description = "Fine-tune my model"    # shown to the agent
+    stop_grace_s = 60                     # optional: time per stop signal (default --script-grace)
     [entry_points.finetune.parameters]
     learning_rate = { type = "float", default = 3e-4, min = 1e-6, max = 1.0, help = "peak LR" }
     epochs = { type = "int", default = 10, min = 1, max = 1000 }
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
+    "MAX_GRACE_S",
     "EntryPoint",
     "EntryPointFileError",
     "EntryPointList",
@@ -40,7 +43,8 @@ ParamType = Literal["int", "float", "str", "bool", "path"]
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BUILT_IN = {"operation_id"}  # placeholders the server fills itself
-_ENTRY_KEYS = {"command", "cwd", "description", "tensorboard_logdir", "parameters"}
+_ENTRY_KEYS = {"command", "cwd", "description", "tensorboard_logdir", "parameters", "stop_grace_s"}
+MAX_GRACE_S = 3600.0
 _PARAM_KEYS = {"type", "default", "min", "max", "choices", "help"}
 
 
@@ -132,6 +136,12 @@ class EntryPoint(BaseModel):
     cwd: str
     tensorboard_logdir: str | None = None
     parameters: list[Parameter]
+    # The operator's, for stopping; not the agent's to read (kept out of list_entry_points).
+    stop_grace_s: SkipJsonSchema[float | None] = Field(None, exclude=True)
+
+    def grace_s(self, default: float) -> float:
+        """Seconds between stop signals (SIGINT, SIGTERM, SIGKILL) for this entry point."""
+        return default if self.stop_grace_s is None else self.stop_grace_s
 
     def resolve(
         self, params: Mapping[str, Any] | None, operation_id: str, data_roots: Sequence[Path]
@@ -227,6 +237,15 @@ def _entry(path: Path, name: str, raw: Any) -> EntryPoint:
     logdir = raw.get("tensorboard_logdir")
     if logdir is not None and not isinstance(logdir, str):
         raise bad("tensorboard_logdir", "must be a string")
+    grace = raw.get("stop_grace_s")
+    if grace is not None and (
+        isinstance(grace, bool)
+        or not isinstance(grace, int | float)
+        or not 0 < grace <= MAX_GRACE_S
+    ):
+        raise bad(
+            "stop_grace_s", f"must be a number of seconds, more than 0 and at most {MAX_GRACE_S:g}"
+        )
     params_raw = raw.get("parameters", {})
     if not isinstance(params_raw, dict):
         raise bad("parameters", "must be a table")
@@ -243,6 +262,7 @@ def _entry(path: Path, name: str, raw: Any) -> EntryPoint:
         cwd=str(cwd),
         tensorboard_logdir=logdir,
         parameters=parameters,
+        stop_grace_s=None if grace is None else float(grace),
     )
 
 

@@ -64,6 +64,7 @@ class BridgeConfig:
     checkpoints: CheckpointBudget = field(default_factory=CheckpointBudget)
     system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of sessions; 0: none
     entry_points_file: Path | None = None  # --entry-points: the scripts it runs for a server
+    script_grace_s: float = 5.0  # --script-grace: a stopped script's time per signal
 
     @property
     def options(self) -> BridgeOptions:
@@ -79,6 +80,7 @@ class BridgeConfig:
             limits=self.limits or ResourceLimits.for_memory(),
             checkpoints=self.checkpoints,
             system_interval_s=self.system_interval_s,
+            script_grace_s=self.script_grace_s,
         )
 
     @property

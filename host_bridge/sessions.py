@@ -537,7 +537,8 @@ class SessionManager:
         log.info("session %s: script %s (pid %d)", request.operation_id, entry.name, process.pid)
         try:
             with self._system_monitor(live, lambda: None, pid=process.pid):
-                returncode, stopped, tail = process.run(live.cancel, self.options.script_grace_s)
+                grace_s = entry.grace_s(self.options.script_grace_s)
+                returncode, stopped, tail = process.run(live.cancel, grace_s)
         finally:
             self._prune_logs(request.operation_id)
         if stopped and live.cancel_reason is None:  # the bridge is shutting down

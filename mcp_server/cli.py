@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 
+from host_bridge.entry_points import MAX_GRACE_S
 from mcp_server.config import BridgeTarget, Secret, ServerConfig
 from trainer.budget import ResourceLimits
 from trainer.checkpoint_budget import CheckpointBudget
@@ -133,6 +134,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
     _add_guard_flags(serve)
     _add_budget_flags(serve)
+    _add_grace_flag(serve)
     _add_cap_flags(serve)
     _add_system_flag(serve)
     _add_bridge_parser(sub, env)
@@ -213,7 +215,30 @@ def _add_bridge_parser(
     )
     _add_guard_flags(bridge)
     _add_budget_flags(bridge)
+    _add_grace_flag(bridge)
     _add_system_flag(bridge)
+
+
+def _add_grace_flag(parser: argparse.ArgumentParser) -> None:
+    def seconds(value: str) -> float:
+        try:
+            grace = float(value)
+        except ValueError:
+            grace = -1.0
+        if not 0 < grace <= MAX_GRACE_S:
+            raise argparse.ArgumentTypeError(
+                f"must be more than 0 and at most {MAX_GRACE_S:g} seconds, got {value!r}"
+            )
+        return grace
+
+    parser.add_argument(
+        "--script-grace",
+        type=seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="a stopped script's time to end after SIGINT, and again after SIGTERM, before "
+        "SIGKILL (default 5; an entry point's stop_grace_s overrides it)",
+    )
 
 
 def _add_system_flag(parser: argparse.ArgumentParser) -> None:
@@ -371,6 +396,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         mcp_sessions_per_client=args.mcp_sessions_per_client,
         resume_interrupted=args.resume_interrupted,
         system_interval_s=args.system_interval,
+        script_grace_s=args.script_grace,
     )
 
 
@@ -529,6 +555,7 @@ def _bridge_main(args: argparse.Namespace) -> int:
             limits=limits,
             checkpoints=checkpoints,
             system_interval_s=args.system_interval,
+            script_grace_s=args.script_grace,
             entry_points_file=args.entry_points.expanduser().resolve()
             if args.entry_points
             else None,

@@ -245,13 +245,15 @@ class ScriptRunner:
         live.stop_reason = reason  # the client sees it in its next push answer
         with anyio.move_on_after(self._settings.notice_s):
             await live.done.wait()
+        entry = self._settings.entry_points.get(op.spec.get("entry_point", ""))
+        grace_s = self._settings.grace_s if entry is None else entry.grace_s(self._settings.grace_s)
         for sig in STOP_SIGNALS:
             if live.done.is_set():
                 break
             if live.same_process():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(live.pid, sig)  # the group's id is the relay's pid
-            with anyio.move_on_after(self._settings.grace_s):
+            with anyio.move_on_after(grace_s):
                 await live.done.wait()
         return await get_operation(self._db, op.operation_id)
 

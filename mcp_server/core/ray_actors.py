@@ -86,7 +86,7 @@ def actor_args(
             "argv": list(op.spec["argv"]),
             "cwd": op.spec["cwd"],
             "env": env,
-            "grace_s": config.script_grace_s,
+            "grace_s": op.spec.get("stop_grace_s", config.script_grace_s),
         }
         return "ScriptActor", (script, options)
     request = SessionRequest(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.cli import build_parser, config_from_args
 from mcp_server.core.entry_points import EntryPointFileError, ParameterError, load_entry_points
 from mcp_server.core.logs import RotatingLog, read_log
 
@@ -36,6 +37,14 @@ def _file(tmp_path: Path, text: str) -> Path:
             "parameters.lr.type: must be one of int, float, str, bool, path",
         ),
         ("[entry_points.a\n", "not valid TOML"),
+        *(
+            (
+                f'[entry_points.a]\ncommand = ["x"]\nstop_grace_s = {grace}\n',
+                "entry point 'a', stop_grace_s: must be a number of seconds, more than 0 and at "
+                "most 3600",
+            )
+            for grace in ("0", "-1", "3601", "true", '"30"')
+        ),
     ],
 )
 def test_a_bad_declaration_is_refused_naming_file_entry_and_field(
@@ -96,6 +105,17 @@ def test_the_cli_refuses_to_start_with_a_bad_file(tmp_path: Path, command: list[
     )
     assert result.returncode == 2
     assert f"--entry-points: {path}: entry point 'a', command" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "bridge"])
+def test_the_script_grace_flag_is_checked_and_reaches_the_config(command: str) -> None:
+    parser = build_parser({})
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--script-grace", "0"])
+    args = parser.parse_args([command, "--script-grace", "45"])
+    assert args.script_grace == 45.0
+    if command == "serve":
+        assert config_from_args(args, {}).script_grace_s == 45.0
 
 
 def test_a_flood_of_output_is_kept_within_its_bound(tmp_path: Path) -> None:

@@ -196,6 +196,50 @@ async def test_a_script_that_ignores_signals_is_killed(tmp_path: Path, start_ser
         assert _gone(pid)
 
 
+SAVER = """
+import signal, sys, time, training_mcp
+
+def save(signum, frame):
+    print("saving", flush=True)
+    time.sleep(1.5)  # a checkpoint that takes longer than the server's --script-grace
+    print("saved", flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGINT, save)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+run = training_mcp.init()
+run.log(1, train_loss=0.5)
+run.reporter.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_an_entry_points_stop_grace_gives_its_script_the_time_it_declared(
+    tmp_path: Path, start_server: Start
+) -> None:
+    (tmp_path / "saver.py").write_text(textwrap.dedent(SAVER))
+    declared = tmp_path / "entry_points.toml"
+    declared.write_text(
+        '[entry_points.patient]\ncommand = ["python", "saver.py"]\nstop_grace_s = 30\n'
+        '[entry_points.hasty]\ncommand = ["python", "saver.py"]\n'
+    )
+    async with start_server(declared, grace_s=0.5) as server:
+        saved = {}
+        for entry in ("patient", "hasty"):
+            started = await _call(server.client, "start_training", {"entry_point": entry})
+            op = started["operation_id"]
+            await _wait(server.client, op, until="next_epoch")
+            stopped = await _call(server.client, "stop_training", {"operation_id": op})
+            assert stopped["status"] == "cancelled", stopped
+            logs = await _call(server.client, "get_operation_logs", {"operation_id": op})
+            saved[entry] = logs["lines"]
+        listed = await _call(server.client, "list_entry_points", {})
+    # 30 s per signal: the save finished after SIGINT. 0.5 s: SIGTERM came in the middle.
+    assert saved == {"patient": ["saving", "saved"], "hasty": ["saving"]}, saved
+    assert "stop_grace_s" not in str(listed)  # the operator's setting, not the agent's
+
+
 def _gone(pid: int) -> bool:
     """Not running: no such process, or dead and waiting for init to reap it (the relay that
     was its parent was killed with it)."""
