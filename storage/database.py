@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storage.checkpoints import AUTOCHECKPOINT_OFF, WalCheckpointer
 from storage.errors import StorageError
 from storage.migrations import migrate
 from storage.schema import metadata
@@ -58,6 +59,7 @@ class Database:
     engine: AsyncEngine
     url: str
     sync_engine: Engine | None = None  # SQLite files: hot writes run whole in one worker thread
+    checkpointer: WalCheckpointer | None = None  # SQLite files: WAL checkpoints off the writes
     _write_lock: anyio.Lock = field(default_factory=anyio.Lock)
     _pending: list[_Pending[Any]] = field(default_factory=list)
 
@@ -99,7 +101,9 @@ class Database:
         if self.sync_engine is not None:
             return await anyio.to_thread.run_sync(self._in_thread, body)
         async with self.engine.begin() as conn:
-            return await conn.run_sync(body)
+            result = await conn.run_sync(body)
+        self._wrote()
+        return result
 
     async def run_read(self, body: Callable[[Connection], T]) -> T:
         """Run `body` (plain synchronous SQLAlchemy) on one connection, in one hop to a worker
@@ -116,8 +120,17 @@ class Database:
 
     def _in_thread(self, body: Callable[[Connection], T]) -> T:
         assert self.sync_engine is not None
-        with self.sync_engine.begin() as conn:
-            return body(conn)
+        with self.sync_engine.connect() as conn:
+            with conn.begin():
+                result = body(conn)
+            if self.checkpointer is not None:
+                self.checkpointer.after_commit(conn.connection.driver_connection)
+        self._wrote()
+        return result
+
+    def _wrote(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.wrote()
 
     @property
     def is_sqlite(self) -> bool:
@@ -125,13 +138,17 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock:
+            async with self.engine.begin() as conn:
+                yield conn
+            self._wrote()
 
     async def close(self) -> None:
         await self.engine.dispose()
         if self.sync_engine is not None:
             self.sync_engine.dispose()
+        if self.checkpointer is not None:  # after the engines: no reader holds the WAL
+            await anyio.to_thread.run_sync(self.checkpointer.close)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -140,6 +157,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(AUTOCHECKPOINT_OFF)  # storage.checkpoints checkpoints in its own thread
     cursor.close()
 
 
@@ -153,7 +171,7 @@ async def open_database(url: str) -> Database:
         path = await anyio.Path(parsed.database).expanduser()
         await path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
-    sync_engine = None
+    sync_engine = checkpointer = None
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if parsed.database not in (None, "", ":memory:"):
@@ -162,7 +180,9 @@ async def open_database(url: str) -> Database:
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
         await conn.run_sync(migrate)
-    return Database(engine=engine, url=url, sync_engine=sync_engine)
+    if sync_engine is not None:
+        checkpointer = WalCheckpointer(str(await anyio.Path(parsed.database or "").resolve()))
+    return Database(engine=engine, url=url, sync_engine=sync_engine, checkpointer=checkpointer)
 
 
 @asynccontextmanager

@@ -1,0 +1,54 @@
+"""WAL checkpoints run in the checkpointer's thread, never inside a writer's commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import Connection
+
+from storage import Backend, append_points, connect, create_operation, read_metrics
+
+pytestmark = pytest.mark.anyio
+
+
+def _autocheckpoint(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+
+async def test_commits_never_checkpoint_and_the_checkpointer_does(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "t.db"
+    async with connect(f"sqlite+aiosqlite:///{path}") as db:
+        assert db.checkpointer is not None
+        assert await db.run_read(_autocheckpoint) == 0  # the hot path's own connection
+        async with db.engine.connect() as conn:  # and the async engine's
+            assert await conn.run_sync(_autocheckpoint) == 0
+        op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
+        await append_points(db, op.operation_id, [{"name": "m", "step": 1, "value": 1.0}])
+        with anyio.fail_after(10):
+            await anyio.to_thread.run_sync(db.checkpointer.ran.wait)
+        assert db.checkpointer.checkpoints >= 1
+        await append_points(db, op.operation_id, [{"name": "m", "step": 2, "value": 2.0}])
+    wal = path.with_name("t.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # closing checkpointed what was left
+    async with connect(f"sqlite+aiosqlite:///{path}") as db:
+        read = await read_metrics(db, op.operation_id)
+    assert read.series[0].steps == [1, 2] and read.series[0].values == [1.0, 2.0]
+
+
+async def test_a_long_log_is_caught_up_by_the_next_writer(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with connect(f"sqlite+aiosqlite:///{path}") as db:
+        assert db.checkpointer is not None
+        db.checkpointer.max_frames = 1  # any log is long
+        op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
+        await append_points(db, op.operation_id, [{"name": "m", "step": 1, "value": 1.0}])
+        with anyio.fail_after(10):
+            await anyio.to_thread.run_sync(db.checkpointer.ran.wait)
+        assert db.checkpointer.catch_up_due
+        assert db.checkpointer.catch_ups == 0
+        await append_points(db, op.operation_id, [{"name": "m", "step": 2, "value": 2.0}])
+        assert db.checkpointer.catch_ups == 1 and not db.checkpointer.catch_up_due
+        read = await read_metrics(db, op.operation_id)
+    assert read.series[0].steps == [1, 2]
