@@ -1,7 +1,9 @@
-"""WAL checkpoints run in the checkpointer's thread, never inside a writer's commit."""
+"""SQLite writes: WAL checkpoints run in the checkpointer's thread, never inside a writer's commit;
+small writes run on the event loop's thread and never wait there for another writer."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -52,3 +54,22 @@ async def test_a_long_log_is_caught_up_by_the_next_writer(tmp_path: Path) -> Non
         assert db.checkpointer.catch_ups == 1 and not db.checkpointer.catch_up_due
         read = await read_metrics(db, op.operation_id)
     assert read.series[0].steps == [1, 2]
+
+
+async def test_a_small_write_waits_for_another_writer_off_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with connect(f"sqlite+aiosqlite:///{path}") as db:
+        op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction holds the file
+        with anyio.fail_after(5):  # the loop was not blocked for the 10 s busy timeout
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    append_points, db, op.operation_id, [{"name": "m", "step": 1, "value": 1.0}]
+                )
+                await anyio.lowlevel.checkpoint()  # the append tried and went to a worker thread
+                assert (await read_metrics(db, op.operation_id)).series == []
+                other.execute("COMMIT")
+        other.close()
+        read = await read_metrics(db, op.operation_id)
+    assert read.series[0].steps == [1] and read.series[0].values == [1.0]
