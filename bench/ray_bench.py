@@ -86,7 +86,8 @@ def _wall_times(db: Path, operation_id: str) -> dict[int, float]:
     """Each epoch's end as stored with its points (read after the run, from the server's file)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute(
-            "SELECT p.step, p.wall_ms FROM points p JOIN series s ON s.id = p.series_id "
+            "SELECT p.step, p.wall_ms + s.wall_base_ms FROM points p "
+            "JOIN series s ON s.id = p.series_id "
             "WHERE s.operation_id = ? AND s.name = 'train_loss'",
             (operation_id,),
         ).fetchall()

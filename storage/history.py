@@ -18,7 +18,7 @@ from sqlalchemy import Connection, exists, func, select
 from storage.database import Database
 from storage.errors import OperationNotFoundError
 from storage.models import SeriesData
-from storage.schema import operations, points, series
+from storage.schema import POINT_SPECIAL, POINT_SPECIAL_SQL, operations, points, series
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -31,7 +31,8 @@ __all__ = [
 
 MAX_PAGE_SIZE = 100_000
 
-# (name, step, epoch, stored value, special code, wall-clock ms): one stored point.
+# (name, step, epoch, stored value, special code, wall-clock ms): one stored point. The value is
+# as stored: +/-inf themselves, None for NaN (the special code says which, 0 when finite).
 ExportRow = tuple[str, int, int | None, float | None, int, int]
 
 
@@ -116,9 +117,9 @@ async def read_page(
         by_id = {r.id: r for r in rows}
         fetched: dict[int, list[tuple[int, float | None, int]]] = {r.id: [] for r in rows}
         if rows and is_sqlite:
-            fetched = _sqlite_page(conn, list(by_id), after, through)
+            fetched = _sqlite_page(conn, rows, after, through)
         elif rows:
-            cols = select(points.c.series_id, points.c.step, points.c.value, points.c.special)
+            cols = select(points.c.series_id, points.c.step, points.c.value, POINT_SPECIAL)
             cols = cols.where(points.c.series_id.in_(list(by_id)), points.c.step > after)
             if through is not None:
                 cols = cols.where(points.c.step <= through)
@@ -149,18 +150,20 @@ async def read_page(
 
 
 def _sqlite_page(
-    conn: Connection, ids: list[int], after: int, through: int | None
+    conn: Connection, rows: list[Any], after: int, through: int | None
 ) -> dict[int, list[tuple[int, float | None, int]]]:
     """The page's points on sqlite3 itself, a series at a time, as the rows it hands out: through
     SQLAlchemy's row objects a 20,000-point page cost five times as much."""
     raw = conn.connection.driver_connection
     assert raw is not None
-    bound = _SQLITE_PAGE + ("" if through is None else " AND step <= ?") + " ORDER BY step"
     tail = () if through is None else (through,)
-    return {sid: raw.execute(bound, (sid, after, *tail)).fetchall() for sid in ids}
+    bound = ("" if through is None else " AND step <= ?") + " ORDER BY step"
+    return {r.id: raw.execute(_SQLITE_PAGE + bound, (r.id, after, *tail)).fetchall() for r in rows}
 
 
-_SQLITE_PAGE = "SELECT step, value, special FROM points WHERE series_id = ? AND step > ?"
+_SQLITE_PAGE = (
+    f"SELECT step, value, {POINT_SPECIAL_SQL} FROM points WHERE series_id = ? AND step > ?"
+)
 
 
 def _matching(conn: Connection, row: Any, after: int) -> int:
@@ -179,19 +182,19 @@ async def tail_points(
 
     def query(conn: Connection) -> list[ExportRow]:
         found = conn.execute(
-            select(series.c.id, series.c.name).where(
+            select(series.c.id, series.c.name, series.c.wall_base_ms).where(
                 series.c.operation_id == operation_id, series.c.name.startswith(prefix)
             )
         ).all()
         rows: list[ExportRow] = []
-        for sid, name in sorted(found, key=lambda r: r.name):
+        for sid, name, base in sorted(found, key=lambda r: r.name):
             recent = conn.execute(
                 select(
                     points.c.step,
                     points.c.epoch,
                     points.c.value,
-                    points.c.special,
-                    points.c.wall_ms,
+                    POINT_SPECIAL,
+                    points.c.wall_ms + base,
                 )
                 .where(points.c.series_id == sid)
                 .order_by(points.c.step.desc())
@@ -217,7 +220,9 @@ async def iter_history(
     for row in rows:
         after = -1
         while True:
-            chunk = await db.run_read(_Chunk(row.id, row.name, after, chunk_size, db.is_sqlite))
+            chunk = await db.run_read(
+                _Chunk(row.id, row.name, row.wall_base_ms, after, chunk_size, db.is_sqlite)
+            )
             if chunk:
                 yield chunk
             if len(chunk) < chunk_size:
@@ -226,7 +231,7 @@ async def iter_history(
 
 
 _SQLITE_CHUNK = (
-    "SELECT ?, step, epoch, value, special, wall_ms FROM points "
+    f"SELECT ?, step, epoch, value, {POINT_SPECIAL_SQL}, wall_ms + ? FROM points "
     "WHERE series_id = ? AND step > ? ORDER BY step LIMIT ?"
 )
 
@@ -237,6 +242,7 @@ class _Chunk:
 
     sid: int
     name: str
+    wall_base_ms: int
     after: int
     size: int
     is_sqlite: bool
@@ -246,12 +252,16 @@ class _Chunk:
             raw = conn.connection.driver_connection
             assert raw is not None
             found: list[ExportRow] = raw.execute(
-                _SQLITE_CHUNK, (self.name, self.sid, self.after, self.size)
+                _SQLITE_CHUNK, (self.name, self.wall_base_ms, self.sid, self.after, self.size)
             ).fetchall()
             return found
         query = (
             select(
-                points.c.step, points.c.epoch, points.c.value, points.c.special, points.c.wall_ms
+                points.c.step,
+                points.c.epoch,
+                points.c.value,
+                POINT_SPECIAL,
+                points.c.wall_ms + self.wall_base_ms,
             )
             .where(points.c.series_id == self.sid, points.c.step > self.after)
             .order_by(points.c.step)

@@ -7,13 +7,16 @@ resumed child retraining an epoch, never stores an epoch twice.
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
 from storage.database import Database
 from storage.errors import OperationNotFoundError
-from storage.metrics import _ADD_TO_SUMMARY, _as_tuple, _series_ids, _summaries
+from storage.metrics import _ADD_TO_SUMMARY, StoredRow, _as_dicts, _series_ids, _summaries
+from storage.models import special_of
 from storage.schema import operations, points, series
 
 __all__ = ["copy_history"]
@@ -26,16 +29,18 @@ async def copy_history(db: Database, source_id: str, target_id: str, *, up_to_ep
 
     def transaction(conn: Connection) -> int:
         for oid in (source_id, target_id):
-            found = conn.execute(select(operations.c.id).where(operations.c.id == oid)).first()
-            if found is None:
+            known = conn.execute(select(operations.c.id).where(operations.c.id == oid)).first()
+            if known is None:
                 raise OperationNotFoundError(oid)
-        names = dict(
-            conn.execute(
-                select(series.c.id, series.c.name).where(series.c.operation_id == source_id)
-            ).all()
-        )
-        if not names:
+        found = conn.execute(
+            select(series.c.id, series.c.name, series.c.wall_base_ms).where(
+                series.c.operation_id == source_id
+            )
+        ).all()
+        if not found:
             return 0
+        names = {sid: name for sid, name, _ in found}
+        source_bases = {sid: base for sid, _, base in found}
         in_range = or_(
             points.c.epoch <= up_to_epoch,
             and_(points.c.epoch.is_(None), points.c.step <= up_to_epoch),
@@ -45,24 +50,23 @@ async def copy_history(db: Database, source_id: str, target_id: str, *, up_to_ep
         ).all()
         if not source_points:
             return 0
-        ids = _series_ids(conn, is_sqlite, target_id, set(names.values()))
-        rows: list[dict[str, Any]] = [
-            {
-                "series_id": ids[names[p.series_id]],
-                "step": p.step,
-                "epoch": p.epoch,
-                "value": p.value,
-                "special": p.special,
-                "wall_ms": p.wall_ms,
-            }
-            for p in source_points
-        ]
+        now_ms = int(time.time() * 1000)
+        ids = _series_ids(conn, is_sqlite, target_id, set(names.values()), now_ms)
+        rows: list[StoredRow] = []  # absolute ms and special codes, as the summaries take them
+        for p in source_points:
+            special = special_of(math.nan if p.value is None else p.value)
+            wall_ms = p.wall_ms + source_bases[p.series_id]
+            value = None if special else p.value
+            rows.append((ids[names[p.series_id]][0], p.step, p.epoch, value, special, wall_ms))
+        bases = {sid: base for sid, base in ids.values()}
         insert = (_insert(is_sqlite))(points).on_conflict_do_nothing()
-        added = conn.execute(insert.returning(points.c.series_id, points.c.step), rows).all()
+        added = conn.execute(
+            insert.returning(points.c.series_id, points.c.step), _as_dicts(rows, bases)
+        ).all()
         keys = {(r[0], r[1]) for r in added}
-        new_rows = [r for r in rows if (r["series_id"], r["step"]) in keys]
+        new_rows = [r for r in rows if (r[0], r[1]) in keys]
         if new_rows:
-            conn.execute(_ADD_TO_SUMMARY, _summaries([_as_tuple(r) for r in new_rows]))
+            conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
         return len(new_rows)
 
     return await db.run_write(transaction)

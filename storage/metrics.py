@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections import defaultdict
@@ -27,7 +28,14 @@ from storage.models import (
     SeriesLatest,
     special_of,
 )
-from storage.schema import operations, points, series
+from storage.schema import (
+    FINITE_SQL,
+    POINT_SPECIAL,
+    POINT_SPECIAL_SQL,
+    operations,
+    points,
+    series,
+)
 from training_mcp.points import METRIC_NAME_RULE, MetricPoint
 
 __all__ = [
@@ -86,21 +94,25 @@ class AppendResult:
 
 
 def _series_ids(
-    conn: Connection, is_sqlite: bool, operation_id: str, names: Iterable[str]
-) -> dict[str, int]:
+    conn: Connection, is_sqlite: bool, operation_id: str, names: Iterable[str], now_ms: int
+) -> dict[str, tuple[int, int]]:
+    """Each name's (series id, wall_base_ms), making the missing series with base `now_ms`."""
     wanted = set(names)
-    query = select(series.c.name, series.c.id).where(
+    query = select(series.c.name, series.c.id, series.c.wall_base_ms).where(
         series.c.operation_id == operation_id, series.c.name.in_(wanted)
     )
-    ids: dict[str, int] = {name: sid for name, sid in conn.execute(query).all()}
+    ids = {name: (sid, base) for name, sid, base in conn.execute(query).all()}
     missing = wanted - ids.keys()
     if missing:
         stmt = (sqlite_insert if is_sqlite else pg_insert)(series).on_conflict_do_nothing()
         conn.execute(
             stmt,
-            [{"operation_id": operation_id, "name": n, "n_points": 0} for n in sorted(missing)],
+            [
+                {"operation_id": operation_id, "name": n, "n_points": 0, "wall_base_ms": now_ms}
+                for n in sorted(missing)
+            ],
         )
-        ids.update({name: sid for name, sid in conn.execute(query).all()})
+        ids.update({name: (sid, base) for name, sid, base in conn.execute(query).all()})
     return ids
 
 
@@ -133,32 +145,21 @@ async def append_points(
             raise OperationFinishedError(operation_id, status)
         stored = 0
         if batch:
-            ids = _series_ids(conn, is_sqlite, operation_id, {p.name for p in batch})
-            rows = [
-                {
-                    "series_id": ids[p.name],
-                    "step": p.step,
-                    "epoch": p.epoch,
-                    "value": p.value if special_of(p.value) == 0 else None,
-                    "special": special_of(p.value),
-                    "wall_ms": now_ms if p.wall_time is None else int(p.wall_time * 1000),
-                }
-                for p in batch
-            ]
+            ids = _series_ids(conn, is_sqlite, operation_id, {p.name for p in batch}, now_ms)
+            full = [_stored_row(ids[p.name][0], p, now_ms) for p in batch]
+            bases = {sid: base for sid, base in ids.values()}
             insert_points = (
                 (sqlite_insert if is_sqlite else pg_insert)(points)
                 .on_conflict_do_nothing()
                 .returning(points.c.series_id, points.c.step)
             )
-            added = {(r[0], r[1]) for r in conn.execute(insert_points, rows).all()}
+            added = {(r[0], r[1]) for r in conn.execute(insert_points, _as_dicts(full, bases))}
             stored = len(added)
             if added:
-                new_rows = [r for r in rows if (r["series_id"], r["step"]) in added]
+                new_rows = [r for r in full if (r[0], r[1]) in added]
                 if len(new_rows) > stored:  # the same (name, step) twice in one batch
-                    new_rows = list(
-                        {(r["series_id"], r["step"]): r for r in reversed(new_rows)}.values()
-                    )
-                conn.execute(_ADD_TO_SUMMARY, _summaries([_as_tuple(r) for r in new_rows]))
+                    new_rows = list({(r[0], r[1]): r for r in reversed(new_rows)}.values())
+                conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
         if progress_epoch is not None:
             conn.execute(
                 update(operations)
@@ -192,20 +193,25 @@ def _append_sqlite(
         raise OperationFinishedError(operation_id, found[0])
     stored = 0
     if batch:
-        ids = _sqlite_series_ids(raw, operation_id, sorted({p.name for p in batch}))
-        rows: list[StoredRow] = []
+        ids = _sqlite_series_ids(raw, operation_id, sorted({p.name for p in batch}), now_ms)
+        rows: list[StoredRow] = []  # what the summaries take: absolute ms, special codes
+        flat_all: list[Any] = []  # what the table takes: value as stored, ms after the base
         for p in batch:
-            value = p.value
+            sid, base = ids[p.name]
+            value: float | None = p.value
             wall_ms = now_ms if p.wall_time is None else int(p.wall_time * 1000)
-            if isfinite(value):
-                rows.append((ids[p.name], p.step, p.epoch, value, 0, wall_ms))
+            if isfinite(p.value):
+                rows.append((sid, p.step, p.epoch, p.value, 0, wall_ms))
             else:
-                rows.append((ids[p.name], p.step, p.epoch, None, special_of(value), wall_ms))
+                special = special_of(p.value)
+                rows.append((sid, p.step, p.epoch, None, special, wall_ms))
+                value = _STORED_SPECIAL[special]
+            flat_all += (sid, p.step, p.epoch, value, wall_ms - base)
         added: set[tuple[int, int]] | None = None  # None while every row so far was new
         for start in range(0, len(rows), _SQLITE_ROWS):  # within SQLite's 32,766 parameters
             part = rows[start : start + _SQLITE_ROWS]
-            values = ",".join(["(?,?,?,?,?,?)"] * len(part))
-            flat = [v for row in part for v in row]
+            values = ",".join(["(?,?,?,?,?)"] * len(part))
+            flat = flat_all[start * 5 : (start + len(part)) * 5]
             if added is None:
                 # The usual batch is all new: a plain INSERT, nothing to return. A duplicate
                 # aborts only this statement (SQLite undoes it whole) and the part goes again
@@ -239,25 +245,33 @@ def _append_sqlite(
 
 
 _SQLITE_ROWS = 5_000
-_INSERT_NEW = "INSERT INTO points (series_id, step, epoch, value, special, wall_ms) VALUES {values}"
+_INSERT_NEW = "INSERT INTO points (series_id, step, epoch, value, wall_ms) VALUES {values}"
 _INSERT_POINTS = (
-    "INSERT INTO points (series_id, step, epoch, value, special, wall_ms) VALUES {values} "
+    "INSERT INTO points (series_id, step, epoch, value, wall_ms) VALUES {values} "
     "ON CONFLICT DO NOTHING RETURNING series_id, step"
 )
+# A non-finite value as the table stores it (see storage.schema), by special code.
+_STORED_SPECIAL: dict[int, float | None] = {1: None, 2: math.inf, 3: -math.inf}
 
 
-def _sqlite_series_ids(raw: Any, operation_id: str, names: list[str]) -> dict[str, int]:
+def _sqlite_series_ids(
+    raw: Any, operation_id: str, names: list[str], now_ms: int
+) -> dict[str, tuple[int, int]]:
     marks = ",".join("?" * len(names))
-    query = f"SELECT name, id FROM series WHERE operation_id = ? AND name IN ({marks})"
-    ids: dict[str, int] = dict(raw.execute(query, (operation_id, *names)).fetchall())
+    query = (
+        f"SELECT name, id, wall_base_ms FROM series WHERE operation_id = ? AND name IN ({marks})"
+    )
+    found = raw.execute(query, (operation_id, *names)).fetchall()
+    ids = {name: (sid, base) for name, sid, base in found}
     missing = [n for n in names if n not in ids]
     if missing:
         raw.executemany(
-            "INSERT INTO series (operation_id, name, n_points, nonfinite) VALUES (?, ?, 0, 0) "
-            "ON CONFLICT DO NOTHING",
-            [(operation_id, n) for n in missing],
+            "INSERT INTO series (operation_id, name, n_points, nonfinite, wall_base_ms) "
+            "VALUES (?, ?, 0, 0, ?) ON CONFLICT DO NOTHING",
+            [(operation_id, n, now_ms) for n in missing],
         )
-        ids.update(raw.execute(query, (operation_id, *names)).fetchall())
+        found = raw.execute(query, (operation_id, *names)).fetchall()
+        ids = {name: (sid, base) for name, sid, base in found}
     return ids
 
 
@@ -280,15 +294,24 @@ _ADD_TO_SUMMARY = text(
 StoredRow = tuple[int, int, int | None, float | None, int, int]  # a points row, column order
 
 
-def _as_tuple(row: dict[str, Any]) -> StoredRow:
-    return (
-        row["series_id"],
-        row["step"],
-        row["epoch"],
-        row["value"],
-        row["special"],
-        row["wall_ms"],
-    )
+def _stored_row(sid: int, p: MetricPointIn, now_ms: int) -> StoredRow:
+    special = special_of(p.value)
+    wall_ms = now_ms if p.wall_time is None else int(p.wall_time * 1000)
+    return (sid, p.step, p.epoch, None if special else p.value, special, wall_ms)
+
+
+def _as_dicts(rows: list[StoredRow], bases: Mapping[int, int]) -> list[dict[str, Any]]:
+    """Rows as the points table takes them: non-finite values as stored, ms after the base."""
+    return [
+        {
+            "series_id": sid,
+            "step": step,
+            "epoch": epoch,
+            "value": _STORED_SPECIAL[special] if special else value,
+            "wall_ms": wall_ms - bases[sid],
+        }
+        for sid, step, epoch, value, special, wall_ms in rows
+    ]
 
 
 def _summaries(rows: list[StoredRow]) -> list[dict[str, Any]]:
@@ -412,7 +435,7 @@ def _read_whole(
     if not rows:
         return {}
     by_id = {r.id: r.name for r in rows}
-    query = select(points.c.series_id, points.c.step, points.c.value, points.c.special).where(
+    query = select(points.c.series_id, points.c.step, points.c.value, POINT_SPECIAL).where(
         points.c.series_id.in_(list(by_id))
     )
     if isinstance(after_step, int):
@@ -436,7 +459,7 @@ def _read_series(
     max_points: int | None,
 ) -> SeriesData:
     sid, total = row.id, row.n_points
-    cols = select(points.c.step, points.c.value, points.c.special).where(points.c.series_id == sid)
+    cols = select(points.c.step, points.c.value, POINT_SPECIAL).where(points.c.series_id == sid)
     if after is not None:
         cols = cols.where(points.c.step > after)
     if after is None or total == 0:
@@ -504,22 +527,22 @@ r AS (SELECT :lo + (i * :span + :nb - 1) / :nb AS a,
 picked(s) AS (SELECT {pick_min} FROM r UNION ALL SELECT {pick_max} FROM r
   UNION ALL SELECT (SELECT max(step) FROM points WHERE series_id = :sid AND step BETWEEN a AND z)
   FROM r{pick_special})
-SELECT step, value, special FROM points
+SELECT step, value, {special} FROM points
 WHERE series_id = :sid AND (step = :first OR step IN (SELECT s FROM picked))
 ORDER BY step
 """
 # SQLite returns the row of a lone min()/max() for bare columns: one pass, no sort.
 _SQLITE_MIN = (
     "(SELECT step FROM (SELECT min(value), step FROM points "
-    "WHERE series_id = :sid AND step BETWEEN a AND z))"
+    "WHERE series_id = :sid AND step BETWEEN a AND z{finite}))"
 )
 _PORTABLE_MIN = (
     "(SELECT step FROM points WHERE series_id = :sid AND step BETWEEN a AND z "
-    "AND special = 0 ORDER BY value ASC, step ASC LIMIT 1)"
+    f"AND {FINITE_SQL} ORDER BY value ASC, step ASC LIMIT 1)"
 )
 _SPECIAL = (
     " UNION ALL SELECT (SELECT min(step) FROM points WHERE series_id = :sid "
-    "AND step BETWEEN a AND z AND special != 0) FROM r"
+    f"AND step BETWEEN a AND z AND NOT coalesce({FINITE_SQL}, false)) FROM r"
 )
 
 
@@ -542,14 +565,17 @@ def _downsample_in_db(
     ).scalar_one()
     lo = first_step
     span = hi - lo + 1
-    if is_sqlite:
-        pick_min = _SQLITE_MIN
-        pick_max = _SQLITE_MIN.replace("min(value)", "max(value)")
+    if is_sqlite:  # min() skips NULL (NaN) by itself; only a series with infinities needs more
+        pick_min = _SQLITE_MIN.format(finite=f" AND {FINITE_SQL}" if nonfinite else "")
+        pick_max = pick_min.replace("min(value)", "max(value)")
     else:
         pick_min = _PORTABLE_MIN
         pick_max = _PORTABLE_MIN.replace("value ASC", "value DESC")
     sql = _BUCKETS_SQL.format(
-        pick_min=pick_min, pick_max=pick_max, pick_special=_SPECIAL if nonfinite else ""
+        pick_min=pick_min,
+        pick_max=pick_max,
+        pick_special=_SPECIAL if nonfinite else "",
+        special=POINT_SPECIAL_SQL,
     )
     # The picked steps and their points in one statement: no second round trip, no list of
     # hundreds of steps to bind.

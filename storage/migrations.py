@@ -1,24 +1,29 @@
 """Bring a database created by an earlier version up to the current tables, at open.
 
 `metadata.create_all` creates missing tables but never alters existing ones, so each column added
-since the first release is added here when it is missing. Idempotent; run on every open.
+since the first release is added here when it is missing, and the points' `special` column of
+earlier versions is folded into `value` (+/-inf stored as themselves; NaN was already NULL) and
+dropped: the table is rewritten once, and reads exactly as before. Idempotent; run on every open.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, inspect, text
+import math
 
-from storage.schema import operations
+from sqlalchemy import Connection, Float, bindparam, inspect, text
+
+from storage.schema import operations, points, series
 
 __all__ = ["migrate"]
 
 # (table, column) added after release 0.1.0, in order.
-_ADDED_COLUMNS = ((operations, "lineage"),)
+_ADDED_COLUMNS = ((operations, "lineage"), (series, "wall_base_ms"))
 
 
 def migrate(conn: Connection) -> list[str]:
-    """Add missing columns; returns what it added ('operations.lineage')."""
-    added = []
+    """Add missing columns and drop the old points' `special`; returns what it changed
+    ('operations.lineage', '-points.special')."""
+    changed = []
     inspector = inspect(conn)
     for table, name in _ADDED_COLUMNS:
         present = {c["name"] for c in inspector.get_columns(table.name)}
@@ -26,6 +31,16 @@ def migrate(conn: Connection) -> list[str]:
             continue
         column = table.c[name]
         kind = column.type.compile(dialect=conn.dialect)
+        if column.server_default is not None:  # NOT NULL needs the default for existing rows
+            kind += f" NOT NULL DEFAULT {column.server_default.arg.text}"  # type: ignore[attr-defined]
         conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
-        added.append(f"{table.name}.{name}")
-    return added
+        changed.append(f"{table.name}.{name}")
+    if "special" in {c["name"] for c in inspector.get_columns(points.name)}:
+        fold = text(
+            "UPDATE points SET value = CASE special WHEN 2 THEN :inf ELSE :ninf END "
+            "WHERE special IN (2, 3)"
+        ).bindparams(bindparam("inf", type_=Float), bindparam("ninf", type_=Float))
+        conn.execute(fold, {"inf": math.inf, "ninf": -math.inf})
+        conn.execute(text("ALTER TABLE points DROP COLUMN special"))
+        changed.append("-points.special")
+    return changed

@@ -1,9 +1,14 @@
 """Tables. Points are stored compactly: one row per (series, step), clustered by that key.
 
 A series is one metric of one operation; its row also holds the count and latest value, so the
-latest value of every metric is read without scanning history. Non-finite values are stored
-faithfully: `special` says NaN (1), +inf (2) or -inf (3), and `value` is then NULL
-(SQLite would turn a NaN into NULL anyway).
+latest value of every metric is read without scanning history. A point's row is its key, its
+epoch (NULL when the point carries none), its value and its wall-clock time in ms after the
+series' `wall_base_ms` (set when the series is made: 2-4 bytes where the absolute time took 6;
+a series from before it existed has base 0). Non-finite values are stored faithfully in
+`value` itself: +inf and -inf as the IEEE doubles, NaN as NULL (SQLite turns a NaN into NULL
+anyway); `POINT_SPECIAL` reads them back as the codes NaN 1, +inf 2, -inf 3 (0: finite). A
+database whose points still have the `special` column of earlier versions is moved to this
+layout when it opens (`storage.migrations`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    case,
+    text,
 )
 
 metadata = MetaData()
@@ -70,6 +77,8 @@ series = Table(
     Column("last_value", Float),
     Column("last_special", SmallInteger),
     Column("last_wall_ms", BigInteger),
+    # Points' wall_ms count from here (added by storage.migrations to older databases: 0 there).
+    Column("wall_base_ms", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("operation_id", "name", name="uq_series_operation_name"),
 )
 
@@ -79,10 +88,25 @@ points = Table(
     Column("series_id", Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True),
     Column("step", BigInteger, primary_key=True, autoincrement=False),
     Column("epoch", Integer),
-    Column("value", Float),
-    Column("special", SmallInteger, nullable=False, default=0),
-    Column("wall_ms", BigInteger, nullable=False),
+    Column("value", Float),  # +/-inf as themselves, NaN as NULL
+    Column("wall_ms", BigInteger, nullable=False),  # ms after the series' wall_base_ms
     sqlite_with_rowid=False,
+)
+
+# The largest finite double: a stored value above it is +inf, below its negative -inf.
+_MAX = 1.7976931348623157e308
+# A point's special code from its stored value, as SQL text (for the plain-SQL hot paths) and
+# as a SQLAlchemy expression; `FINITE` selects the finite values.
+POINT_SPECIAL_SQL = (
+    f"CASE WHEN value IS NULL THEN 1 WHEN value > {_MAX!r} THEN 2 "
+    f"WHEN value < {-_MAX!r} THEN 3 ELSE 0 END"
+)
+FINITE_SQL = f"value BETWEEN {-_MAX!r} AND {_MAX!r}"
+POINT_SPECIAL = case(
+    (points.c.value.is_(None), 1),
+    (points.c.value > _MAX, 2),
+    (points.c.value < -_MAX, 3),
+    else_=0,
 )
 
 # A run's push credential (external and bridge runs): only its SHA-256 is kept. A table of its
