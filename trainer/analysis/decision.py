@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from trainer.analysis.engine import Engine
 from trainer.analysis.forecast import Forecast, forecast
+from trainer.analysis.prior import stop_features, stop_risk
 
 __all__ = ["GAIN_PRICE", "MARGIN_FRACTION", "STALLED_WINDOWS", "StopCall", "stop_call"]
 
@@ -51,6 +52,10 @@ class StopCall:
     forecast: Forecast | None
     value: float | None = None
     value_epoch: int | None = None
+    # The stop prior's features and its risk: the probability that stopping now loses more than
+    # 1 % of the improvement (`prior.stop_risk`); None until the run has shown a trend.
+    features: tuple[float, ...] | None = None
+    risk: float | None = None
 
 
 def stop_call(engine: Engine) -> StopCall | None:
@@ -75,7 +80,14 @@ def stop_call(engine: Engine) -> StopCall | None:
         and best[0] >= trend.from_epoch
         and sign * (window[-1 - half][2] - window[-1][2]) > noise
     )
-    shown = improvement > _TREND_NOISES * noise or last - best[0] >= p.window
+    # Shown: the run has moved beyond its noise, down (improved) or up again from its best
+    # (smoothed), or has had a whole window to beat its best.
+    worsened = sign * (window[-1][2] - best[1])
+    shown = (
+        improvement > _TREND_NOISES * noise
+        or worsened > _TREND_NOISES * noise
+        or last - best[0] >= p.window
+    )
     if not shown:
         return StopCall(False, improving, False, margin, improvement, None)
     # Without a budget, look as far ahead as the run has come.
@@ -93,17 +105,30 @@ def stop_call(engine: Engine) -> StopCall | None:
     worth_best = None if improving else sign * best[1]
     fc = forecast(points, noise, sign * best[1] - margin, horizon, best=worth_best)
     value = value_epoch = None
+    budget = max(1, horizon - start + 1)
     # The fit ends at the monitor's last value, which may be older than the run's last epoch (an
     # epoch whose val_loss has not arrived yet): only epochs after `last` are still to be paid.
     ahead = [] if fc is None else [(epoch, gain) for epoch, gain in fc.gains if epoch > last]
     if ahead:
-        budget = max(1, horizon - start + 1)
         scale = max(improvement, noise)
         value, value_epoch = max(
             (_worth(gain, scale) / ((epoch - last) / budget), epoch) for epoch, gain in ahead
         )
-    stop = fc is not None and not improving and (value is None or value < GAIN_PRICE)
-    return StopCall(True, improving, stop, margin, improvement, fc, value, value_epoch)
+    if fc is None:
+        return StopCall(True, improving, False, margin, improvement, None, value, value_epoch)
+    features = stop_features(
+        engine,
+        improving=improving,
+        improvement=improvement,
+        budget_used=min(1.0, seen / budget),
+        worth=None if improving else value if ahead else 0.0,
+        probability=fc.probability,
+    )
+    risk = stop_risk(features)
+    stop = not improving and (value is None or value < GAIN_PRICE)
+    return StopCall(
+        True, improving, stop, margin, improvement, fc, value, value_epoch, features, risk
+    )
 
 
 def _worth(gain: float, scale: float) -> float:

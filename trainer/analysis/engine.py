@@ -308,6 +308,9 @@ class Engine:
         # The latest raw monitored values, for the learning-curve forecast (bounded: the fit
         # costs O(FIT_POINTS) per analysis whatever the run's length).
         self.recent: deque[tuple[int, float]] = deque(maxlen=FIT_POINTS)
+        # The monitor's Keras best after each of its latest values, for how much the best moved
+        # over the latest windows (the stop prior's `recent` feature).
+        self.bests: deque[float] = deque(maxlen=2 * params.window + 1)
         self.epochs = 0
         self.first_epoch: int | None = None
         self.last_epoch: int | None = None
@@ -343,6 +346,8 @@ class Engine:
             self.prechelt.train(epoch, values[self.plan.train])
         if self.plan.monitor in fresh:
             self.recent.append((epoch, values[self.plan.monitor]))
+            if self.mon.best is not None:
+                self.bests.append(self.mon.best[1])
             self._criteria(epoch, values[self.plan.monitor])
         mon_best = self.mon.best
         if mon_best is not None:

@@ -186,9 +186,15 @@ class Report:
         stop needs the forecast's consent (see `decision.stop_call`), whatever the flags."""
         if verdict == "too_early":
             return "wait_for_more_epochs"
-        if verdict == "diverging":  # a broken run needs a look first; the reasons say the rest
+        stop = self.call is not None and self.call.stop
+        if verdict == "diverging":
+            # A broken run needs a look first; one that has had a whole window to come back to
+            # its best and whose forecast sees nothing worth its epochs is stopped (the flag and
+            # the reasons still say it diverged).
+            if stop and (self.stall or 0) >= self.p.window:
+                return "stop_and_restore_best"
             return "investigate_divergence"
-        if self.call is not None and self.call.stop:
+        if stop:
             return "stop_and_restore_best"
         if verdict == "overfitting":
             return "add_regularization"
@@ -217,13 +223,14 @@ class Report:
         e, p, mon = self.e, self.p, self.mon
         if verdict == "too_early":
             return 1.0  # a fact about the data, not a guess
-        # With a forecast, the confidence of a stop or a continue is the forecast's own
-        # probability that it is the right call (bench/stop_decisions.py checks the calibration).
-        fc = self.call.forecast if self.call is not None else None
-        if fc is not None and recommendation == "stop_and_restore_best":
-            return 1.0 - fc.probability
-        if fc is not None and recommendation == "continue":
-            return fc.probability
+        # Once the run has shown a trend, the confidence of a stop or a continue is the stop
+        # prior's probability that it is the right call: that stopping now loses at most 1 % of
+        # the improvement, or more (bench/stop_decisions.py reports the calibration).
+        risk = self.call.risk if self.call is not None else None
+        if risk is not None and recommendation == "stop_and_restore_best":
+            return 1.0 - risk
+        if risk is not None and recommendation == "continue":
+            return risk
         if verdict == "diverging":
             assert e.diverging is not None
             rise = e.diverging.rise
