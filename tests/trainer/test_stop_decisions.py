@@ -58,7 +58,9 @@ def score(split: str, stops: list[int]) -> tuple[float, float, float]:
 
 
 def test_the_fixture_holds_real_curves_in_two_parts() -> None:
-    assert (len(runs("tuning")), len(runs("held_out"))) == (121, 98)
+    # Tuning: seeds 2026 and 2027 of bench/make_stop_fixture.py; held out: seed 2028, trained
+    # and added after the rule was frozen.
+    assert (len(runs("tuning")), len(runs("held_out"))) == (219, 100)
     for split in ("tuning", "held_out"):
         assert {r["dataset"] for r in runs(split)} == {
             "breast_cancer",
@@ -70,24 +72,23 @@ def test_the_fixture_holds_real_curves_in_two_parts() -> None:
 
 
 def test_held_out_regret_and_epochs_stay_within_bounds() -> None:
-    # Measured when the rule was made (the held-out batch trained after it was tuned): 56.5 % of
-    # the epochs, mean regret 1.53 %, worst 69.6 % (a curve on which patience 10 loses as much).
+    # Measured once, when the held-out batch (seed 2028) was added after the rule was frozen:
+    # 51.2 % of the epochs, mean regret 1.29 %, worst 37.0 % (patience 10: 56.5 %, 1.52 %, 51.9 %).
     used, mean, worst = score("held_out", [recommended_stop(r)[0] for r in runs("held_out")])
 
-    assert used <= 0.57
-    assert mean <= 0.016
-    assert worst <= 0.70
+    assert used <= 0.515
+    assert mean <= 0.0135
+    assert worst <= 0.375
 
 
 @pytest.mark.parametrize("split", ["tuning", "held_out"])
-def test_fewer_epochs_than_patience_10_and_less_regret_than_patience_5(split: str) -> None:
+def test_it_dominates_patience_10_and_loses_less_than_patience_5(split: str) -> None:
     ours = score(split, [recommended_stop(r)[0] for r in runs(split)])
     five = score(split, [keras_stop(r, 5) for r in runs(split)])
     ten = score(split, [keras_stop(r, 10) for r in runs(split)])
 
-    assert ours[0] < ten[0]
-    assert ours[1] < five[1]
-    assert ours[2] <= ten[2]
+    assert ours[0] < ten[0] and ours[1] <= ten[1] and ours[2] <= ten[2]
+    assert ours[1] < five[1] and ours[2] <= five[2]
 
 
 def _smoothed(values: list[float], weight: float = 0.6) -> list[float]:
@@ -117,8 +118,15 @@ def test_no_stop_while_improving_beyond_the_noise_or_before_a_trend_shows() -> N
             analysis.trend.direction == "improving"
             and analysis.best_epoch >= analysis.trend.from_epoch
         ), run["id"]
-        # The trend has shown: the run improved by more than three noise levels, or had a
-        # whole window to beat its best.
-        assert val[0] - min(val) > 3 * noise or stop - analysis.best_epoch >= window, run["id"]
+        # The trend has shown: the run improved by more than three noise levels, its smoothed
+        # curve rose that far above its best, or it had a whole window to beat its best.
+        assert (
+            val[0] - min(val) > 3 * noise
+            or smoothed[-1] - min(val) > 3 * noise
+            or stop - analysis.best_epoch >= window
+        ), run["id"]
+        # A diverging run is stopped only after a whole window without coming back to its best.
+        if analysis.verdict == "diverging":
+            assert stop - analysis.best_epoch >= window, run["id"]
         if stop < len(run["val_loss"]):  # at the budget's end there is nothing to continue to
             assert any("is expected to improve the best by" in r for r in analysis.reasons)
