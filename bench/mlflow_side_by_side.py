@@ -10,13 +10,18 @@ httpx client drives them all over kept-alive connections: an external run fed by
 epoch POSTs, 20,000 points in batches of 1,000, 8 concurrent writers, a 100-point history read,
 a 20,000-point history read whole, the same 20,000 sampled to 500 points, the bytes the store
 grows by for 100 epochs x 6 metrics, the time from start to healthy and the resident memory. A
-keep-alive `GET /health` round trip on each server is the floor a write cannot go below. Every
-loop is bounded; a run takes a few minutes, most of it MLflow starting and installing.
+keep-alive `GET /health` round trip on each server is the floor a write cannot go below. Then
+training-mcp alone (MLflow has no export): 1,000,000 points streamed whole in each export format
+(JSON lines, CSV, Parquet, Arrow); the project's `export` extra is installed into this
+environment first when it is missing. Every loop is bounded; a run takes a few minutes, most of
+it MLflow starting and installing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import math
 import os
 import shutil
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -371,12 +377,27 @@ async def _writers(server: Server, writers: int, epochs: int) -> tuple[float, li
     return writers * epochs / elapsed, latencies
 
 
-EXPORT_POINTS = 200_000
+EXPORT_POINTS = 1_000_000
+EXPORT_FORMATS = ("jsonl", "csv", "parquet", "arrow")
 
 
-def _export_rate(server: Server, n: int) -> float:
-    """Points per second of the whole-history export (JSON lines), streamed and counted."""
-    with httpx.Client(base_url=server.base, transport=_Retrying(server.label), timeout=120) as http:
+def ensure_export_extra() -> None:
+    """The project's `export` extra (pyarrow, ADBC's SQLite driver) in this environment: the
+    server the bench starts runs on it, and the columnar exports need it."""
+    if all(importlib.util.find_spec(m) for m in ("pyarrow", "adbc_driver_sqlite")):
+        return
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        wanted = tomllib.load(f)["project"]["optional-dependencies"]["export"]
+    print(f"installing the export extra ({', '.join(wanted)}) ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *wanted], check=True)
+
+
+def _export_rates(server: Server, n: int) -> dict[str, float]:
+    """Points per second of the whole-history export of an `n`-point metric in each format:
+    the time to receive every byte, then the points in it counted (lines, or rows read back
+    with pyarrow)."""
+    rates = {}
+    with httpx.Client(base_url=server.base, transport=_Retrying(server.label), timeout=300) as http:
         run = server.api.new_run(http)
         url = server.api.log_url(run)
         for start in range(0, n, 10_000):
@@ -387,13 +408,28 @@ def _export_rate(server: Server, n: int) -> float:
                 )
             )
         export = f"{API}/operations/{run}/metrics/export"
-        started = time.perf_counter()
-        with http.stream("GET", export) as response:
-            lines = sum(chunk.count(b"\n") for chunk in response.iter_raw())
-        elapsed = time.perf_counter() - started
-    if lines != n:
-        raise RuntimeError(f"export: {lines} lines of {n}")
-    return n / elapsed
+        for fmt in EXPORT_FORMATS:
+            started = time.perf_counter()
+            with http.stream("GET", export, params={"format": fmt}) as response:
+                _check(response)
+                body = b"".join(response.iter_raw())
+            elapsed = time.perf_counter() - started
+            got = _exported_points(body, fmt)
+            if got != n:
+                raise RuntimeError(f"export as {fmt}: {got} points of {n}")
+            rates[fmt] = n / elapsed
+    return rates
+
+
+def _exported_points(body: bytes, fmt: str) -> int:
+    if fmt in ("jsonl", "csv"):
+        return body.count(b"\n") - (1 if fmt == "csv" else 0)  # CSV's header line
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if fmt == "arrow":
+        return int(pa.ipc.open_stream(body).read_all().num_rows)
+    return int(pq.read_metadata(io.BytesIO(body)).num_rows)
 
 
 def measure(server: Server) -> Figures:
@@ -446,9 +482,11 @@ def measure(server: Server) -> Figures:
 
     rate, latencies = anyio.run(_writers, server, 8, 50)
     out.values["conc_req_s"], out.values["conc_p99"] = rate, _p(latencies, 0.99)
+    out.values["rss_mb"] = server.rss_mb()  # after the same workloads on every server
     if isinstance(api, TrainingMcpApi):  # MLflow has no export to compare with
-        out.values["export_pts_s"] = _export_rate(server, EXPORT_POINTS)
-    out.values["rss_mb"] = server.rss_mb()
+        for fmt, rate in _export_rates(server, EXPORT_POINTS).items():
+            out.values[f"export_{fmt}"] = rate
+        out.notes["rss_after_export"] = f"{server.rss_mb():,.0f} MB"
     return out
 
 
@@ -476,7 +514,10 @@ ROWS: list[tuple[str, str, tuple[str, ...], bool]] = [
     ("bytes per 100 epochs x 6 metrics", "{:,.0f}", ("bytes_100x6",), True),
     ("start to healthy", "{:.1f} s", ("start_s",), True),
     ("RSS (server and workers)", "{:,.0f} MB", ("rss_mb",), True),
-    (f"export {EXPORT_POINTS:,} points as JSON lines", "{:,.0f} pts/s", ("export_pts_s",), False),
+    *[
+        (f"export {EXPORT_POINTS:,} points as {fmt}", "{:,.0f} pts/s", (f"export_{fmt}",), False)
+        for fmt in EXPORT_FORMATS
+    ],
 ]
 
 
@@ -518,6 +559,7 @@ def print_table(results: list[Figures], run: int) -> None:
         f"training-mcp epoch write: p50 {p50 / floor:.2f}x its /health round trip (goal <= 1.5x), "
         f"p99 {p99:.2f} ms (goal <= 3 ms); sampled answers: "
         + ", ".join(f"{f.label} {f.notes['sampled']}" for f in results)
+        + f"; training-mcp's RSS after the exports: {ours.notes['rss_after_export']}"
     )
     if RETRIES:
         print(
@@ -532,6 +574,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole comparison")
     parser.add_argument("--skip-mlflow", action="store_true", help="only training-mcp")
     args = parser.parse_args()
+    ensure_export_extra()
     version = None if args.skip_mlflow else ensure_mlflow()
     print(f"MLflow {version}, training-mcp at {ROOT}, {os.cpu_count()} CPUs", file=sys.stderr)
     for run in range(1, args.runs + 1):

@@ -33,6 +33,7 @@ from storage.history import (
     read_page,
     tail_points,
 )
+from storage.history_arrow import adbc_available, arrow_schema, iter_history_arrow
 from storage.lineage import copy_history
 from storage.metrics import (
     MIN_SAMPLE_POINTS,
@@ -105,7 +106,9 @@ __all__ = [
     "SeriesData",
     "SeriesLatest",
     "StorageError",
+    "adbc_available",
     "append_points",
+    "arrow_schema",
     "check_json_bounds",
     "check_tags",
     "clip",
@@ -118,6 +121,7 @@ __all__ = [
     "invalid_point",
     "issue_push_credential",
     "iter_history",
+    "iter_history_arrow",
     "latest_values",
     "list_operations",
     "list_operations_page",

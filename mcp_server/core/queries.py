@@ -89,8 +89,9 @@ class ExportQuery(BaseModel):
     )
     format: ExportFormat = Field(
         default="jsonl",
-        description="jsonl (NaN/Infinity/-Infinity tokens), csv (nan/inf/-inf), or parquet "
-        "(only where the server has pyarrow)",
+        description="jsonl (NaN/Infinity/-Infinity tokens), csv (nan/inf/-inf), parquet, or "
+        "arrow (an Arrow IPC stream, the fastest; parquet and arrow only where the server has "
+        "pyarrow, the export extra)",
     )
 
 

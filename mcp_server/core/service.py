@@ -31,7 +31,7 @@ from mcp_server.core.errors import (
     from_validation_error,
     translate,
 )
-from mcp_server.core.export import encode_history, parquet_available
+from mcp_server.core.export import ColumnarEncoder, encode_history, parquet_available
 from mcp_server.core.history import AnalysisCache, load_history
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogsQuery, OperationLogs
@@ -83,6 +83,7 @@ from storage import (
     get_operation,
     issue_push_credential,
     iter_history,
+    iter_history_arrow,
     latest_values,
     list_operations,
     list_operations_page,
@@ -672,15 +673,21 @@ class TrainingService:
     ) -> AsyncIterator[bytes]:
         """Every point of the run's metrics (all of them by default), exactly as stored, encoded
         as it is read; the run is looked up first so a wrong id fails before any byte."""
-        if query.format == "parquet" and not parquet_available():
+        if query.format in ("parquet", "arrow") and not parquet_available():
             raise InvalidInputError(
-                "format: parquet needs pyarrow installed on the server; use jsonl or csv",
+                f"format: {query.format} needs pyarrow installed on the server (the export "
+                "extra); use jsonl or csv",
                 field="format",
             )
         await self._get(operation_id)
         metrics = query.metrics
         names = None if not metrics or list(metrics) == ["all"] else list(metrics)
-        return encode_history(iter_history(self._db, operation_id, names=names), query.format)
+        if query.format == "jsonl" or query.format == "csv":
+            return encode_history(iter_history(self._db, operation_id, names=names), query.format)
+        encoder = ColumnarEncoder(query.format)
+        return encoder.stream(
+            iter_history_arrow(self._db, operation_id, encoder.encode, names=names)
+        )
 
     async def indicators(self, operation_id: str) -> Indicators | None:
         return _indicators(await self._analyses.current(operation_id))

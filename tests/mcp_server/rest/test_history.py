@@ -185,6 +185,25 @@ async def test_the_parquet_export_round_trips_nan_and_infinities(api: httpx.Asyn
     assert all(_same(v, _value(s)) for s, v in zip(steps, values, strict=True))
 
 
+async def test_the_arrow_export_round_trips_nan_and_infinities(api: httpx.AsyncClient) -> None:
+    pa = pytest.importorskip("pyarrow")
+    written = _series("val_loss", range(45_000)) + _series("train_loss", range(1, 4))
+    op = await _run_with(api, written)
+    response = await api.get(f"{API}/operations/{op}/metrics/export", params={"format": "arrow"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    table = pa.ipc.open_stream(response.content).read_all()
+    assert table.column_names == ["name", "step", "epoch", "value", "wall_time"]
+    rows = list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    assert [(n, s) for n, s, *_ in rows] == [("train_loss", s) for s in range(1, 4)] + [
+        ("val_loss", s) for s in range(45_000)
+    ]
+    assert all(_same(v, _value(s)) and e == s and w > 1e9 for _, s, e, v, w in rows)
+    jsonl = await api.get(f"{API}/operations/{op}/metrics/export")  # the same points, the same
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]  # wall-clock times
+    assert [r["wall_time"] for r in lines] == [w for *_, w in rows]
+
+
 async def test_export_mistakes_get_json_errors_naming_the_field(api: httpx.AsyncClient) -> None:
     missing = await api.get(f"{API}/operations/op-missing/metrics/export")
     assert missing.status_code == 404
@@ -209,4 +228,5 @@ async def test_the_openapi_document_describes_pages_and_the_export(api: httpx.As
         "application/x-ndjson",
         "text/csv; charset=utf-8",
         "application/vnd.apache.parquet",
+        "application/vnd.apache.arrow.stream",
     }
