@@ -20,13 +20,17 @@ A script run's actor answers the same four calls: `start` starts the argv the se
 substituted, in its own process group, with the run's URL, id, token and push credential in its
 environment (the script's `training_mcp.init()` pushes from there); `cancel` signals the group
 (SIGINT, then SIGTERM and SIGKILL after the grace period); `wait` answers the exit code, the stop
-reason and the end of stderr, and the server turns them into the run's status.
+reason and the end of stderr, and the server turns them into the run's status. Its stdout and
+stderr go to bounded rotating logs in a fresh folder on the node: `logs(query)` reads them while
+it runs, and `collect_logs()` hands the kept files to the server (which keeps them with the run)
+and removes them here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from host_bridge.protocol import SessionRequest
+from host_bridge.script_logs import LogsQuery, read_log
 from host_bridge.scripts import ScriptProcess
 from host_bridge.sessions import BridgeOptions, SessionError, SessionManager
 
@@ -173,6 +178,10 @@ class ScriptActor:
         self._lock = threading.Lock()
         self._script: ScriptProcess | None = None
         self._stop_reason: str | None = None
+        base = worker_data_dir()
+        base.mkdir(parents=True, exist_ok=True)
+        operation_id = request["operation_id"]
+        self._logs = Path(tempfile.mkdtemp(prefix=f"{operation_id}-logs-", dir=base))
 
     def ready(self) -> dict[str, Any]:
         import ray
@@ -194,7 +203,7 @@ class ScriptActor:
                 env.update(self._request["env"], PYTHONUNBUFFERED="1")
                 argv = list(self._request["argv"])
                 try:
-                    self._script = ScriptProcess(argv, self._request["cwd"], env)
+                    self._script = ScriptProcess(argv, self._request["cwd"], env, logs=self._logs)
                 except OSError as exc:
                     message = f"the command could not start: {exc.strerror or exc} ({argv[0]})"
                     return {"error": {"code": "invalid_input", "message": message, "field": None}}
@@ -225,6 +234,25 @@ class ScriptActor:
             return None
         returncode, tail = script.result()
         return {"returncode": returncode, "stop_reason": self._stop_reason, "stderr_tail": tail}
+
+    def logs(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One stream of the script's output (a `LogsQuery`), as `OperationLogs` fields."""
+        asked = LogsQuery.model_validate(query)
+        read = read_log(
+            self._logs,
+            self._request["operation_id"],
+            asked.stream,
+            tail=asked.tail,
+            cursor=asked.cursor,
+        )
+        return read.model_dump()
+
+    def collect_logs(self) -> dict[str, bytes]:
+        """The kept log files by name (bounded: each stream's few rotating files), removed here
+        once read: the server keeps them with the run from now on."""
+        files = {p.name: p.read_bytes() for p in self._logs.iterdir() if p.is_file()}
+        shutil.rmtree(self._logs, ignore_errors=True)
+        return files
 
     def _exit_when_ended(self) -> None:
         assert self._script is not None

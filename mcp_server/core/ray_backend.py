@@ -28,6 +28,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -36,8 +37,9 @@ from anyio.abc import TaskGroup
 from host_bridge.protocol import SessionInfo
 from mcp_server.config import ServerConfig
 from mcp_server.core.entry_points import EntryPoint, resolve
-from mcp_server.core.errors import InvalidInputError, UnavailableError
+from mcp_server.core.errors import InvalidInputError, NotFoundError, UnavailableError
 from mcp_server.core.ingest import Ingestor
+from mcp_server.core.logs import LogsQuery, OperationLogs, read_log
 from mcp_server.core.models import RunResources
 from mcp_server.core.processes import script_outcome
 from mcp_server.core.ray_actors import actor_args, actor_options, describe_death
@@ -323,6 +325,7 @@ class RayBackend:
             status, error, reason = script_outcome(
                 int(info["returncode"]), info["stop_reason"], str(info["stderr_tail"])
             )
+            await self._keep_logs(operation_id, follow)
             await self._ingestor.record_end(operation_id, status, error=error, reason=reason)
             return
         session = SessionInfo.model_validate(info)
@@ -332,6 +335,53 @@ class RayBackend:
             error=session.error,
             reason=session.reason,
         )
+
+    # -- a script run's logs -------------------------------------------------------------------
+
+    async def logs(self, op: Operation, query: LogsQuery) -> OperationLogs:
+        """A Ray script run's stdout or stderr: from its actor while it runs, from the copy this
+        server kept once it ended."""
+        kept = self._logs_folder(op.operation_id)
+        if await anyio.Path(kept).is_dir():
+            return await anyio.to_thread.run_sync(
+                lambda: read_log(
+                    kept, op.operation_id, query.stream, tail=query.tail, cursor=query.cursor
+                )
+            )
+        follow = self._follows.get(op.operation_id)
+        if follow is None:
+            raise NotFoundError(
+                f"operation_id: no logs of {op.operation_id!r} are kept (its Ray actor ended "
+                "before this server collected them)",
+                field="operation_id",
+            )
+        try:
+            answer = await follow.actor.logs.remote(query.model_dump())
+        except self._ray.exceptions.RayError as exc:
+            raise UnavailableError(
+                f"operation_id: its Ray actor did not give the logs: {describe_death(exc)}",
+                field="operation_id",
+            ) from exc
+        return OperationLogs.model_validate(answer)
+
+    async def _keep_logs(self, operation_id: str, follow: _Follow) -> None:
+        """The ended script's log files, from its node into this server's `logs/<run>/`."""
+        try:
+            files: dict[str, bytes] = await follow.actor.collect_logs.remote()
+        except self._ray.exceptions.RayError as exc:
+            log.warning("run %s: its logs could not be collected: %s", operation_id, exc)
+            return
+        folder = self._logs_folder(operation_id)
+
+        def write() -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                (folder / Path(name).name).write_bytes(data)  # a bare name: never elsewhere
+
+        await anyio.to_thread.run_sync(write)
+
+    def _logs_folder(self, operation_id: str) -> Path:
+        return self.config.data_dir / "logs" / operation_id
 
     def _release(self, operation_id: str, follow: _Follow) -> bool:
         """Stop tracking `follow`, unless something newer (a retry) replaced it already."""

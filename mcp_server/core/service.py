@@ -334,10 +334,12 @@ class TrainingService:
         op = await self._get(operation_id)
         if op.backend is Backend.BRIDGE and "entry_point" in op.spec:
             return await self._bridges.logs(op, query)
+        if op.backend is Backend.RAY and "entry_point" in op.spec:
+            return await self._ray.logs(op, query)
         if op.backend is not Backend.SCRIPT:
             raise InvalidInputError(
                 f"operation_id: {operation_id!r} is a {op.backend.value} run; only script runs "
-                "(entry points, here or on a bridge) have logs",
+                "(entry points) have logs",
                 field="operation_id",
             )
         return self._script_runner().logs(

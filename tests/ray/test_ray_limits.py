@@ -114,6 +114,7 @@ SCRIPTS = {
         for epoch in range(1, 100_000):
             run.log(epoch, train_loss=1.0 / epoch)
             run.reporter.flush()
+            print("epoch", epoch, flush=True)
             time.sleep(0.02)  # the script's own pace, not the test's
     """,
     "counts": """
@@ -176,6 +177,9 @@ def test_entry_points_run_on_ray_pushing_with_their_credential_stopped_by_signal
         poll_until(lambda: operation(server, forever)["epochs_done"] >= 2, 60, server)
         assert operation(server, forever)["spec"]["entry_point"] == "forever"
         assert_only_the_worker_pushes(server, forever)
+        # Its output while it runs, read from its actor on the node.
+        live = _logs(server, forever, tail=1)
+        assert live["lines"][0].startswith("epoch "), live
         pids = [int(p) for p in (folder / f"{forever}.pids").read_text().split()]
         stopped = cancel(server, forever, "enough")
         assert (stopped["status"], stopped["reason"]) == ("cancelled", "enough")
@@ -201,9 +205,23 @@ def test_entry_points_run_on_ray_pushing_with_their_credential_stopped_by_signal
         assert failed["status"] == "failed"
         assert failed["error"].startswith("the script ended with exit code 3")
         assert failed["error"].endswith("ValueError: bad batch shape (3, 7)")
+        # Once ended, from the copy the server collected before the actor went.
+        stderr = _logs(server, ids["fails"], stream="stderr")
+        assert stderr["lines"] == [
+            "Traceback (most recent call last):",
+            "ValueError: bad batch shape (3, 7)",
+        ], stderr
+        assert _logs(server, forever, tail=1)["lines"][0].startswith("epoch ")
         poll_until(lambda: all(actor_gone(cluster, oid) for oid in ids.values()), 30)
     finally:
         server.stop()
+
+
+def _logs(server: Process, operation_id: str, **params: Any) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}{API}/{operation_id}/logs", params=params, timeout=30)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def _alive(pid: int) -> bool:
