@@ -29,7 +29,10 @@ def _described(name: str) -> Any:
 def register_sweeps(mcp: MCPServer, service: TrainingService) -> None:
     @mcp.tool(
         annotations=ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=False
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=False,
         )
     )
     async def start_sweep(
@@ -67,7 +70,11 @@ def register_sweeps(mcp: MCPServer, service: TrainingService) -> None:
         except ServiceError as exc:
             raise ToolError(exc.message) from exc
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=True, idempotent_hint=True, open_world_hint=False
+        )
+    )
     async def get_sweep(sweep_id: SweepId) -> Sweep:
         """A sweep's status, trial counts, leaderboard, importances and best run."""
         try:
@@ -75,7 +82,14 @@ def register_sweeps(mcp: MCPServer, service: TrainingService) -> None:
         except ServiceError as exc:
             raise ToolError(exc.message) from exc
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False))
+    @mcp.tool(
+        annotations=ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=False,
+        )
+    )
     async def enqueue_sweep_trial(
         sweep_id: SweepId,
         params: Annotated[

@@ -55,9 +55,24 @@ async def test_every_tool_is_listed_with_truthful_annotations(client: Client) ->
         "get_sweep",
         "enqueue_sweep_trial",
     }
-    assert tools["get_operation"].annotations and tools["get_operation"].annotations.read_only_hint
-    assert tools["stop_training"].annotations
-    assert tools["stop_training"].annotations.destructive_hint
+    # What each hint means to a host: as listed, else MCP's default for a hint left out.
+    defaults = {"readOnlyHint": False, "destructiveHint": True, "openWorldHint": True}
+
+    def hints(name: str) -> dict[str, bool]:
+        annotations = tools[name].annotations
+        listed = annotations.model_dump(by_alias=True, exclude_none=True) if annotations else {}
+        return {**defaults, **listed}
+
+    assert hints("get_operation")["readOnlyHint"] and hints("analyze_loss")["readOnlyHint"]
+    stop = hints("stop_training")
+    assert not stop["readOnlyHint"] and stop["destructiveHint"]
+    start = hints("start_training")
+    assert not start["readOnlyHint"] and not start["destructiveHint"]
+    assert not any(hints(name)["openWorldHint"] for name in tools)  # nothing beyond this server
+    for tool in tools.values():  # only what differs from the defaults is spelt out
+        assert tool.annotations is not None, tool.name
+        listed = tool.annotations.model_dump(by_alias=True, exclude_none=True)
+        assert all(defaults.get(k) != v for k, v in listed.items()), (tool.name, listed)
     start_props = tools["start_training"].input_schema["properties"]
     assert {"dataset", "hidden_sizes", "epochs", "learning_rate", "spec"} <= set(start_props)
     assert not tools["start_training"].input_schema.get("required")
