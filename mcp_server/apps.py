@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from mcp.server.apps import Apps, ResourceCsp
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, TextContent
 
 from mcp_server.core.dashboard import (
     DashboardQuery,
@@ -22,7 +22,7 @@ from mcp_server.core.dashboard import (
 )
 from mcp_server.core.service import TrainingService
 from mcp_server.dashboard.assets import render_page
-from mcp_server.tool_models import client_errors, parse, signature
+from mcp_server.tool_models import READ_ONLY, client_errors, parse, signature
 
 __all__ = ["APP_TOOL_META", "DASHBOARD_URI", "build_apps"]
 
@@ -30,9 +30,6 @@ DASHBOARD_URI = "ui://training-mcp/dashboard.html"
 # For tools registered outside this module (plot_metrics): the same link Apps.tool stamps.
 APP_TOOL_META: dict[str, Any] = {"ui": {"resourceUri": DASHBOARD_URI}}
 
-_READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
 ShownResult = Annotated[CallToolResult, DashboardSnapshot]
 
 
@@ -83,7 +80,7 @@ def build_apps(service: TrainingService) -> Apps:
     apps.tool(
         resource_uri=DASHBOARD_URI,
         name="show_training",
-        annotations=_READ_ONLY,
+        annotations=READ_ONLY,
         description=(
             "Show runs as a live dashboard in hosts that render MCP Apps (curves that grow every "
             "epoch, smoothing, runs overlaid, best epoch marked, a stop button for the person). "
@@ -109,7 +106,7 @@ def build_apps(service: TrainingService) -> Apps:
         resource_uri=DASHBOARD_URI,
         visibility=["app"],
         name="dashboard_updates",
-        annotations=_READ_ONLY,
+        annotations=READ_ONLY,
         description=(
             "For the dashboard view: the runs' points past each cursor (downsampled), their "
             "status and indicators, and whether any run is still active."

@@ -4,14 +4,14 @@ parse, call one service function, shape nothing by hand (the service returns sha
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Any
 
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from mcp.types import Tool as MCPTool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from mcp_server import __version__
 from mcp_server.apps import APP_TOOL_META, build_apps
@@ -43,7 +43,7 @@ from mcp_server.steering import register_steering
 from mcp_server.subscriptions import OPERATIONS_URI, Subscriptions
 from mcp_server.sweeps import register_sweeps
 from mcp_server.tool_args import forbid_unknown_arguments
-from mcp_server.tool_models import client_errors, parse, signature
+from mcp_server.tool_models import CREATES, READ_ONLY, OperationId, client_errors, parse, signature
 from storage import Operation
 from trainer.analysis import LossAnalysis
 
@@ -59,11 +59,6 @@ stop_and_restore_best; then analyze_loss for the reasons, and stop_training if i
 get_operation_metrics gives the curves themselves (pass next_cursor for only what is new);
 compare_operations and plot_metrics compare runs.
 """
-
-READ_ONLY = ToolAnnotations(
-    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
-)
-OperationId = Annotated[str, Field(description="The id start_training returned, e.g. op-k3f9x2ab")]
 
 
 _OPERATION_ID = inspect.Parameter(
@@ -254,12 +249,7 @@ def _add_tools(mcp: MCPServer, service: TrainingService) -> None:
         "is optional: {} trains the demo (an MLP on 'noisy_spirals', which overfits). Pass flat "
         "arguments or a full `spec`; runs past the concurrency limit queue. Then follow it "
         "with wait_for_operation.",
-        ToolAnnotations(
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=False,
-        ),
+        CREATES,
     )
 
     async def get_operation(operation_id: str) -> CallToolResult:

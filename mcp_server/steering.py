@@ -7,25 +7,21 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
 from mcp_server.core.errors import ServiceError, from_validation_error
 from mcp_server.core.models import StartTrainingResult
 from mcp_server.core.service import TrainingService
 from mcp_server.core.steering import ForkRequest, ForkResult, FromEpoch
+from mcp_server.tool_models import CREATES, OperationId
 
 __all__ = ["register_steering"]
 
-_STARTS_A_RUN = ToolAnnotations(
-    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
-)
-OperationId = Annotated[str, Field(description="The id start_training returned, e.g. op-k3f9x2ab")]
 _FIELDS = ForkRequest.model_fields
 
 
 def register_steering(mcp: MCPServer, service: TrainingService) -> None:
-    @mcp.tool(annotations=_STARTS_A_RUN)
+    @mcp.tool(annotations=CREATES)
     async def fork_training(
         operation_id: OperationId,
         from_epoch: Annotated[FromEpoch, Field(description=_FIELDS["from_epoch"].description)] = (
@@ -46,7 +42,7 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
         except ServiceError as exc:
             raise ToolError(exc.message) from exc
 
-    @mcp.tool(annotations=_STARTS_A_RUN)
+    @mcp.tool(annotations=CREATES)
     async def resume_training(operation_id: OperationId) -> StartTrainingResult:
         """Continue an interrupted or failed local or bridge run from its last checkpoint, in
         the same operation. Returns at once."""

@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import ToolAnnotations
 from pydantic import Field, ValidationError
 
 from mcp_server.core.errors import NotFoundError, ServiceError, from_validation_error
 from mcp_server.core.service import TrainingService
 from mcp_server.core.sweep_space import SweepRequest
 from mcp_server.core.sweeps import Sweep, SweepStarted
+from mcp_server.tool_models import CREATES, READ_ONLY
 
 __all__ = ["SWEEPS_URI", "register_sweeps"]
 
@@ -27,14 +27,7 @@ def _described(name: str) -> Any:
 
 
 def register_sweeps(mcp: MCPServer, service: TrainingService) -> None:
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=False,
-        )
-    )
+    @mcp.tool(annotations=CREATES)
     async def start_sweep(
         space: Annotated[dict[str, dict[str, Any]], _described("space")],
         base: Annotated[dict[str, Any] | None, _described("base")] = None,
@@ -70,11 +63,7 @@ def register_sweeps(mcp: MCPServer, service: TrainingService) -> None:
         except ServiceError as exc:
             raise ToolError(exc.message) from exc
 
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            read_only_hint=True, idempotent_hint=True, open_world_hint=False
-        )
-    )
+    @mcp.tool(annotations=READ_ONLY)
     async def get_sweep(sweep_id: SweepId) -> Sweep:
         """A sweep's status, trial counts, leaderboard, importances and best run."""
         try:
@@ -82,14 +71,7 @@ def register_sweeps(mcp: MCPServer, service: TrainingService) -> None:
         except ServiceError as exc:
             raise ToolError(exc.message) from exc
 
-    @mcp.tool(
-        annotations=ToolAnnotations(
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=False,
-        )
-    )
+    @mcp.tool(annotations=CREATES)
     async def enqueue_sweep_trial(
         sweep_id: SweepId,
         params: Annotated[

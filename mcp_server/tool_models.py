@@ -1,6 +1,7 @@
-"""Tools built from request models, for every tool the MCP door registers (server.py, apps.py):
-a model's fields become the tool's keyword parameters with their ranges and descriptions, said
-once in the model, and arguments are parsed back into it with errors that name the field."""
+"""Tools built from request models, for every tool the MCP door registers (server.py, apps.py,
+steering.py, sweeps.py): a model's fields become the tool's keyword parameters with their ranges
+and descriptions, said once in the model, and arguments are parsed back into it with errors that
+name the field. Also what the tools share: their annotations and the operation id parameter."""
 
 from __future__ import annotations
 
@@ -10,13 +11,32 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from mcp_server.core.errors import ServiceError, from_validation_error
 
-__all__ = ["client_errors", "parameters", "parse", "signature"]
+__all__ = [
+    "CREATES",
+    "READ_ONLY",
+    "OperationId",
+    "client_errors",
+    "parameters",
+    "parse",
+    "signature",
+]
 
 M = TypeVar("M", bound=BaseModel)
+
+# Every tool works on this server's runs only (closed world). One that reads, and one that starts
+# something new (a run, a sweep, a trial) without changing what exists.
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+CREATES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+OperationId = Annotated[str, Field(description="The id start_training returned, e.g. op-k3f9x2ab")]
 
 
 @contextmanager
