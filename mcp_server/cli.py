@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -219,21 +220,33 @@ def _add_bridge_parser(
     _add_system_flag(bridge)
 
 
-def _add_grace_flag(parser: argparse.ArgumentParser) -> None:
-    def seconds(value: str) -> float:
-        try:
-            grace = float(value)
-        except ValueError:
-            grace = -1.0
-        if not 0 < grace <= MAX_GRACE_S:
-            raise argparse.ArgumentTypeError(
-                f"must be more than 0 and at most {MAX_GRACE_S:g} seconds, got {value!r}"
-            )
-        return grace
+def _seconds(most: float = math.inf, *, zero: str | None = None) -> Callable[[str], float]:
+    """An argparse type: a number of seconds, more than 0 (or 0, where `zero` says what it
+    means) and at most `most`, never infinite."""
 
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan  # refused below: NaN compares false
+        above_floor = seconds >= 0 if zero else seconds > 0
+        if not (above_floor and seconds <= most and math.isfinite(seconds)):
+            if zero:
+                allowed = f"0 ({zero}) to {most:g} seconds"
+            elif most < math.inf:
+                allowed = f"more than 0 and at most {most:g} seconds"
+            else:
+                allowed = "a finite number of seconds, more than 0"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value!r}")
+        return seconds
+
+    return parse
+
+
+def _add_grace_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--script-grace",
-        type=seconds,
+        type=_seconds(MAX_GRACE_S),
         default=5.0,
         metavar="SECONDS",
         help="a stopped script's time to end after SIGINT, and again after SIGTERM, before "
@@ -242,18 +255,9 @@ def _add_grace_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_system_flag(parser: argparse.ArgumentParser) -> None:
-    def seconds(value: str) -> float:
-        try:
-            interval = float(value)
-        except ValueError:
-            interval = -1.0
-        if not 0 <= interval <= 3600:
-            raise argparse.ArgumentTypeError(f"must be 0 (none) to 3600 seconds, got {value!r}")
-        return interval
-
     parser.add_argument(
         "--system-interval",
-        type=seconds,
+        type=_seconds(3600, zero="none"),
         default=DEFAULT_INTERVAL_S,
         metavar="SECONDS",
         help="how often each run's CPU, memory and GPU are sampled as system/... metrics "
@@ -282,16 +286,6 @@ def _count(value: str) -> int:
     if not value.strip().isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
     return int(value)
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
-    return seconds
 
 
 def _add_budget_flags(parser: argparse.ArgumentParser) -> None:
@@ -342,7 +336,7 @@ def _add_cap_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mcp-session-idle",
-        type=_seconds,
+        type=_seconds(),
         default=600.0,
         metavar="SECONDS",
         help="close an MCP-over-HTTP session idle this long (default 600)",

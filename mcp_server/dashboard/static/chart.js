@@ -170,18 +170,12 @@
         this.smoothingValue.textContent = this.weight.toFixed(2);
         this.render();
       });
-      const steps = el("input", { type: "checkbox", id: "show-steps" });
-      steps.addEventListener("change", () => {
-        this.showSteps = steps.checked;
-        this.stepsBox.hidden = !steps.checked;
-        this.hooks.onSteps(steps.checked);
-        this.render();
-      });
       this.chartBox = el("div", { class: "chart", id: "chart" });
       this.legend = el("div", { class: "legend", id: "legend" });
       this.stepsChartBox = el("div", { class: "chart", id: "steps-chart" });
       this.stepsBox = el("section", { hidden: true }, [el("h2", { text: "Per-step training loss" }),
                                                        this.stepsChartBox]);
+      const steps = this.revealer("show-steps", this.stepsBox, "showSteps", this.hooks.onSteps);
       this.systemCurves = {};
       this.systemLegends = {};
       const systemCharts = SYSTEM_CHARTS.flatMap(([unit, , label]) => {
@@ -196,13 +190,8 @@
         el("p", { class: "note", text: "cpu_percent: 100 = one core busy; host_cpu_percent: " +
                                        "100 = every core; memory in MB below." }),
         ...systemCharts]);
-      const system = el("input", { type: "checkbox", id: "show-system" });
-      system.addEventListener("change", () => {
-        this.showSystem = system.checked;
-        this.systemBox.hidden = !system.checked;
-        this.hooks.onSystem(system.checked);
-        this.render();
-      });
+      const system = this.revealer("show-system", this.systemBox, "showSystem",
+                                   this.hooks.onSystem);
       this.diffBox = el("section", { id: "differences", hidden: true });
       const charts = window.TM_CONFIG.chartsMissing
         ? el("p", { class: "missing", id: "charts-missing", text: window.TM_CONFIG.chartsMissing })
@@ -225,6 +214,18 @@
         this.curves.resize(); this.stepCurves.resize();
         Object.values(this.systemCurves).forEach(c => c.resize());
       });
+    }
+
+    // A checkbox that shows `box` while it is checked, keeps `this[flag]` and tells `hook`.
+    revealer(id, box, flag, hook) {
+      const input = el("input", { type: "checkbox", id: id });
+      input.addEventListener("change", () => {
+        this[flag] = input.checked;
+        box.hidden = !input.checked;
+        hook(input.checked);
+        this.render();
+      });
+      return input;
     }
 
     say(text, kind) {
