@@ -7,11 +7,13 @@
 
 Both stream the server's export (`GET /api/v1/operations/{id}/metrics/export`): ordered by
 (name, step), never downsampled, NaN and the infinities as floats. `to_pandas` reads the CSV
-export with pandas' C parser; `history` needs nothing but httpx.
+export with pandas' C parser, or the Arrow export where pyarrow is installed (here and on the
+server); `history` needs nothing but httpx.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 from collections.abc import Iterator, Sequence
@@ -111,14 +113,55 @@ def to_pandas(
     timeout: float = 60.0,
 ) -> Any:
     """`history` as a `pandas.DataFrame` with columns name, step, epoch (nullable), value and
-    wall_time. Raises ImportError, saying so, when pandas is not installed."""
+    wall_time. Raises ImportError, saying so, when pandas is not installed.
+
+    With pyarrow installed it reads the Arrow export (columns as the server holds them, no
+    text to parse); from a server without pyarrow, or without pyarrow here, the CSV export."""
     try:
-        import pandas as pd
+        import pandas  # noqa: F401  # both readers need it
     except ImportError as exc:
         raise ImportError("to_pandas needs pandas: pip install pandas") from exc
+    if importlib.util.find_spec("pyarrow") is not None:
+        try:
+            return _arrow_frame(url, operation_id, metrics, token, client, timeout)
+        except HistoryError as exc:
+            if exc.field != "format":  # anything but a server without pyarrow
+                raise
+    return _csv_frame(url, operation_id, metrics, token, client, timeout)
+
+
+def _csv_frame(
+    url: str,
+    operation_id: str,
+    metrics: Sequence[str] | None,
+    token: str | None,
+    client: httpx.Client | None,
+    timeout: float,
+) -> Any:
+    import pandas as pd
+
     with _export(url, operation_id, metrics, "csv", token, client, timeout) as response:
         body = response.read()
     return pd.read_csv(
         io.BytesIO(body),
         dtype={"name": "string", "step": "int64", "epoch": "Int64", "value": "float64"},
     )
+
+
+def _arrow_frame(
+    url: str,
+    operation_id: str,
+    metrics: Sequence[str] | None,
+    token: str | None,
+    client: httpx.Client | None,
+    timeout: float,
+) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    with _export(url, operation_id, metrics, "arrow", token, client, timeout) as response:
+        body = response.read()
+    table = pa.ipc.open_stream(body).read_all()
+    # The same dtypes as the CSV path: a string name, a nullable integer epoch.
+    kinds = {pa.string(): pd.StringDtype(), pa.int32(): pd.Int64Dtype()}
+    return table.to_pandas(types_mapper=kinds.get)

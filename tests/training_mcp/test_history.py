@@ -12,7 +12,7 @@ import pytest
 
 from mcp_server.core.service import TrainingService
 from tests.mcp_server.rest.support import live_server
-from training_mcp.history import HistoryError, history, to_pandas
+from training_mcp.history import HistoryError, _arrow_frame, _csv_frame, history, to_pandas
 
 pytestmark = pytest.mark.anyio
 
@@ -77,6 +77,16 @@ async def test_to_pandas_gives_the_same_points_as_a_dataframe(run: tuple[str, st
     assert frame["step"].tolist() == list(range(25_000))
     assert all(_same(v, _value(s)) for s, v in zip(frame["step"], frame["value"], strict=True))
     assert str(frame["epoch"].dtype) == "Int64"
+
+
+async def test_the_arrow_and_csv_frames_are_the_same(run: tuple[str, str]) -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    base, op = run
+    arrow = await anyio.to_thread.run_sync(lambda: _arrow_frame(base, op, None, None, None, 30))
+    csv = await anyio.to_thread.run_sync(lambda: _csv_frame(base, op, None, None, None, 30))
+    assert len(arrow) == 25_003
+    pd.testing.assert_frame_equal(arrow, csv)
 
 
 async def test_a_refused_read_raises_with_the_servers_code(run: tuple[str, str]) -> None:
