@@ -31,6 +31,8 @@ from training_mcp.points import PUSH_TOKEN_HEADER
 __all__ = [
     "OPERATION_ID_PATTERN",
     "PUSH_TOKEN_HEADER",
+    "RESTART_ERROR",
+    "SHUTDOWN_ERROR",
     "BridgeHealth",
     "CheckpointList",
     "GpuInfo",
@@ -45,6 +47,11 @@ __all__ = [
 OPERATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 SessionStatus = Literal["running", "completed", "failed", "cancelled"]
+
+# How a bridge reports a run it could not finish because it itself stopped: the server knows
+# these (with its own "bridge lost") as runs to resume once the bridge is back.
+SHUTDOWN_ERROR = "the bridge shut down during the run; its finished epochs are kept"
+RESTART_ERROR = "the bridge stopped during the run (it was restarted); its finished epochs are kept"
 
 
 class StartFrom(BaseModel):

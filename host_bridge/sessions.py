@@ -33,6 +33,8 @@ import httpx
 
 from host_bridge.entry_points import EntryPoint, ParameterError
 from host_bridge.protocol import (
+    RESTART_ERROR,
+    SHUTDOWN_ERROR,
     CheckpointList,
     SessionInfo,
     SessionList,
@@ -65,8 +67,6 @@ __all__ = ["BridgeOptions", "SessionError", "SessionManager"]
 log = logging.getLogger(__name__)
 
 STEP_HOLD_S = 1.0  # per-step losses of a long epoch go about this often
-SHUTDOWN_ERROR = "the bridge shut down during the run; its finished epochs are kept"
-RESTART_ERROR = "the bridge stopped during the run (it was restarted); its finished epochs are kept"
 
 
 @dataclass(frozen=True)

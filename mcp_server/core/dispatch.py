@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -455,12 +455,14 @@ class BridgeDispatcher:
             log.info("re-attached %d bridge runs", attached)
         return attached
 
-    async def watch(self) -> None:
+    async def watch(self, revive: Callable[[], Awaitable[object]] | None = None) -> None:
         """Re-attach, then check heartbeats every quarter timeout (at most every second), until
-        `stop_watching`. Stopping waits for a check in progress instead of cancelling it: a
+        `stop_watching`; and call `revive` (resuming runs their bridge's loss ended) about every
+        heartbeat interval. Stopping waits for a check in progress instead of cancelling it: a
         database call cancelled half-way leaks its connection."""
         await self.reattach()
         tick = min(1.0, self.timeout_s / 4)
+        revived_at = -math.inf
         while not self._stop.is_set():
             with anyio.move_on_after(tick):
                 await self._stop.wait()
@@ -468,8 +470,23 @@ class BridgeDispatcher:
                 return
             try:
                 await self.check_heartbeats()
+                if revive is not None and self._clock() - revived_at >= self.heartbeat_interval_s:
+                    revived_at = self._clock()
+                    await revive()
             except Exception:  # the watchdog outlives one bad check (a busy database)
                 log.exception("bridge watchdog check failed")
+
+    async def ready_to_resume(self, op: Operation) -> bool:
+        """Whether `op`'s bridge answers and holds nothing of it still to deliver: a resume
+        then starts there (one sent while it delivers would be refused)."""
+        target = self._target(op)
+        if target is None:
+            return False
+        try:
+            session = await self.client_for(target).session(op.operation_id)
+        except BridgeCallError:
+            return False
+        return session is None or (session.status != "running" and session.delivered)
 
     def stop_watching(self) -> None:
         self._stop.set()

@@ -456,6 +456,10 @@ class TrainingService:
         --resume-interrupted); returns their ids."""
         return await self._steering.resume_interrupted()
 
+    async def resume_lost_bridge_runs(self) -> list[str]:
+        """Bridge runs their bridge's loss ended, resumed there now that it is back."""
+        return await self._steering.resume_lost_bridge_runs()
+
     async def _await_end(self, operation_id: str, timeout_s: float) -> Operation:
         with anyio.move_on_after(timeout_s):
             while True:
@@ -975,7 +979,10 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
             if config.resume_interrupted:
                 resumed = await service.resume_interrupted()
                 log.warning("resumed %d interrupted runs: %s", len(resumed), ", ".join(resumed))
-            tg.start_soon(bridges.watch)  # re-attaches bridge runs, then their heartbeat watchdog
+            # Re-attaches bridge runs, then their heartbeat watchdog; with --resume-interrupted it
+            # also resumes runs their bridge's loss ended, once the bridge is back.
+            revive = service.resume_lost_bridge_runs if config.resume_interrupted else None
+            tg.start_soon(bridges.watch, revive)
             try:
                 yield service
             finally:

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from host_bridge.protocol import StartFrom
+from host_bridge.protocol import RESTART_ERROR, SHUTDOWN_ERROR, StartFrom
+from mcp_server.core.dispatch import BRIDGE_LOST
 from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
+    ServiceError,
     UnavailableError,
     from_validation_error,
     translate,
@@ -125,6 +127,7 @@ class Steering:
         self._ingestor = ingestor
         self._runner = runner
         self._bridges = bridges
+        self._not_resumable: set[str] = set()  # lost bridge runs a resume refused for good
 
     def _folder(self, operation_id: str) -> Path:
         return self._config.artifacts_dir / operation_id
@@ -306,6 +309,38 @@ class Steering:
             resumed.append(op.operation_id)
         return resumed
 
+    async def resume_lost_bridge_runs(self) -> list[str]:
+        """Resume each bridge run its bridge's loss ended (no heartbeat, killed, restarted, shut
+        down) once that bridge answers again and has delivered what it held: from its newest
+        checkpoint the stored epochs cover, in the same operation (`serve
+        --resume-interrupted`, called by the bridge watchdog). A run a resume refuses (no
+        checkpoint yet, a script) stays failed, and is not tried again."""
+        if self._bridges is None:
+            return []
+        lost = [
+            op
+            for op in await list_operations(
+                self._db, status=OperationStatus.FAILED, backend=Backend.BRIDGE, limit=10_000
+            )
+            if op.operation_id not in self._not_resumable and _lost_with_its_bridge(op)
+        ]
+        if not lost:
+            return []
+        healthy = {s.target.url for s in await self._bridges.probe() if s.health is not None}
+        resumed = []
+        for op in lost:
+            if op.bridge_url not in healthy or not await self._bridges.ready_to_resume(op):
+                continue
+            try:
+                await self.resume(op.operation_id)
+            except ServiceError as exc:
+                log.warning("not resuming %s: %s", op.operation_id, exc.message)
+                self._not_resumable.add(op.operation_id)
+                continue
+            log.warning("resumed %s on %s, its bridge being back", op.operation_id, op.bridge_url)
+            resumed.append(op.operation_id)
+        return resumed
+
     # -- what the analysis recommends -------------------------------------------------------
 
     async def with_next_call(self, operation_id: str, analysis: LossAnalysis) -> LossAnalysis:
@@ -366,3 +401,8 @@ def _forked_spec(parent: TrainingSpec, changes: ForkChanges, epoch: int) -> Trai
         return TrainingSpec.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc, prefix="changes") from exc
+
+
+def _lost_with_its_bridge(op: Operation) -> bool:
+    """Whether `op` failed because its bridge went away, not because of the run itself."""
+    return op.reason == BRIDGE_LOST or op.error in (RESTART_ERROR, SHUTDOWN_ERROR)

@@ -127,3 +127,27 @@ def test_a_bridge_run_whose_bridge_was_killed_resumes_there_with_each_epoch_once
 
         again = _post(f"{server.url}{API}/{operation_id}/resume")
         assert again.status_code == 409  # completed: nothing to resume
+
+
+def test_with_resume_interrupted_a_run_its_bridge_lost_resumes_there_once_the_bridge_is_back(
+    tmp_path: Path,
+) -> None:
+    port = processes.free_port()
+    bridge = processes.bridge(tmp_path, TOKEN, port=port)
+    server = processes.server(tmp_path, [(bridge.url, TOKEN)], heartbeat_timeout_s=2.0)
+    server.args += ["--resume-interrupted"]
+    epochs = 40
+    run = {**RUN, "spec": {"dataset": {**SPEC["dataset"], "n_samples": 3000}}, "epochs": epochs}
+    with processes.running(bridge, server):
+        operation_id = _start(server, {**run, "device": "cpu", "backend": "bridge"})
+        poll_until(lambda: _operation(server, operation_id)["epochs_done"] >= 3, 60, server)
+        bridge.stop(kill=True)
+        failed = _ended(server, operation_id)
+        assert (failed["status"], failed["reason"]) == ("failed", "bridge lost")
+        bridge.start().wait_ready()  # the same bridge, its data dir and port: nothing asked
+        poll_until(lambda: _operation(server, operation_id)["status"] != "failed", 60, server)
+        op = _ended(server, operation_id)
+        assert (op["status"], op["error"], op["epochs_done"]) == ("completed", None, epochs), op
+        assert op["reason"].startswith("resumed from the checkpoint of epoch"), op
+        for name in ("train_loss", "val_loss", "learning_rate"):
+            assert _epochs(server, operation_id, name) == (list(range(1, epochs + 1)), epochs)

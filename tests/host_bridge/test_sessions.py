@@ -16,11 +16,9 @@ import httpx
 import pytest
 
 from host_bridge.entry_points import load_entry_points
-from host_bridge.protocol import SessionRequest
+from host_bridge.protocol import RESTART_ERROR, SHUTDOWN_ERROR, SessionRequest
 from host_bridge.script_logs import LogsQuery
 from host_bridge.sessions import (
-    RESTART_ERROR,
-    SHUTDOWN_ERROR,
     BridgeOptions,
     SessionError,
     SessionManager,
