@@ -145,8 +145,13 @@ def test_with_resume_interrupted_a_run_its_bridge_lost_resumes_there_once_the_br
         failed = _ended(server, operation_id)
         assert (failed["status"], failed["reason"]) == ("failed", "bridge lost")
         bridge.start().wait_ready()  # the same bridge, its data dir and port: nothing asked
-        poll_until(lambda: _operation(server, operation_id)["status"] != "failed", 60, server)
-        op = _ended(server, operation_id)
+
+        def ended_again() -> bool:  # resumed (queued, then running on the bridge), then ended
+            op = _operation(server, operation_id)
+            return op["reason"] != "bridge lost" and op["status"] not in ("queued", "running")
+
+        poll_until(ended_again, 120, server)
+        op = _operation(server, operation_id)
         assert (op["status"], op["error"], op["epochs_done"]) == ("completed", None, epochs), op
         assert op["reason"].startswith("resumed from the checkpoint of epoch"), op
         for name in ("train_loss", "val_loss", "learning_rate"):
