@@ -4,13 +4,16 @@
 since the first release is added here when it is missing, and the points' `special` column of
 earlier versions is folded into `value` (+/-inf stored as themselves; NaN was already NULL) and
 dropped: the table is rewritten once, and reads exactly as before. Idempotent; run on every open.
+SQLite before 3.35 (still the system library of some distributions Python 3.11 runs on) has no
+DROP COLUMN: there the table is rebuilt the way SQLite documents, inside the same transaction.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 
-from sqlalchemy import Connection, Float, bindparam, inspect, text
+from sqlalchemy import Connection, Float, MetaData, bindparam, inspect, text
 
 from storage.schema import operations, points, series
 
@@ -41,6 +44,26 @@ def migrate(conn: Connection) -> list[str]:
             "WHERE special IN (2, 3)"
         ).bindparams(bindparam("inf", type_=Float), bindparam("ninf", type_=Float))
         conn.execute(fold, {"inf": math.inf, "ninf": -math.inf})
-        conn.execute(text("ALTER TABLE points DROP COLUMN special"))
+        if conn.dialect.name == "sqlite" and not sqlite_drops_columns():
+            _rebuild_points(conn)
+        else:
+            conn.execute(text("ALTER TABLE points DROP COLUMN special"))
         changed.append("-points.special")
     return changed
+
+
+def sqlite_drops_columns() -> bool:
+    """Whether this process's SQLite has ALTER TABLE ... DROP COLUMN (3.35, March 2021)."""
+    return sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+def _rebuild_points(conn: Connection) -> None:
+    """The points table as it is now, its rows copied over from the old one, which it replaces."""
+    scratch = MetaData()
+    series.to_metadata(scratch)  # what the copy's foreign key names
+    rebuilt = points.to_metadata(scratch, name="points_rebuilt")
+    rebuilt.create(conn)
+    names = ", ".join(f'"{c.name}"' for c in points.columns)
+    conn.execute(text(f"INSERT INTO points_rebuilt ({names}) SELECT {names} FROM points"))
+    conn.execute(text("DROP TABLE points"))
+    conn.execute(text("ALTER TABLE points_rebuilt RENAME TO points"))
