@@ -4,6 +4,8 @@ resume there with `start_from`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,23 +93,39 @@ def test_a_bridge_run_forks_on_its_bridge_from_the_checkpoint_the_bridge_holds(
         assert "1, 2, 3" in refused.json()["error"]["message"]
 
 
-def test_a_bridge_run_whose_bridge_was_killed_resumes_there_with_each_epoch_once(
-    tmp_path: Path,
-) -> None:
-    port = processes.free_port()
-    bridge = processes.bridge(tmp_path, TOKEN, port=port)
+EPOCHS = 40
+# 3000 samples: tens of ms per epoch, so the kill falls inside the run.
+LONGER = {**RUN, "spec": {"dataset": {**SPEC["dataset"], "n_samples": 3000}}, "epochs": EPOCHS}
+
+
+@contextmanager
+def _bridge_killed_mid_run(
+    tmp_path: Path, *server_args: str
+) -> Iterator[tuple[Process, Process, str]]:
+    """A server and a bridge (on a port it keeps), a run killed with its bridge after 3 epochs
+    and failed `bridge lost`: (bridge, stopped; server; the run's id)."""
+    bridge = processes.bridge(tmp_path, TOKEN, port=processes.free_port())
     server = processes.server(tmp_path, [(bridge.url, TOKEN)], heartbeat_timeout_s=2.0)
-    epochs = 40
-    # 3000 samples: tens of ms per epoch, so the kill falls inside the run.
-    run = {**RUN, "spec": {"dataset": {**SPEC["dataset"], "n_samples": 3000}}, "epochs": epochs}
+    server.args += list(server_args)
     with processes.running(bridge, server):
-        operation_id = _start(server, {**run, "device": "cpu", "backend": "bridge"})
+        operation_id = _start(server, {**LONGER, "device": "cpu", "backend": "bridge"})
         poll_until(lambda: _operation(server, operation_id)["epochs_done"] >= 3, 60, server)
         bridge.stop(kill=True)
         failed = _ended(server, operation_id)
         assert (failed["status"], failed["reason"]) == ("failed", "bridge lost")
-        assert failed["epochs_done"] < epochs
+        assert failed["epochs_done"] < EPOCHS
+        yield bridge, server, operation_id
 
+
+def _each_epoch_once(server: Process, operation_id: str) -> None:
+    for name in ("train_loss", "val_loss", "learning_rate"):
+        assert _epochs(server, operation_id, name) == (list(range(1, EPOCHS + 1)), EPOCHS)
+
+
+def test_a_bridge_run_whose_bridge_was_killed_resumes_there_with_each_epoch_once(
+    tmp_path: Path,
+) -> None:
+    with _bridge_killed_mid_run(tmp_path) as (bridge, server, operation_id):
         away = _post(f"{server.url}{API}/{operation_id}/resume")
         assert away.status_code == 503, away.text  # the bridge is down: nothing to ask
 
@@ -119,11 +137,10 @@ def test_a_bridge_run_whose_bridge_was_killed_resumes_there_with_each_epoch_once
         assert resumed.status_code == 202, resumed.text
         assert resumed.json()["operation_id"] == operation_id
         op = _ended(server, operation_id)
-        assert (op["status"], op["error"], op["epochs_done"]) == ("completed", None, epochs)
-        for name in ("train_loss", "val_loss", "learning_rate"):
-            assert _epochs(server, operation_id, name) == (list(range(1, epochs + 1)), epochs)
+        assert (op["status"], op["error"], op["epochs_done"]) == ("completed", None, EPOCHS)
+        _each_epoch_once(server, operation_id)
         session = _get(f"{bridge.url}/sessions/{operation_id}")
-        assert (session["status"], session["epochs_done"]) == ("completed", epochs)
+        assert (session["status"], session["epochs_done"]) == ("completed", EPOCHS)
 
         again = _post(f"{server.url}{API}/{operation_id}/resume")
         assert again.status_code == 409  # completed: nothing to resume
@@ -132,18 +149,8 @@ def test_a_bridge_run_whose_bridge_was_killed_resumes_there_with_each_epoch_once
 def test_with_resume_interrupted_a_run_its_bridge_lost_resumes_there_once_the_bridge_is_back(
     tmp_path: Path,
 ) -> None:
-    port = processes.free_port()
-    bridge = processes.bridge(tmp_path, TOKEN, port=port)
-    server = processes.server(tmp_path, [(bridge.url, TOKEN)], heartbeat_timeout_s=2.0)
-    server.args += ["--resume-interrupted"]
-    epochs = 40
-    run = {**RUN, "spec": {"dataset": {**SPEC["dataset"], "n_samples": 3000}}, "epochs": epochs}
-    with processes.running(bridge, server):
-        operation_id = _start(server, {**run, "device": "cpu", "backend": "bridge"})
-        poll_until(lambda: _operation(server, operation_id)["epochs_done"] >= 3, 60, server)
-        bridge.stop(kill=True)
-        failed = _ended(server, operation_id)
-        assert (failed["status"], failed["reason"]) == ("failed", "bridge lost")
+    killed = _bridge_killed_mid_run(tmp_path, "--resume-interrupted")
+    with killed as (bridge, server, operation_id):
         bridge.start().wait_ready()  # the same bridge, its data dir and port: nothing asked
 
         def ended_again() -> bool:  # resumed (queued, then running on the bridge), then ended
@@ -152,7 +159,6 @@ def test_with_resume_interrupted_a_run_its_bridge_lost_resumes_there_once_the_br
 
         poll_until(ended_again, 120, server)
         op = _operation(server, operation_id)
-        assert (op["status"], op["error"], op["epochs_done"]) == ("completed", None, epochs), op
+        assert (op["status"], op["error"], op["epochs_done"]) == ("completed", None, EPOCHS), op
         assert op["reason"].startswith("resumed from the checkpoint of epoch"), op
-        for name in ("train_loss", "val_loss", "learning_rate"):
-            assert _epochs(server, operation_id, name) == (list(range(1, epochs + 1)), epochs)
+        _each_epoch_once(server, operation_id)
