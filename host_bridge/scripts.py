@@ -129,12 +129,12 @@ class ScriptProcess:
         ]
         # Started from a thread that lives exactly as long as the script: the parent-death
         # signal follows the starting thread, not the process, and a caller's thread may end.
-        started: queue.SimpleQueue[subprocess.Popen[bytes] | OSError] = queue.SimpleQueue()
+        started: queue.SimpleQueue[subprocess.Popen[bytes] | Exception] = queue.SimpleQueue()
         threading.Thread(
             target=self._keep, args=(list(argv), cwd, dict(env), started), daemon=True
         ).start()
         process = started.get()
-        if isinstance(process, OSError):
+        if isinstance(process, Exception):  # OSError: it cannot start; anything else: a bug
             for sink in sinks:
                 sink.close()
             raise process
@@ -215,7 +215,7 @@ class ScriptProcess:
         argv: list[str],
         cwd: str,
         env: dict[str, str],
-        started: queue.SimpleQueue[subprocess.Popen[bytes] | OSError],
+        started: queue.SimpleQueue[subprocess.Popen[bytes] | Exception],
     ) -> None:
         """Start the script, then reap it: its exit, then any children it left behind."""
         try:
@@ -229,7 +229,7 @@ class ScriptProcess:
                 start_new_session=True,  # its own group: signals reach its children
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
-        except OSError as exc:
+        except Exception as exc:  # handed to the caller, which waits for one or the other
             started.put(exc)
             return
         started.put(process)

@@ -63,3 +63,8 @@ def test_a_script_outlives_the_thread_that_started_it() -> None:
 def test_a_command_that_cannot_start_raises_oserror() -> None:
     with pytest.raises(FileNotFoundError):
         ScriptProcess(["/nonexistent/train"], ".", os.environ)
+
+
+def test_a_start_that_fails_otherwise_raises_instead_of_waiting_forever() -> None:
+    with pytest.raises(ValueError, match="null byte"):
+        ScriptProcess([sys.executable, "-c", "pass\x00"], ".", os.environ)
