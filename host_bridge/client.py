@@ -53,40 +53,30 @@ class BridgeClient:
 
     async def session(self, operation_id: str) -> SessionInfo | None:
         """The session, or None when the bridge has no record of it."""
-        try:
-            return await self._call("GET", f"/sessions/{operation_id}", SessionInfo)
-        except BridgeCallError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        return await self._call_or_none("GET", f"/sessions/{operation_id}", SessionInfo)
 
     async def checkpoints(self, operation_id: str) -> CheckpointList | None:
         """What the session's checkpoints are, or None when the bridge has no record of it."""
-        try:
-            return await self._call("GET", f"/sessions/{operation_id}/checkpoints", CheckpointList)
-        except BridgeCallError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        path = f"/sessions/{operation_id}/checkpoints"
+        return await self._call_or_none("GET", path, CheckpointList)
 
     async def logs(self, operation_id: str, query: LogsQuery) -> OperationLogs | None:
         """A script session's stdout or stderr, or None when the bridge has no such session (or
         it ran the built-in trainer)."""
         params = query.model_dump(exclude_none=True)
-        try:
-            return await self._call(
-                "GET", f"/sessions/{operation_id}/logs", OperationLogs, params=params
-            )
-        except BridgeCallError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+        path = f"/sessions/{operation_id}/logs"
+        return await self._call_or_none("GET", path, OperationLogs, params=params)
 
     async def cancel(self, operation_id: str, reason: str) -> SessionInfo | None:
+        path = f"/sessions/{operation_id}"
+        return await self._call_or_none("DELETE", path, SessionInfo, params={"reason": reason})
+
+    async def _call_or_none(
+        self, method: str, path: str, model: type[M], **kwargs: Any
+    ) -> M | None:
+        """`_call`, with None for a 404: the bridge has no record of what was asked."""
         try:
-            return await self._call(
-                "DELETE", f"/sessions/{operation_id}", SessionInfo, params={"reason": reason}
-            )
+            return await self._call(method, path, model, **kwargs)
         except BridgeCallError as exc:
             if exc.status_code == 404:
                 return None
