@@ -561,11 +561,15 @@ class SessionManager:
         sampler = SystemSampler(pid, group=pid is not None, gpu=self._gpu)
         return SystemMonitor(sampler, live.reporter.put, interval, epoch=epoch)
 
+    def _others_training(self, operation_id: str) -> set[str]:
+        """The sessions still training besides `operation_id`: what pruning never touches."""
+        with self._lock:
+            return {k for k, s in self._live.items() if s.training and k != operation_id}
+
     def _prune_logs(self, operation_id: str) -> None:
         """Scripts' log folders past the newest `logs_kept`, never one still running."""
-        root = self.options.data_dir / "logs"
-        with self._lock:
-            active = {k for k, s in self._live.items() if s.training and k != operation_id}
+        root = self._logs(operation_id).parent
+        active = self._others_training(operation_id)
         try:
             folders = sorted(
                 (p for p in root.iterdir() if p.is_dir() and p.name not in active),
@@ -580,13 +584,11 @@ class SessionManager:
     def _prune(self, operation_id: str) -> None:
         """The checkpoints' disk budget, once a session has trained: its own extra files, then
         whole sessions, oldest first, never one still training."""
-        root = self.options.data_dir / "artifacts"
-        with self._lock:
-            active = {k for k, s in self._live.items() if s.training and k != operation_id}
+        folder = self._artifacts(operation_id)  # the fork/resume points the loop keeps stay
+        active = self._others_training(operation_id)
         try:
-            folder = root / operation_id  # the fork/resume points the loop keeps stay
             prune_run(folder, self.options.checkpoints.per_run, keep=protected_names(folder))
-            prune_total(root, self.options.checkpoints.total, active)
+            prune_total(folder.parent, self.options.checkpoints.total, active)
         except OSError:
             log.exception("pruning checkpoints after %s failed", operation_id)
 

@@ -79,6 +79,11 @@ class ServerConfig:
         return self.data_dir / "artifacts"
 
     @property
+    def logs_dir(self) -> Path:
+        """Where script runs' logs are kept, a folder per run (local, and Ray ones collected)."""
+        return self.data_dir / "logs"
+
+    @property
     def trainer_options(self) -> TrainerOptions:
         """What every local run and pre-flight check here may do."""
         return TrainerOptions(

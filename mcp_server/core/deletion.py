@@ -32,9 +32,8 @@ class DeletedOperation(BaseModel):
 
 def _remove_files(config: ServerConfig, operation_id: str) -> int:
     freed = delete_run(config.artifacts_dir, operation_id)
-    logs_root = config.data_dir / "logs"
-    logs = logs_root / operation_id
-    if logs.parent == logs_root and logs.is_dir():  # never a path outside logs/
+    logs = config.logs_dir / operation_id
+    if logs.parent == config.logs_dir and logs.is_dir():  # never a path outside logs/
         shutil.rmtree(logs, ignore_errors=True)
     return freed
 

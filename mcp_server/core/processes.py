@@ -96,7 +96,7 @@ class ScriptSettings:
         return cls(
             entry_points=load_entry_points(path) if path is not None else {},
             entry_points_file=str(path) if path is not None else None,
-            logs_root=config.data_dir / "logs",
+            logs_root=config.logs_dir,
             server_url=config.public_url or "",
             token=config.token.reveal() if config.token else None,
             data_roots=config.allowed_data_roots,

@@ -381,7 +381,7 @@ class RayBackend:
         await anyio.to_thread.run_sync(write)
 
     def _logs_folder(self, operation_id: str) -> Path:
-        return self.config.data_dir / "logs" / operation_id
+        return self.config.logs_dir / operation_id
 
     def _release(self, operation_id: str, follow: _Follow) -> bool:
         """Stop tracking `follow`, unless something newer (a retry) replaced it already."""
