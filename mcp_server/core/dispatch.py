@@ -33,7 +33,7 @@ from host_bridge.client import REQUEST_TIMEOUT_S, BridgeCallError, BridgeClient
 from host_bridge.protocol import BridgeHealth, ScriptRun, SessionInfo, SessionRequest, StartFrom
 from host_bridge.script_logs import LOGS_KEPT
 from mcp_server.config import BridgeTarget, ServerConfig
-from mcp_server.core.entry_points import EntryPoint, resolve
+from mcp_server.core.entry_points import EntryPoint, check_runs_elsewhere, epochs_total, resolve
 from mcp_server.core.errors import (
     ConflictError,
     InvalidInputError,
@@ -219,23 +219,17 @@ class BridgeDispatcher:
         """Run a declared entry point on the best bridge (a GPU one first): its parameters are
         checked here, then again by the bridge against its own copy of the file. The script
         pushes its own metrics; the session heartbeats and reports its end."""
-        if entry.tensorboard_logdir is not None:
-            raise InvalidInputError(
-                f"backend: entry point {entry.name!r} declares a tensorboard_logdir, which the "
-                "server reads from its own disk; run it with backend 'local'",
-                field="backend",
-            )
+        check_runs_elsewhere(entry)
         self._require_url()
         operation_id = new_operation_id()
         _argv, values = resolve(entry, params, operation_id, self.config.allowed_data_roots)
         target = choose_bridge("auto", await self.probe())
-        epochs = values.get("epochs")
         op = await create_operation(
             self._db,
             name=name or entry.name,
             backend=Backend.BRIDGE,
             spec={"entry_point": entry.name, "params": values},
-            epochs_total=epochs if isinstance(epochs, int) and epochs > 0 else None,
+            epochs_total=epochs_total(values),
             tags=tags,
             bridge_url=target.url,
             operation_id=operation_id,

@@ -24,6 +24,8 @@ __all__ = [
     "EntryPointList",
     "Parameter",
     "ParameterError",
+    "check_runs_elsewhere",
+    "epochs_total",
     "load_entry_points",
     "resolve",
 ]
@@ -40,3 +42,20 @@ def resolve(
         return entry.resolve(params, operation_id, data_roots)
     except ParameterError as exc:
         raise InvalidInputError(exc.message, field=exc.field) from exc
+
+
+def check_runs_elsewhere(entry: EntryPoint) -> None:
+    """`InvalidInputError` unless `entry` can run off this server (on a bridge, on Ray): a
+    declared TensorBoard log dir is read from the server's own disk."""
+    if entry.tensorboard_logdir is not None:
+        raise InvalidInputError(
+            f"backend: entry point {entry.name!r} declares a tensorboard_logdir, which the "
+            "server reads from its own disk; run it with backend 'local'",
+            field="backend",
+        )
+
+
+def epochs_total(values: Mapping[str, Any]) -> int | None:
+    """A script run's epochs_total: its `epochs` parameter, where it declares a positive one."""
+    epochs = values.get("epochs")
+    return epochs if isinstance(epochs, int) and epochs > 0 else None

@@ -38,7 +38,13 @@ from anyio.abc import TaskGroup
 from host_bridge.rotating_log import LOG_BYTES, LOG_FILES
 from host_bridge.scripts import STDERR_TAIL_LINES, STOP_SIGNALS, script_end, script_environment
 from mcp_server.config import ServerConfig
-from mcp_server.core.entry_points import EntryPoint, EntryPointList, load_entry_points, resolve
+from mcp_server.core.entry_points import (
+    EntryPoint,
+    EntryPointList,
+    epochs_total,
+    load_entry_points,
+    resolve,
+)
 from mcp_server.core.errors import InvalidInputError, ServiceError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogStream, OperationLogs, read_log
@@ -195,13 +201,12 @@ class ScriptRunner:
                 "(--max-concurrent-runs); stop one or try later",
                 field="entry_point",
             )
-        epochs = values.get("epochs")
         op = await create_operation(
             self._db,
             name=name or entry_point,
             backend=Backend.SCRIPT,
             spec={"entry_point": entry_point, "params": values, "argv": argv},
-            epochs_total=epochs if isinstance(epochs, int) and epochs > 0 else None,
+            epochs_total=epochs_total(values),
             tags=tags,
             status=OperationStatus.RUNNING,
             operation_id=operation_id,

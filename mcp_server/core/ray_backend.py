@@ -36,8 +36,8 @@ from anyio.abc import TaskGroup
 
 from host_bridge.protocol import SessionInfo
 from mcp_server.config import ServerConfig
-from mcp_server.core.entry_points import EntryPoint, resolve
-from mcp_server.core.errors import InvalidInputError, NotFoundError, UnavailableError
+from mcp_server.core.entry_points import EntryPoint, check_runs_elsewhere, epochs_total, resolve
+from mcp_server.core.errors import NotFoundError, UnavailableError
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogsQuery, OperationLogs, read_log
 from mcp_server.core.models import RunResources
@@ -159,17 +159,11 @@ class RayBackend:
         """A declared entry point as a Ray run: its parameters checked and substituted exactly
         as for a local script run (`EntryPoint.resolve`), its command run inside an actor with
         the resources asked for."""
-        if entry.tensorboard_logdir is not None:
-            raise InvalidInputError(
-                f"backend: entry point {entry.name!r} declares a tensorboard_logdir, which the "
-                "server reads from its own disk; run it with backend 'local'",
-                field="backend",
-            )
+        check_runs_elsewhere(entry)
         options = actor_options(None, resources)
         operation_id = new_operation_id()
         argv, values = resolve(entry, params, operation_id, self.config.allowed_data_roots)
         self._require()
-        epochs = values.get("epochs")
         op = await create_operation(
             self._db,
             name=name or entry.name,
@@ -181,7 +175,7 @@ class RayBackend:
                 "cwd": entry.cwd,
                 "stop_grace_s": entry.grace_s(self.config.script_grace_s),
             },
-            epochs_total=epochs if isinstance(epochs, int) and epochs > 0 else None,
+            epochs_total=epochs_total(values),
             tags=tags,
             operation_id=operation_id,
         )
