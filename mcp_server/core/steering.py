@@ -164,8 +164,9 @@ class Steering:
 
     async def _index(self, op: Operation) -> CheckpointIndex:
         """The run's checkpoints: in this server's folder, or as its bridge lists them."""
-        if op.backend is Backend.BRIDGE and self._bridges is not None:
-            return await self._bridges.checkpoints(op)
+        bridges = self._on_bridge(op)
+        if bridges is not None:
+            return await bridges.checkpoints(op)
         return read_index(self._folder(op.operation_id))
 
     def _on_bridge(self, op: Operation) -> BridgeDispatcher | None:
