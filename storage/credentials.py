@@ -49,7 +49,7 @@ async def push_credential_matches(db: Database, operation_id: str, given: str | 
         value: str | None = conn.execute(query).scalar_one_or_none()
         return value
 
-    stored = await db.run_read(read)
+    stored = await db.run_read(read, small=True)
     if stored is None:
         return True
     return given is not None and hmac.compare_digest(_digest(given), stored)

@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, func, select
 
-from storage.database import Database
-from storage.errors import OperationNotFoundError
+from storage.database import SMALL_READ_POINTS, Database
+from storage.lookups import series_rows
 from storage.models import SeriesData
-from storage.schema import POINT_SPECIAL, POINT_SPECIAL_SQL, operations, points, series
+from storage.schema import POINT_SPECIAL, POINT_SPECIAL_SQL, points, series
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -58,23 +58,6 @@ class HistoryPage:
         return max(ends) if ends else None
 
 
-def _series_rows(conn: Connection, operation_id: str, names: Sequence[str] | None) -> list[Any]:
-    """The series asked for, in the order asked (all of them by name when `names` is None);
-    raises when the operation does not exist."""
-    wanted = select(series).where(series.c.operation_id == operation_id)
-    if names is not None:
-        wanted = wanted.where(series.c.name.in_(list(names)))
-    found = {r.name: r for r in conn.execute(wanted.order_by(series.c.name)).all()}
-    if not found:
-        known = conn.execute(
-            select(operations.c.id).where(operations.c.id == operation_id)
-        ).scalar_one_or_none()
-        if known is None:
-            raise OperationNotFoundError(operation_id)
-    order = names if names is not None else sorted(found)
-    return [found[n] for n in order if n in found]
-
-
 def _nth_step_after(conn: Connection, sid: int, after: int, n: int) -> int | None:
     """The step of the n-th point after `after` (an index seek plus n entries), or None."""
     query = (
@@ -95,17 +78,20 @@ async def read_page(
     names: Sequence[str] | None = None,
     after_step: int | None = None,
     page_size: int = 10_000,
+    expected_points: int | None = None,
 ) -> HistoryPage:
     """One exact page: at most `page_size` points per series, all series over the same steps,
     in step order, never downsampled. Follow `HistoryPage.last_step` as the next `after_step`
-    while `has_more`."""
+    while `has_more`. `expected_points`: at most how many points the page holds, when the
+    caller knows (from the series' summaries); a small page runs without a hop to a worker
+    thread."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     after = -1 if after_step is None else after_step
     is_sqlite = db.is_sqlite
 
     def query(conn: Connection) -> HistoryPage:
-        rows = _series_rows(conn, operation_id, names)
+        rows = series_rows(conn, operation_id, names)
         # A series with no more points in all than a page needs no bound: skip its seek.
         bounds = [
             step
@@ -146,7 +132,8 @@ async def read_page(
         missing = [n for n in (names or []) if n not in known]
         return HistoryPage(series=result, missing=missing, through=through, has_more=has_more)
 
-    return await db.run_read(query)
+    small = expected_points is not None and expected_points <= SMALL_READ_POINTS
+    return await db.run_read(query, small=small)
 
 
 def _sqlite_page(
@@ -216,7 +203,7 @@ async def iter_history(
     """Every stored point of the series, by (name, step), in chunks of up to `chunk_size` read
     one after another (keyset: each chunk starts after the last one's final step). The first read
     raises `OperationNotFoundError` before anything is yielded."""
-    rows = await db.run_read(lambda conn: _series_rows(conn, operation_id, names))
+    rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names))
     for row in rows:
         after = -1
         while True:

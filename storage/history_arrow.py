@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.engine import make_url
 
 from storage.database import Database
-from storage.history import _series_rows
+from storage.lookups import series_rows
 from storage.schema import points
 
 __all__ = ["adbc_available", "arrow_schema", "iter_history_arrow"]
@@ -61,7 +61,7 @@ async def iter_history_arrow(
     thread (so a Parquet encoder works beside the read, not on the event loop), one after
     another; yields what `encode` returns. The first read raises `OperationNotFoundError`
     before anything is yielded."""
-    rows = await db.run_read(lambda conn: _series_rows(conn, operation_id, names))
+    rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names))
     reader = _AdbcReader(db) if _adbc_path(db) else _RowReader(db)
     try:
         for row in rows:

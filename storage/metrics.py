@@ -16,8 +16,9 @@ from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from storage.database import Database
+from storage.database import SMALL_READ_POINTS, Database
 from storage.errors import InvalidPointError, OperationFinishedError, OperationNotFoundError
+from storage.lookups import operation_row, series_of, series_rows
 from storage.models import (
     TERMINAL_STATUSES,
     MetricPointIn,
@@ -353,27 +354,21 @@ async def operation_with_latest(
     every metrics read and `GET /operations/{id}` start with."""
 
     def query(conn: Connection) -> tuple[Operation, list[SeriesLatest]]:
-        row = conn.execute(select(operations).where(operations.c.id == operation_id)).one_or_none()
+        row = operation_row(conn, operation_id)
         if row is None:
             raise OperationNotFoundError(operation_id)
-        rows = conn.execute(
-            select(series).where(series.c.operation_id == operation_id).order_by(series.c.name)
-        ).all()
-        return Operation.from_row(row), [SeriesLatest.from_row(r) for r in rows]
+        return Operation.from_row(row), [SeriesLatest.from_row(r) for r in series_of(conn, row.id)]
 
-    return await db.run_read(query)
+    return await db.run_read(query, small=True)
 
 
 async def latest_values(db: Database, operation_id: str) -> list[SeriesLatest]:
     """The latest value of every metric of an operation, from the series summaries."""
 
     def query(conn: Connection) -> list[SeriesLatest]:
-        rows = conn.execute(
-            select(series).where(series.c.operation_id == operation_id).order_by(series.c.name)
-        ).all()
-        return [SeriesLatest.from_row(r) for r in rows]
+        return [SeriesLatest.from_row(r) for r in series_of(conn, operation_id)]
 
-    return await db.run_read(query)
+    return await db.run_read(query, small=True)
 
 
 async def read_metrics(
@@ -384,27 +379,21 @@ async def read_metrics(
     after_step: int | Mapping[str, int] | None = None,
     last: int | None = None,
     max_points: int | None = None,
+    expected_points: int | None = None,
 ) -> MetricsRead:
     """Read metrics. Per series: the points after `after_step` (one number for all series, or
     per name), then the `last` N of those, then at most `max_points`, downsampled in
     deterministic step buckets that keep each bucket's min, max and last point, the first point,
-    and any non-finite point. Every series reports total, matching and returned counts."""
+    and any non-finite point. Every series reports total, matching and returned counts.
+    `expected_points`: how many points the read may visit at most, when the caller knows (from
+    the series' summaries); a small read runs without a hop to a worker thread."""
     if max_points is not None and max_points < MIN_SAMPLE_POINTS:
         raise ValueError(f"max_points: must be at least {MIN_SAMPLE_POINTS}")
     is_sqlite = db.is_sqlite
 
     def query(conn: Connection) -> MetricsRead:
-        wanted = select(series).where(series.c.operation_id == operation_id)
-        if names is not None:
-            wanted = wanted.where(series.c.name.in_(list(names)))
-        found = {r.name: r for r in conn.execute(wanted.order_by(series.c.name)).all()}
-        if not found:
-            exists = (
-                conn.execute(select(operations.c.id).where(operations.c.id == operation_id))
-            ).scalar_one_or_none()
-            if exists is None:
-                raise OperationNotFoundError(operation_id)
-        order = [n for n in (names if names is not None else sorted(found)) if n in found]
+        found = {r.name: r for r in series_rows(conn, operation_id, names)}
+        order = list(found)
         small = [
             n
             for n in order
@@ -425,7 +414,8 @@ async def read_metrics(
         missing = [n for n in (names or []) if n not in found]
         return MetricsRead(operation_id=operation_id, series=result, missing=missing)
 
-    return await db.run_read(query)
+    small = expected_points is not None and expected_points <= SMALL_READ_POINTS
+    return await db.run_read(query, small=small)
 
 
 def _read_whole(

@@ -7,10 +7,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import select, update
 
 from storage.database import Database
 from storage.errors import IllegalTransitionError, OperationNotFoundError
+from storage.lookups import operation_row
 from storage.models import TERMINAL_STATUSES, TRANSITIONS, Backend, Operation, OperationStatus
 from storage.schema import operations
 
@@ -71,10 +72,7 @@ async def create_operation(
 
 
 async def get_operation(db: Database, operation_id: str) -> Operation:
-    def query(conn: Connection) -> Any:
-        return conn.execute(select(operations).where(operations.c.id == operation_id)).one_or_none()
-
-    row = await db.run_read(query)
+    row = await db.run_read(lambda conn: operation_row(conn, operation_id), small=True)
     if row is None:
         raise OperationNotFoundError(operation_id)
     return Operation.from_row(row)
@@ -93,7 +91,7 @@ async def list_operations(
         query = query.where(operations.c.status == status.value)
     if backend is not None:
         query = query.where(operations.c.backend == backend.value)
-    rows = await db.run_read(lambda conn: conn.execute(query.limit(limit)).all())
+    rows = await db.run_read(lambda conn: conn.execute(query.limit(limit)).all(), small=True)
     return [Operation.from_row(r) for r in rows]
 
 

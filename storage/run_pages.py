@@ -83,7 +83,7 @@ async def list_operations_page(
     def read(conn: Connection) -> list[Any]:
         return list(conn.execute(query.limit(limit + 1)).all())
 
-    rows = await db.run_read(read)
+    rows = await db.run_read(read, small=True)
     page = rows[:limit]
     more = len(rows) > limit
     next_cursor = _encode(page[-1].created_at, page[-1].id) if more and page else None

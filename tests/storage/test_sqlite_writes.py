@@ -1,9 +1,11 @@
 """SQLite writes: WAL checkpoints run in the checkpointer's thread, never inside a writer's commit;
-small writes run on the event loop's thread and never wait there for another writer."""
+small writes run on the event loop's thread and never wait there for another writer. Small reads
+run on the event loop's thread too, and the others in a worker thread."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import Connection
 
 from storage import Backend, append_points, connect, create_operation, read_metrics
+from storage.history import read_page
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +76,40 @@ async def test_a_small_write_waits_for_another_writer_off_the_event_loop(tmp_pat
         other.close()
         read = await read_metrics(db, op.operation_id)
     assert read.series[0].steps == [1] and read.series[0].values == [1.0]
+
+
+async def test_a_small_read_runs_on_the_event_loop_and_a_large_one_in_a_worker(
+    tmp_path: Path,
+) -> None:
+    async with connect(f"sqlite+aiosqlite:///{tmp_path / 't.db'}") as db:
+        op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
+        points = [{"name": "m", "step": s, "value": float(s)} for s in range(1, 201)]
+        await append_points(db, op.operation_id, points)
+        here = threading.get_ident()
+        assert await db.run_read(lambda _conn: threading.get_ident(), small=True) == here
+        assert await db.run_read(lambda _conn: threading.get_ident()) != here
+        small = await read_metrics(db, op.operation_id, expected_points=200)
+        large = await read_metrics(db, op.operation_id, expected_points=10**6)
+        page = await read_page(db, op.operation_id, page_size=50, expected_points=50)
+    assert small == large and small.series[0].steps == list(range(1, 201))
+    assert page.series[0].steps == list(range(1, 51)) and page.has_more
+
+
+async def test_a_small_read_the_file_refuses_runs_again_in_a_worker(tmp_path: Path) -> None:
+    async with connect(f"sqlite+aiosqlite:///{tmp_path / 't.db'}") as db:
+        here, tries = threading.get_ident(), []
+
+        def body(_conn: Connection) -> int:
+            tries.append(threading.get_ident())
+            if len(tries) == 1:  # what a reader meets while another process recovers the log
+                raise sqlite3.OperationalError("database is locked")
+            return 1
+
+        assert await db.run_read(body, small=True) == 1
+        assert tries[0] == here and tries[1] != here
+
+        def broken(_conn: Connection) -> int:
+            raise sqlite3.OperationalError("no such table: nothing")
+
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):  # not run again
+            await db.run_read(broken, small=True)
