@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
+from storage.blocks import store_blocks
 from storage.database import Database
 from storage.errors import OperationNotFoundError
 from storage.metrics import _ADD_TO_SUMMARY, StoredRow, _as_dicts, _series_ids, _summaries
@@ -67,6 +68,7 @@ async def copy_history(db: Database, source_id: str, target_id: str, *, up_to_ep
         new_rows = [r for r in rows if (r[0], r[1]) in keys]
         if new_rows:
             conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
+            store_blocks(conn, new_rows)
         return len(new_rows)
 
     return await db.run_write(transaction)

@@ -16,6 +16,16 @@ from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from storage.blocks import (
+    BLOCK_STEPS,
+    UPSERT_BLOCKS_SQLITE,
+    covers,
+    fold_rows,
+    pick,
+    read_blocks,
+    store_blocks,
+)
+from storage.blocks import summarize as summarize_blocks
 from storage.database import SMALL_READ_POINTS, Database
 from storage.errors import InvalidPointError, OperationFinishedError, OperationNotFoundError
 from storage.lookups import operation_row, series_of, series_rows
@@ -161,6 +171,7 @@ async def append_points(
                 if len(new_rows) > stored:  # the same (name, step) twice in one batch
                     new_rows = list({(r[0], r[1]): r for r in reversed(new_rows)}.values())
                 conn.execute(_ADD_TO_SUMMARY, _summaries(new_rows))
+                store_blocks(conn, new_rows)
         if progress_epoch is not None:
             conn.execute(
                 update(operations)
@@ -236,6 +247,7 @@ def _append_sqlite(
                         seen.add(key)
                         new_rows.append(row)
             raw.executemany(_ADD_TO_SUMMARY.text, _summaries(new_rows))
+            raw.executemany(UPSERT_BLOCKS_SQLITE, fold_rows(new_rows))
     if progress_epoch is not None:
         raw.execute(
             "UPDATE operations SET epochs_done = ?, heartbeat_at = ? "
@@ -477,7 +489,7 @@ def _read_series(
     if selected:  # last N, then downsampled in memory (N is already bounded by the caller)
         kept = downsample_rows(selected, max_points, nonfinite=row.nonfinite > 0)
     else:
-        kept = _downsample_in_db(is_sqlite, conn, sid, after, row, max_points)
+        kept = _downsample_in_db(is_sqlite, conn, sid, after, row, matching, max_points)
     return SeriesData.build(row.name, total, matching, kept, downsampled=True)
 
 
@@ -490,6 +502,11 @@ def downsample_rows(rows: Sequence[Row], max_points: int, *, nonfinite: bool) ->
     """In-memory twin of `_downsample_in_db` with the same buckets (rows sorted by step)."""
     nb = _bucket_count(max_points, nonfinite)
     lo, hi = rows[0][0], rows[-1][0]
+    if covers(len(rows), lo, hi, nb):  # buckets of whole blocks, from the rows' summaries
+        k0 = lo // BLOCK_STEPS
+        kept = pick(summarize_blocks(rows), k0, hi // BLOCK_STEPS - k0 + 1, nb, nonfinite)
+        kept[lo] = rows[0]
+        return [kept[s] for s in sorted(kept)]
     span = hi - lo + 1
     keep: dict[int, Row] = {rows[0][0]: rows[0]}
     buckets: dict[int, list[Row]] = defaultdict(list)
@@ -542,18 +559,21 @@ def _downsample_in_db(
     sid: int,
     after: int | None,
     row: Any,
+    matching: int,
     max_points: int,
 ) -> list[Row]:
     nonfinite = row.nonfinite > 0
     nb = _bucket_count(max_points, nonfinite)
     lo = row.first_step if after is None else after + 1
     hi = row.last_step
-    first_step = (
-        conn.execute(
-            select(func.min(points.c.step)).where(points.c.series_id == sid, points.c.step >= lo)
-        )
-    ).scalar_one()
-    lo = first_step
+    first = _first_point(is_sqlite, conn, sid, lo)
+    lo = first_step = first[0]
+    if covers(matching, lo, hi, nb):  # long and dense: the blocks' summaries, not the points
+        k0 = lo // BLOCK_STEPS
+        summaries = read_blocks(conn, is_sqlite, sid, lo, hi, after)
+        kept = pick(summaries, k0, hi // BLOCK_STEPS - k0 + 1, nb, nonfinite)
+        kept[lo] = first
+        return [kept[s] for s in sorted(kept)]
     span = hi - lo + 1
     if is_sqlite:  # min() skips NULL (NaN) by itself; only a series with infinities needs more
         pick_min = _SQLITE_MIN.format(finite=f" AND {FINITE_SQL}" if nonfinite else "")
@@ -571,3 +591,26 @@ def _downsample_in_db(
     # hundreds of steps to bind.
     params = {"nb": nb, "lo": lo, "span": span, "sid": sid, "first": first_step}
     return [(r[0], r[1], r[2]) for r in conn.execute(text(sql), params)]
+
+
+def _first_point(is_sqlite: bool, conn: Connection, sid: int, lo: int) -> Row:
+    """The first stored point from step `lo` on (the caller knows there is one)."""
+    if is_sqlite:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        found: Row = raw.execute(_SQLITE_FIRST, (sid, lo)).fetchone()
+        return found
+    query = (
+        select(points.c.step, points.c.value, POINT_SPECIAL)
+        .where(points.c.series_id == sid, points.c.step >= lo)
+        .order_by(points.c.step)
+        .limit(1)
+    )
+    step, value, special = conn.execute(query).one()
+    return (step, value, special)
+
+
+_SQLITE_FIRST = (
+    f"SELECT step, value, {POINT_SPECIAL_SQL} FROM points WHERE series_id = ? AND step >= ? "
+    "ORDER BY step LIMIT 1"
+)

@@ -15,6 +15,7 @@ import sqlite3
 
 from sqlalchemy import Connection, Float, MetaData, bindparam, inspect, text
 
+from storage.blocks import fill_blocks
 from storage.schema import operations, points, series
 
 __all__ = ["migrate"]
@@ -49,6 +50,8 @@ def migrate(conn: Connection) -> list[str]:
         else:
             conn.execute(text("ALTER TABLE points DROP COLUMN special"))
         changed.append("-points.special")
+    if fill_blocks(conn):
+        changed.append("+point_blocks")
     return changed
 
 

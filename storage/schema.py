@@ -93,6 +93,24 @@ points = Table(
     sqlite_with_rowid=False,
 )
 
+# Per series, the summary of every 32 steps (storage.blocks): what a long downsampled read reads.
+point_blocks = Table(
+    "point_blocks",
+    metadata,
+    Column("series_id", Integer, ForeignKey("series.id", ondelete="CASCADE"), primary_key=True),
+    Column("block", BigInteger, primary_key=True, autoincrement=False),  # step // 32
+    Column("min_step", BigInteger),  # the lowest finite value's point (NULL: none finite)
+    Column("min_value", Float),
+    Column("max_step", BigInteger),
+    Column("max_value", Float),
+    Column("last_step", BigInteger, nullable=False),
+    Column("last_value", Float),  # NULL when not finite
+    Column("last_special", SmallInteger, nullable=False),
+    Column("special_step", BigInteger),  # the first non-finite point (NULL: none)
+    Column("special_code", SmallInteger),
+    sqlite_with_rowid=False,
+)
+
 # The largest finite double: a stored value above it is +inf, below its negative -inf.
 _MAX = 1.7976931348623157e308
 # A point's special code from its stored value, as SQL text (for the plain-SQL hot paths) and
