@@ -3,6 +3,13 @@
 The repository functions below are the only way the rest of training-mcp touches the database.
 """
 
+from storage.arrow_values import (
+    float_scalar,
+    int_scalar,
+    repeated_string,
+    string_array,
+    string_scalar,
+)
 from storage.bounds import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
@@ -117,7 +124,9 @@ __all__ = [
     "create_operation",
     "default_database_url",
     "delete_operation",
+    "float_scalar",
     "get_operation",
+    "int_scalar",
     "invalid_point",
     "issue_push_credential",
     "iter_history",
@@ -133,8 +142,11 @@ __all__ = [
     "read_page",
     "record_heartbeat",
     "reopen_operation",
+    "repeated_string",
     "set_progress",
     "set_status",
+    "string_array",
+    "string_scalar",
     "tail_points",
     "validate_points",
 ]

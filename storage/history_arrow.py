@@ -12,15 +12,19 @@ order, exactly as stored: NaN and the infinities as IEEE doubles, wall_time in U
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy import Connection, select
 from sqlalchemy.engine import make_url
 
+from storage.arrow_values import float_scalar, repeated_string
 from storage.database import Database
 from storage.lookups import series_rows
 from storage.schema import points
@@ -57,29 +61,54 @@ async def iter_history_arrow(
     chunk_size: int = 100_000,
 ) -> AsyncIterator[T]:
     """Every stored point of the series as `pyarrow.RecordBatch`es of up to `chunk_size` rows
-    (keyset reads, one series after another), each handed to `encode` in the reading worker
-    thread (so a Parquet encoder works beside the read, not on the event loop), one after
-    another; yields what `encode` returns. The first read raises `OperationNotFoundError`
-    before anything is yielded."""
+    (keyset reads, one series after another), each handed to `encode` in a worker thread (so an
+    encoder works beside the read, not on the event loop), one after another; yields what
+    `encode` returns. The first read raises `OperationNotFoundError` before anything is
+    yielded."""
     rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names))
-    reader = _AdbcReader(db) if _adbc_path(db) else _RowReader(db)
+    chunks = _Chunks(rows, chunk_size)
+    reader = _AdbcReader(db, chunks) if _adbc_path(db) else _RowReader(db, chunks)
     try:
-        for row in rows:
-            after = -1
-            while True:
-                found = await reader.read(
-                    row.id, row.name, row.wall_base_ms, after, chunk_size, encode
-                )
-                if found is None:
-                    break
-                count, last, encoded = found
-                yield encoded
-                if count < chunk_size:
-                    break
-                after = last
+        while (found := await reader.next(encode)) is not None:
+            yield found[0]
     finally:
         with anyio.CancelScope(shield=True):
             await reader.close()
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One keyset read: up to `size` points of series `sid` after step `after`."""
+
+    sid: int
+    name: str
+    base: int  # the series' wall_base_ms
+    nonfinite: bool  # whether the series holds NaN or infinities
+    after: int
+    size: int
+
+
+class _Chunks:
+    """The chunks of a history, one after another: the next one follows from the last read
+    (a full chunk goes on in its series after its last step, a short one ends the series)."""
+
+    def __init__(self, rows: Sequence[Any], size: int) -> None:
+        self._rows, self._size = list(rows), size
+
+    def first(self) -> _Chunk | None:
+        return self._start(0)
+
+    def after(self, chunk: _Chunk, count: int, last: int) -> _Chunk | None:
+        if count < chunk.size:
+            index = next(i for i, r in enumerate(self._rows) if r.id == chunk.sid)
+            return self._start(index + 1)
+        return replace(chunk, after=last)
+
+    def _start(self, index: int) -> _Chunk | None:
+        if index >= len(self._rows):
+            return None
+        r = self._rows[index]
+        return _Chunk(r.id, r.name, r.wall_base_ms, r.nonfinite > 0, -1, self._size)
 
 
 def _adbc_path(db: Database) -> str | None:
@@ -89,87 +118,143 @@ def _adbc_path(db: Database) -> str | None:
     return path or None
 
 
-# NULL (a stored NaN) read as a flag beside a value that is never NULL: the driver infers a
-# column's type from its first rows, and a NULL there would make `value` an integer column.
+# A series with NaNs reads NULL (a stored NaN) as a flag beside a value that is never NULL: the
+# driver infers a column's type from its first rows, and a NULL there would make `value` an
+# integer column. A series without them skips the flag (a fifth of the read). The numbers are
+# ints of ours, written into the text: binding them would need an Arrow batch per read.
 _ADBC_CHUNK = (
-    "SELECT step, epoch, ifnull(value, 0.0) AS value, value IS NULL AS nan, "
-    "wall_ms + ? AS wall_ms FROM points WHERE series_id = ? AND step > ? ORDER BY step LIMIT ?"
+    "SELECT step, epoch, {value}, wall_ms + {base:d} AS wall_ms FROM points "
+    "WHERE series_id = {sid:d} AND step > {after:d} ORDER BY step LIMIT {size:d}"
 )
+_WITH_NAN = "ifnull(value, 0.0) AS value, value IS NULL AS nan"
 
 
 class _AdbcReader:
-    """Chunks through one ADBC SQLite connection (read-only), opened on the first read."""
+    """Chunks through one ADBC SQLite connection (read-only), opened on the first read.
 
-    def __init__(self, db: Database) -> None:
+    A pipeline of two threads of its own: one reads the chunk after next while the other
+    encodes the next one, while the event loop sends the last (a response's writes wait until
+    the socket has taken nearly all of a chunk, so encoding on demand would idle meanwhile).
+    The driver manager's own objects, not its DB-API module: that one imports pyarrow.dataset
+    and with it pandas (~0.2 s on the first export)."""
+
+    def __init__(self, db: Database, chunks: _Chunks) -> None:
         self._path = _adbc_path(db)
-        self._conn: Any = None
+        self._chunks = chunks
+        self._next = chunks.first()
+        self._reads = ThreadPoolExecutor(1, thread_name_prefix="export-read")
+        self._encodes = ThreadPoolExecutor(1, thread_name_prefix="export-encode")
+        self._read_ahead: Future[Any] | None = None  # the read of self._next, once started
+        self._encoded_ahead: Future[Any] | None = None  # the next answer, once started
+        self._handles: list[Any] = []  # database, connection: closed in reverse
 
-    async def read(
-        self, sid: int, name: str, base: int, after: int, size: int, encode: Callable[[Any], T]
-    ) -> tuple[int, int, T] | None:
-        return await anyio.to_thread.run_sync(self._read, sid, name, base, after, size, encode)
+    async def next(self, encode: Callable[[Any], T]) -> tuple[T] | None:
+        staged = self._encoded_ahead or self._encodes.submit(self._encoded_next, encode)
+        self._encoded_ahead = None
+        found: tuple[T] | None = await anyio.to_thread.run_sync(staged.result)
+        if found is not None:
+            self._encoded_ahead = self._encodes.submit(self._encoded_next, encode)
+        return found
 
-    def _read(
-        self, sid: int, name: str, base: int, after: int, size: int, encode: Callable[[Any], T]
-    ) -> tuple[int, int, T] | None:
+    def _encoded_next(self, encode: Callable[[Any], T]) -> tuple[T] | None:
+        while (chunk := self._next) is not None:
+            ahead, self._read_ahead = self._read_ahead, None
+            batch = (ahead or self._reads.submit(self._read, chunk)).result()
+            count = 0 if batch is None else batch.num_rows
+            last = -1 if batch is None else int(batch.column(1)[-1].as_py())
+            self._next = self._chunks.after(chunk, count, last)
+            if self._next is not None:
+                self._read_ahead = self._reads.submit(self._read, self._next)
+            if batch is not None:
+                return (encode(batch),)
+        return None
+
+    def _read(self, chunk: _Chunk) -> Any:
+        import adbc_driver_manager
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if self._conn is None:
-            import adbc_driver_sqlite.dbapi as adbc
+        if not self._handles:
+            import adbc_driver_sqlite
 
-            self._conn = adbc.connect(f"file:{self._path}?mode=ro")
-        with self._conn.cursor() as cursor:
-            cursor.execute(_ADBC_CHUNK, (base, sid, after, size))
-            table = cursor.fetch_arrow_table()
+            database = adbc_driver_sqlite.connect(f"file:{self._path}?mode=ro")
+            self._handles = [database, adbc_driver_manager.AdbcConnection(database)]
+        sql = _ADBC_CHUNK.format(
+            value=_WITH_NAN if chunk.nonfinite else "value",
+            base=int(chunk.base),
+            sid=int(chunk.sid),
+            after=int(chunk.after),
+            size=int(chunk.size),
+        )
+        statement = adbc_driver_manager.AdbcStatement(self._handles[1])
+        try:
+            statement.set_sql_query(sql)
+            stream, _ = statement.execute_query()
+            table = pa.RecordBatchReader.from_stream(stream).read_all()
+        finally:
+            statement.close()
         n = table.num_rows
         if n == 0:
             return None
-        steps = table.column("step")
         values = table.column("value").cast(pa.float64())
-        nan = table.column("nan")
-        if pc.any(pc.equal(nan, 1)).as_py():
-            values = pc.if_else(pc.equal(nan, 1), math.nan, values)
+        nan = table.column("nan").cast(pa.bool_()) if chunk.nonfinite else None
+        if nan is not None and pc.any(nan).as_py():
+            values = pc.if_else(nan, float_scalar(math.nan), values)
+        elif values.null_count:  # no NaN in the summary, a NULL all the same: still a NaN
+            values = pc.fill_null(values, float_scalar(math.nan))
         columns = [
-            pa.repeat(pa.scalar(name, pa.string()), n),
-            steps,
+            repeated_string(chunk.name, n),
+            table.column("step"),
             table.column("epoch").cast(pa.int32()),
             values,
-            pc.divide(table.column("wall_ms").cast(pa.float64()), 1000.0),
+            pc.divide(table.column("wall_ms").cast(pa.float64()), float_scalar(1000.0)),
         ]
-        batch = pa.Table.from_arrays(columns, schema=arrow_schema()).combine_chunks()
-        return n, int(steps[-1].as_py()), encode(batch.to_batches()[0])
+        return pa.Table.from_arrays(columns, schema=arrow_schema()).combine_chunks().to_batches()[0]
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await anyio.to_thread.run_sync(self._conn.close)
+        await anyio.to_thread.run_sync(self._close)
+
+    def _close(self) -> None:
+        for ahead in (self._encoded_ahead, self._read_ahead):
+            if ahead is not None:
+                ahead.exception()  # wait for it; what it found or raised is not wanted
+        self._encodes.shutdown()  # waits for a read started by the last encode, if any
+        if self._read_ahead is not None:
+            self._read_ahead.exception()
+        handles, self._handles = self._handles, []
+        for handle in reversed(handles):
+            self._reads.submit(handle.close).result()
+        self._reads.shutdown()
 
 
 class _RowReader:
     """Chunks through the database's own connections, rows turned into columns."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, chunks: _Chunks) -> None:
         self._db = db
+        self._chunks = chunks
+        self._next = chunks.first()
 
-    async def read(
-        self, sid: int, name: str, base: int, after: int, size: int, encode: Callable[[Any], T]
-    ) -> tuple[int, int, T] | None:
-        def body(conn: Connection) -> tuple[int, int, T] | None:
-            query = (
-                select(points.c.step, points.c.epoch, points.c.value, points.c.wall_ms + base)
-                .where(points.c.series_id == sid, points.c.step > after)
-                .order_by(points.c.step)
-                .limit(size)
-            )
-            found = [tuple(r) for r in conn.execute(query)]
-            if not found:
-                return None
-            return len(found), found[-1][0], encode(_batch(name, found))
-
-        return await self._db.run_read(body)
+    async def next(self, encode: Callable[[Any], T]) -> tuple[T] | None:
+        while (chunk := self._next) is not None:
+            found = await self._db.run_read(functools.partial(_rows, chunk=chunk))
+            self._next = self._chunks.after(chunk, len(found), found[-1][0] if found else -1)
+            if found:
+                return (await anyio.to_thread.run_sync(encode, _batch(chunk.name, found)),)
+        return None
 
     async def close(self) -> None:
         return None
+
+
+def _rows(conn: Connection, *, chunk: _Chunk) -> list[tuple[Any, ...]]:
+    query = (
+        select(points.c.step, points.c.epoch, points.c.value, points.c.wall_ms + chunk.base)
+        .where(points.c.series_id == chunk.sid, points.c.step > chunk.after)
+        .order_by(points.c.step)
+        .limit(chunk.size)
+    )
+    return [tuple(r) for r in conn.execute(query)]
 
 
 def _batch(name: str, found: list[tuple[Any, ...]]) -> Any:

@@ -31,7 +31,7 @@ from mcp_server.core.errors import (
     from_validation_error,
     translate,
 )
-from mcp_server.core.export import ColumnarEncoder, encode_history, parquet_available
+from mcp_server.core.export import export_history, parquet_available
 from mcp_server.core.history import AnalysisCache, load_history
 from mcp_server.core.ingest import Ingestor
 from mcp_server.core.logs import LogsQuery, OperationLogs
@@ -82,8 +82,6 @@ from storage import (
     create_operation,
     get_operation,
     issue_push_credential,
-    iter_history,
-    iter_history_arrow,
     latest_values,
     list_operations,
     list_operations_page,
@@ -696,12 +694,7 @@ class TrainingService:
         await self._get(operation_id)
         metrics = query.metrics
         names = None if not metrics or list(metrics) == ["all"] else list(metrics)
-        if query.format == "jsonl" or query.format == "csv":
-            return encode_history(iter_history(self._db, operation_id, names=names), query.format)
-        encoder = ColumnarEncoder(query.format)
-        return encoder.stream(
-            iter_history_arrow(self._db, operation_id, encoder.encode, names=names)
-        )
+        return export_history(self._db, operation_id, query.format, names)
 
     async def indicators(self, operation_id: str) -> Indicators | None:
         return _indicators(await self._analyses.current(operation_id))
