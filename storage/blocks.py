@@ -6,7 +6,9 @@ A block is `step // BLOCK_STEPS`. Its summary is exact for the points stored in 
 fold every new point in (`fold_rows`, `store_blocks`: in the points' own transaction, in
 any order), points are never changed once stored (the first stored for a step wins), and the
 blocks go with their series. A database from before blocks gets them built once when it opens
-(`fill_blocks`, from `storage.migrations`).
+(`fill_blocks`, from `storage.migrations`). Each summary counts its points, and a read trusts the
+summaries only when their counts add up to the points it expects: any point stored without its
+summary (by an older version, say) sends the read to the points, bucketed the same way.
 
 A long, dense series is downsampled in buckets of whole blocks (`covers` says when): bucket `i`
 holds the blocks `k` with `(k - k0) * nb // nslots == i`, the step formula of the point buckets
@@ -46,11 +48,12 @@ _MIN_POINTS_PER_BLOCK = 8
 
 Point = tuple[int, float | None, int]  # (step, stored value, special code)
 # (block, min_step, min_value, max_step, max_value, last_step, last_value, last_special,
-#  special_step, special_code): min/max over the finite points (None when there are none), the
-# lowest step winning a tie; the highest step; the lowest step with a non-finite value.
+#  special_step, special_code, n_points): min/max over the finite points (None when there are
+# none), the lowest step winning a tie; the highest step; the lowest step with a non-finite
+# value; how many points the block holds (what a read checks the summaries against).
 Summary = tuple[
     int, int | None, float | None, int | None, float | None, int, float | None, int,
-    int | None, int | None,
+    int | None, int | None, int,
 ]  # fmt: skip
 
 
@@ -68,10 +71,11 @@ def summarize(rows: Iterable[Point]) -> list[Summary]:
         a = acc.get(block)
         if a is None:
             if special:
-                acc[block] = [None, None, None, None, step, None, special, step, special]
+                acc[block] = [None, None, None, None, step, None, special, step, special, 1]
             else:
-                acc[block] = [step, value, step, value, step, value, 0, None, None]
+                acc[block] = [step, value, step, value, step, value, 0, None, None, 1]
             continue
+        a[9] += 1
         if special:
             if a[7] is None or step < a[7]:
                 a[7], a[8] = step, special
@@ -151,7 +155,7 @@ def read_blocks(
 
 _COLUMNS = (
     "block, min_step, min_value, max_step, max_value, last_step, last_value, last_special, "
-    "special_step, special_code"
+    "special_step, special_code, n_points"
 )
 _SQLITE_BLOCKS = (
     f"SELECT {_COLUMNS} FROM point_blocks WHERE series_id = ? AND block BETWEEN ? AND ? "
@@ -188,7 +192,7 @@ def fold_rows(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if len(found) == 1 and not found[0][2]:  # an epoch's point: its own summary
             step, value, _ = found[0]
             block = step // BLOCK_STEPS
-            folded.append((sid, block, step, value, step, value, step, value, 0, None, None))
+            folded.append((sid, block, step, value, step, value, step, value, 0, None, None, 1))
         else:
             folded += [(sid, *s) for s in summarize(found)]
     return folded
@@ -235,6 +239,7 @@ _UPSERT = (
             _if(_HIGHER, "max_step", "max_value"),
             _if(_LATER, "last_step", "last_value", "last_special"),
             _if(_EARLIER, "special_step", "special_code"),
+            "n_points = point_blocks.n_points + excluded.n_points",
         )
     )
 )

@@ -571,6 +571,13 @@ def _downsample_in_db(
     if covers(matching, lo, hi, nb):  # long and dense: the blocks' summaries, not the points
         k0 = lo // BLOCK_STEPS
         summaries = read_blocks(conn, is_sqlite, sid, lo, hi, after)
+        # Summaries that miss a point (one written by a version without blocks) or hold one
+        # stored since the series row was read are not used: the same buckets from the points.
+        if sum(s[10] for s in summaries) != matching:
+            cols = select(points.c.step, points.c.value, POINT_SPECIAL)
+            query = cols.where(points.c.series_id == sid, points.c.step.between(lo, hi))
+            rows = [(r[0], r[1], r[2]) for r in conn.execute(query.order_by(points.c.step))]
+            return downsample_rows(rows, max_points, nonfinite=nonfinite)
         kept = pick(summaries, k0, hi // BLOCK_STEPS - k0 + 1, nb, nonfinite)
         kept[lo] = first
         return [kept[s] for s in sorted(kept)]

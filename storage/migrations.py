@@ -16,7 +16,7 @@ import sqlite3
 from sqlalchemy import Connection, Float, MetaData, bindparam, inspect, text
 
 from storage.blocks import fill_blocks
-from storage.schema import operations, points, series
+from storage.schema import operations, point_blocks, points, series
 
 __all__ = ["migrate"]
 
@@ -50,6 +50,10 @@ def migrate(conn: Connection) -> list[str]:
         else:
             conn.execute(text("ALTER TABLE points DROP COLUMN special"))
         changed.append("-points.special")
+    blocks = {c["name"] for c in inspector.get_columns(point_blocks.name)}
+    if "n_points" not in blocks:  # made by the first version of the table, for a few minutes
+        conn.execute(text("DROP TABLE point_blocks"))
+        point_blocks.create(conn)
     if fill_blocks(conn):
         changed.append("+point_blocks")
     return changed

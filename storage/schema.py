@@ -108,6 +108,7 @@ point_blocks = Table(
     Column("last_special", SmallInteger, nullable=False),
     Column("special_step", BigInteger),  # the first non-finite point (NULL: none)
     Column("special_code", SmallInteger),
+    Column("n_points", Integer, nullable=False),
     sqlite_with_rowid=False,
 )
 

@@ -119,14 +119,21 @@ def test_sparse_or_short_series_are_sampled_from_their_points() -> None:
     assert not covers(20_000, 0, 20_000 * 1_000, nb)  # ms steps: about a point a block
 
 
-async def test_a_database_from_before_blocks_gets_them_when_it_opens(db_url: str) -> None:
+@pytest.mark.parametrize(
+    "made_before",
+    ["DROP TABLE point_blocks", "ALTER TABLE point_blocks DROP COLUMN n_points"],
+    ids=["no blocks", "blocks without counts"],
+)
+async def test_a_database_from_before_blocks_gets_them_when_it_opens(
+    db_url: str, made_before: str
+) -> None:
     async with connect(db_url) as db:
         op = await _op(db)
         await _shuffled_writes(db, op, _values(8_000, seed=7))
         before = (await read_metrics(db, op, max_points=200)).series[0]
 
-        def forget(conn: Connection) -> None:  # as a database made before the table existed
-            conn.execute(text("DROP TABLE point_blocks"))
+        def forget(conn: Connection) -> None:  # as a database made before the table (or count)
+            conn.execute(text(made_before))
 
         await db.run_write(forget)
     async with connect(db_url) as db:
@@ -153,3 +160,29 @@ async def test_a_forked_runs_copied_history_has_its_blocks_and_deleting_a_run_dr
             return len(conn.execute(select(point_blocks.c.series_id)).all())
 
         assert await db.run_read(left) == len(blocks)  # the child's only
+
+
+async def test_a_long_read_comes_from_the_blocks_unless_they_miss_points(db_url: str) -> None:
+    async with connect(db_url) as db:
+        op = await _op(db)
+        await append_points(db, op, _values(20_000, seed=11))
+
+        def mark(conn: Connection) -> None:  # block 24's max said to be at step 770, not 777
+            conn.execute(
+                point_blocks.update().where(point_blocks.c.block == 24).values(max_step=770)
+            )
+
+        await db.run_write(mark)
+        marked = (await read_metrics(db, op, max_points=500)).series[0]
+        assert 770 in marked.steps and 777 not in marked.steps
+
+        def lose_some(conn: Connection) -> None:  # as points stored by a writer without blocks
+            # the blocks of the spike at 777 and of the last point
+            conn.execute(point_blocks.delete().where(point_blocks.c.block.in_([24, 300, 624])))
+
+        await db.run_write(lose_some)
+        rows, _ = await db.run_read(lambda conn: _stored_rows(conn, op))
+        got = (await read_metrics(db, op, max_points=500)).series[0]
+        after = (await read_metrics(db, op, after_step=50, max_points=500)).series[0]
+    assert got.steps == [r[0] for r in downsample_rows(rows, 500, nonfinite=True)]
+    assert after.steps == [r[0] for r in downsample_rows(rows[51:], 500, nonfinite=True)]
