@@ -395,8 +395,9 @@ async def read_metrics(
 ) -> MetricsRead:
     """Read metrics. Per series: the points after `after_step` (one number for all series, or
     per name), then the `last` N of those, then at most `max_points`, downsampled in
-    deterministic step buckets that keep each bucket's min, max and last point, the first point,
-    and any non-finite point. Every series reports total, matching and returned counts.
+    deterministic step buckets (whole 32-step blocks for a long, dense series: storage.blocks)
+    that keep each bucket's min, max and last point, the first point, and any non-finite point.
+    Every series reports total, matching and returned counts.
     `expected_points`: how many points the read may visit at most, when the caller knows (from
     the series' summaries); a small read runs without a hop to a worker thread."""
     if max_points is not None and max_points < MIN_SAMPLE_POINTS:
