@@ -78,20 +78,18 @@ async def read_page(
     names: Sequence[str] | None = None,
     after_step: int | None = None,
     page_size: int = 10_000,
-    expected_points: int | None = None,
 ) -> HistoryPage:
     """One exact page: at most `page_size` points per series, all series over the same steps,
     in step order, never downsampled. Follow `HistoryPage.last_step` as the next `after_step`
-    while `has_more`. `expected_points`: at most how many points the page holds, when the
-    caller knows (from the series' summaries); a small page runs without a hop to a worker
-    thread."""
+    while `has_more`. A page of a few thousand points at most is read without a hop to a worker
+    thread (`Database.run_read`), as the series' lookup before it."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     after = -1 if after_step is None else after_step
     is_sqlite = db.is_sqlite
+    rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
 
     def query(conn: Connection) -> HistoryPage:
-        rows = series_rows(conn, operation_id, names)
         # A series with no more points in all than a page needs no bound: skip its seek.
         bounds = [
             step
@@ -132,7 +130,7 @@ async def read_page(
         missing = [n for n in (names or []) if n not in known]
         return HistoryPage(series=result, missing=missing, through=through, has_more=has_more)
 
-    small = expected_points is not None and expected_points <= SMALL_READ_POINTS
+    small = sum(min(r.n_points, page_size) for r in rows) <= SMALL_READ_POINTS
     return await db.run_read(query, small=small)
 
 

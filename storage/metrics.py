@@ -391,21 +391,21 @@ async def read_metrics(
     after_step: int | Mapping[str, int] | None = None,
     last: int | None = None,
     max_points: int | None = None,
-    expected_points: int | None = None,
 ) -> MetricsRead:
     """Read metrics. Per series: the points after `after_step` (one number for all series, or
     per name), then the `last` N of those, then at most `max_points`, downsampled in
     deterministic step buckets (whole 32-step blocks for a long, dense series: storage.blocks)
     that keep each bucket's min, max and last point, the first point, and any non-finite point.
-    Every series reports total, matching and returned counts.
-    `expected_points`: how many points the read may visit at most, when the caller knows (from
-    the series' summaries); a small read runs without a hop to a worker thread."""
+    Every series reports total, matching and returned counts. A read that visits a few
+    thousand points or summaries at most runs without a hop to a worker thread
+    (`Database.run_read`), as the series' lookup before it."""
     if max_points is not None and max_points < MIN_SAMPLE_POINTS:
         raise ValueError(f"max_points: must be at least {MIN_SAMPLE_POINTS}")
     is_sqlite = db.is_sqlite
+    rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
+    found = {r.name: r for r in rows}
 
     def query(conn: Connection) -> MetricsRead:
-        found = {r.name: r for r in series_rows(conn, operation_id, names)}
         order = list(found)
         small = [
             n
@@ -427,8 +427,19 @@ async def read_metrics(
         missing = [n for n in (names or []) if n not in found]
         return MetricsRead(operation_id=operation_id, series=result, missing=missing)
 
-    small = expected_points is not None and expected_points <= SMALL_READ_POINTS
-    return await db.run_read(query, small=small)
+    visits = sum(_visits(r, last, max_points) for r in rows)
+    return await db.run_read(query, small=visits <= SMALL_READ_POINTS)
+
+
+def _visits(row: Any, last: int | None, max_points: int | None) -> int:
+    """At most how many points (or block summaries) reading the series visits."""
+    n = int(row.n_points)
+    if last is not None:
+        return min(n, last)
+    if max_points is None or n <= max_points:
+        return n
+    nb = _bucket_count(max_points, row.nonfinite > 0)
+    return n // BLOCK_STEPS + 2 if covers(n, row.first_step, row.last_step, nb) else n
 
 
 def _read_whole(

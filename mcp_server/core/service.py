@@ -613,12 +613,6 @@ class TrainingService:
         missing: list[str] = []
         has_more = False
         afters = {"epoch": after_epoch, "step": after_step, "time": after_time}
-        counts = {s.name: s.count for s in every}
-
-        def visits(names: list[str], cap: int | None) -> int:
-            """At most how many points reading `names` visits, from their summaries."""
-            return sum(min(counts.get(n, 0), cap or counts.get(n, 0)) for n in names)
-
         for axis, names, last in (
             ("epoch", epoch_names, last_epochs),
             ("step", step_names, None),
@@ -634,7 +628,6 @@ class TrainingService:
                     names=names,
                     after_step=after if after >= 0 else None,
                     page_size=page_size,
-                    expected_points=visits(names, page_size),
                 )
                 series += page.series
                 missing += page.missing
@@ -650,7 +643,6 @@ class TrainingService:
                 after_step=after if after >= 0 else None,
                 last=last,
                 max_points=max_points,
-                expected_points=visits(names, last),
             )
             series += read.series
             missing += read.missing

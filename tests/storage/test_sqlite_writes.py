@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import pytest
@@ -16,6 +18,8 @@ from storage import Backend, append_points, connect, create_operation, read_metr
 from storage.history import read_page
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 
 def _autocheckpoint(conn: Connection) -> int:
@@ -79,20 +83,37 @@ async def test_a_small_write_waits_for_another_writer_off_the_event_loop(tmp_pat
 
 
 async def test_a_small_read_runs_on_the_event_loop_and_a_large_one_in_a_worker(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with connect(f"sqlite+aiosqlite:///{tmp_path / 't.db'}") as db:
-        op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
-        points = [{"name": "m", "step": s, "value": float(s)} for s in range(1, 201)]
-        await append_points(db, op.operation_id, points)
         here = threading.get_ident()
         assert await db.run_read(lambda _conn: threading.get_ident(), small=True) == here
         assert await db.run_read(lambda _conn: threading.get_ident()) != here
-        small = await read_metrics(db, op.operation_id, expected_points=200)
-        large = await read_metrics(db, op.operation_id, expected_points=10**6)
-        page = await read_page(db, op.operation_id, page_size=50, expected_points=50)
-    assert small == large and small.series[0].steps == list(range(1, 201))
-    assert page.series[0].steps == list(range(1, 51)) and page.has_more
+        op = await create_operation(db, name="r", backend=Backend.EXTERNAL, spec={})
+        points = [{"name": "m", "step": s, "value": float(s % 97)} for s in range(20_000)]
+        await append_points(db, op.operation_id, points)
+        run_read, where = db.run_read, []
+
+        async def spy(body: Callable[[Connection], T], *, small: bool = False) -> T:
+            where.append(small)
+            return await run_read(body, small=small)
+
+        monkeypatch.setattr(db, "run_read", spy)
+
+        async def reads(read: Awaitable[object]) -> list[bool]:
+            where.clear()
+            await read
+            return list(where)
+
+        # The series' lookup, then the points: on the loop when they are a few thousand at most
+        assert await reads(read_metrics(db, op.operation_id)) == [True, False]
+        assert await reads(read_metrics(db, op.operation_id, last=100)) == [True, True]
+        sampled = read_metrics(db, op.operation_id, max_points=500)  # ~627 block summaries
+        assert await reads(sampled) == [True, True]
+        assert await reads(read_page(db, op.operation_id, page_size=4096)) == [True, True]
+        assert await reads(read_page(db, op.operation_id, page_size=4097)) == [True, False]
+        page = await read_page(db, op.operation_id, page_size=50)
+    assert page.series[0].steps == list(range(50)) and page.has_more
 
 
 async def test_a_small_read_the_file_refuses_runs_again_in_a_worker(tmp_path: Path) -> None:
