@@ -453,6 +453,19 @@ def ensure_export_extra() -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *wanted], check=True)
 
 
+def compile_project() -> None:
+    """Bytecode for training-mcp's own packages, as pip writes it for an installed package
+    (MLflow's, in its environment, has it): an editable checkout run with
+    PYTHONDONTWRITEBYTECODE set, as on these machines, compiled ~100 modules from source at every
+    start (~0.25 s of the start-to-healthy figure), which no installed server does."""
+    packages = ["mcp_server", "storage", "trainer", "host_bridge", "httpbase", "client"]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *(str(ROOT / p) for p in packages)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def _export_rates(server: Server, n: int) -> dict[str, float]:
     """Points per second of the whole-history export of an `n`-point metric in each format:
     the time to receive every byte, then the points in it counted (lines, or rows read back
@@ -636,6 +649,7 @@ def main() -> None:
     parser.add_argument("--skip-mlflow", action="store_true", help="only training-mcp")
     args = parser.parse_args()
     ensure_export_extra()
+    compile_project()
     version = None if args.skip_mlflow else ensure_mlflow()
     print(f"MLflow {version}, training-mcp at {ROOT}, {os.cpu_count()} CPUs", file=sys.stderr)
     for run in range(1, args.runs + 1):

@@ -5,14 +5,16 @@ Beside the wire contract it speaks, so the two cannot drift; torch-free (the ser
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from host_bridge.protocol import BridgeHealth, CheckpointList, SessionInfo, SessionRequest
 from host_bridge.script_logs import LogsQuery, OperationLogs
 from httpbase import ApiError
+
+if TYPE_CHECKING:  # the client is handed in: by then httpx is imported (see _call)
+    import httpx
 
 __all__ = ["HEALTH_TIMEOUT_S", "REQUEST_TIMEOUT_S", "BridgeCallError", "BridgeClient"]
 
@@ -91,6 +93,8 @@ class BridgeClient:
         limit_s: float = REQUEST_TIMEOUT_S,
         **kwargs: Any,
     ) -> M:
+        import httpx
+
         headers = {**self._headers, "content-type": "application/json"}
         try:
             response = await self._client.request(

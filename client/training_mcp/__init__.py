@@ -11,17 +11,44 @@ torch, so a notebook or any training script can use it. `training_mcp.points` is
 point every part of training-mcp shares.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from training_mcp.history import HistoryError, HistoryRow, history, to_pandas
 from training_mcp.points import MAX_BATCH_POINTS, METRIC_NAME_PATTERN, MetricPoint
-from training_mcp.reporter import (
-    MemoryQueue,
-    MetricsReporter,
-    PointQueue,
-    ReportError,
-    ReporterStats,
-    RetryPolicy,
-)
-from training_mcp.run import Run, current_run, finish, init, log
+
+if TYPE_CHECKING:
+    from training_mcp.reporter import (
+        MemoryQueue,
+        MetricsReporter,
+        PointQueue,
+        ReportError,
+        ReporterStats,
+        RetryPolicy,
+    )
+    from training_mcp.run import Run, current_run, finish, init, log
+
+# The reporter and the run import httpx (~70 ms), loaded on first use: the server imports this
+# package for `training_mcp.points` alone, at every start.
+_LAZY = {
+    **dict.fromkeys(
+        ["MemoryQueue", "MetricsReporter", "PointQueue", "ReportError", "ReporterStats"],
+        "reporter",
+    ),
+    "RetryPolicy": "reporter",
+    **dict.fromkeys(["Run", "current_run", "finish", "init", "log"], "run"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'training_mcp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"training_mcp.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MAX_BATCH_POINTS",

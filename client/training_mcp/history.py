@@ -18,9 +18,10 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import httpx
+if TYPE_CHECKING:  # imported where a request is made: `import training_mcp` stays light
+    import httpx
 
 __all__ = ["HistoryError", "HistoryRow", "history", "to_pandas"]
 
@@ -56,6 +57,8 @@ def _export(
         params["metrics"] = ",".join(metrics)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     path = f"/api/v1/operations/{operation_id}/metrics/export"
+    import httpx
+
     own = client is None
     http = client or httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
     try:

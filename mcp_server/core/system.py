@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 
@@ -52,19 +53,41 @@ async def follow_system(
             return
 
 
+class _Gpus:
+    """The GPU reader, opened by the first run sampled: NVML's import and initialisation took
+    25-80 ms of every start, GPU or none, and a server may never run anything."""
+
+    def __init__(self, setting: GpuReader | Literal["nvml"] | None) -> None:
+        self._setting = setting
+        self._lock = anyio.Lock()
+        self._reader: GpuReader | None = None
+        self._opened = False
+
+    async def reader(self) -> GpuReader | None:
+        async with self._lock:
+            if not self._opened:
+                setting = self._setting
+                opened = (
+                    await anyio.to_thread.run_sync(nvml_reader) if setting == "nvml" else setting
+                )
+                self._reader, self._opened = opened, True
+        return self._reader
+
+
 @dataclass(frozen=True)
 class RunSampling:
-    """How this server samples its runs: every `interval_s`, GPUs read through `gpu`."""
+    """How this server samples its runs: every `interval_s`, GPUs read through `gpus`."""
 
     ingestor: Ingestor
     interval_s: float
-    gpu: GpuReader | None
+    gpus: _Gpus
 
     async def follow(self, operation_id: str, until: anyio.Event, pid: int | None = None) -> None:
         """Sample a run until `until`: this process (a local run, one last sample at the end),
         or the session script `pid` leads (nothing once it has exited)."""
+        gpu = await self.gpus.reader()
         sampler = await anyio.to_thread.run_sync(
-            lambda: SystemSampler(pid, group=pid is not None, gpu=self.gpu)
+            lambda: SystemSampler(pid, group=pid is not None, gpu=gpu)
         )
 
         async def store(points: list[MetricPoint]) -> None:
@@ -84,9 +107,7 @@ class RunSampling:
 
 async def run_sampling(config: ServerConfig, ingestor: Ingestor) -> RunSampling | None:
     """How this server samples its runs, None when `system_interval_s` is 0. NVML, when
-    present, is opened once here for every run."""
+    present, is opened once for every run, by the first."""
     if config.system_interval_s <= 0:
         return None
-    gpu = config.system_gpu
-    reader = await anyio.to_thread.run_sync(nvml_reader) if isinstance(gpu, str) else gpu
-    return RunSampling(ingestor, config.system_interval_s, reader)
+    return RunSampling(ingestor, config.system_interval_s, _Gpus(config.system_gpu))
