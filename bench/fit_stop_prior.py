@@ -25,16 +25,15 @@ import importlib
 import json
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.analysis import AnalysisParams  # noqa: E402
+from bench.stop_decisions import may_stop, regret, replayed  # noqa: E402
 from trainer.analysis.decision import GAIN_PRICE, stop_call  # noqa: E402
-from trainer.analysis.engine import Engine, plan_roles  # noqa: E402
 from trainer.analysis.prior import FEATURES, RIGHT_WITHIN  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "trainer" / "fixtures" / "stop_curves.json"
@@ -44,35 +43,18 @@ BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01))
 Row = dict[str, Any]
 
 
-def regret(val: Sequence[float], stop: int) -> float:
-    best, start = min(val), val[0]
-    return 0.0 if start <= best else (min(val[:stop]) - best) / (start - best)
-
-
 def replay(run: dict[str, Any]) -> list[Row]:
     """Every epoch: the features (None before a trend shows), whether a stop may be
     recommended there at all (the hard rules), the value rule's worth and the regret."""
-    val = run["val_loss"]
-    params = AnalysisParams(epochs_total=len(val))
-    engine = Engine(params, plan_roles(params, {"train_loss", "val_loss"}))
     rows = []
-    for epoch, (train, value) in enumerate(zip(run["train_loss"], val, strict=True), 1):
-        engine.step(epoch, {"train_loss": train, "val_loss": value})
+    for epoch, engine in replayed(run):
         call = stop_call(engine)
-        best = engine.mon.best
-        stall = epoch - best[0] if best is not None else 0
-        may_stop = (
-            call is not None
-            and call.features is not None
-            and not call.improving
-            and (engine.diverging is None or stall >= params.window)
-        )
         rows.append(
             {
                 "x": call.features if call is not None else None,
-                "may_stop": may_stop,
+                "may_stop": may_stop(engine, call),
                 "value": call.value if call is not None else None,
-                "regret": regret(val, epoch),
+                "regret": regret(run["val_loss"], epoch),
             }
         )
     return rows

@@ -36,7 +36,7 @@ import json
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,12 @@ from tests.host_bridge.processes import running, server  # noqa: E402
 from trainer.analysis import AnalysisParams  # noqa: E402
 from trainer.analysis.decision import StopCall, stop_call  # noqa: E402
 from trainer.analysis.engine import Engine, plan_roles  # noqa: E402
+from trainer.analysis.prior import RIGHT_WITHIN  # noqa: E402  (regret at most this: right)
 from trainer.spec import EarlyStoppingSpec  # noqa: E402
 from trainer.stopping import EarlyStopper  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "trainer" / "fixtures" / "stop_curves.json"
 API = "/api/v1"
-RIGHT_WITHIN = 0.01  # regret at most this: stopping was right
 BUCKETS = ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01))
 GOAL_MEAN, GOAL_WORST = 0.005, 0.05  # the issue's absolute goal (with at most 42 % of the epochs)
 KERAS_FRONTIER = (3, 4, 5, 6, 7, 8, 10, 12, 15, 20)
@@ -132,17 +132,24 @@ def may_stop(engine: Engine, call: StopCall | None) -> bool:
     return engine.diverging is None or stall >= engine.params.window
 
 
-def allowed_stops(run: Run) -> list[int]:
-    """The epochs of `run` at which the hard rules allow a stop, and its last epoch."""
+def replayed(run: Run) -> Iterator[tuple[int, Engine]]:
+    """The analysis engine of `run` after each of its epochs, as a live run's would be."""
     val = run["val_loss"]
     params = AnalysisParams(epochs_total=len(val))
     engine = Engine(params, plan_roles(params, {"train_loss", "val_loss"}))
-    epochs = []
     for epoch, (train, value) in enumerate(zip(run["train_loss"], val, strict=True), 1):
         engine.step(epoch, {"train_loss": train, "val_loss": value})
-        if may_stop(engine, stop_call(engine)) or epoch == len(val):
-            epochs.append(epoch)
-    return epochs
+        yield epoch, engine
+
+
+def allowed_stops(run: Run) -> list[int]:
+    """The epochs of `run` at which the hard rules allow a stop, and its last epoch."""
+    last = len(run["val_loss"])
+    return [
+        epoch
+        for epoch, engine in replayed(run)
+        if may_stop(engine, stop_call(engine)) or epoch == last
+    ]
 
 
 Options = list[list[tuple[int, float]]]  # per curve: (stop epoch, its regret), regret falling
