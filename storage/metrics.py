@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from storage.blocks import (
     BLOCK_STEPS,
     UPSERT_BLOCKS_SQLITE,
+    Summary,
     covers,
     fold_rows,
     pick,
@@ -523,10 +524,7 @@ def downsample_rows(rows: Sequence[Row], max_points: int, *, nonfinite: bool) ->
     nb = _bucket_count(max_points, nonfinite)
     lo, hi = rows[0][0], rows[-1][0]
     if covers(len(rows), lo, hi, nb):  # buckets of whole blocks, from the rows' summaries
-        k0 = lo // BLOCK_STEPS
-        kept = pick(summarize_blocks(rows), k0, hi // BLOCK_STEPS - k0 + 1, nb, nonfinite)
-        kept[lo] = rows[0]
-        return [kept[s] for s in sorted(kept)]
+        return _picked(summarize_blocks(rows), rows[0], hi, nb, nonfinite)
     span = hi - lo + 1
     keep: dict[int, Row] = {rows[0][0]: rows[0]}
     buckets: dict[int, list[Row]] = defaultdict(list)
@@ -589,7 +587,6 @@ def _downsample_in_db(
     first = _first_point(is_sqlite, conn, sid, lo)
     lo = first_step = first[0]
     if covers(matching, lo, hi, nb):  # long and dense: the blocks' summaries, not the points
-        k0 = lo // BLOCK_STEPS
         summaries = read_blocks(conn, is_sqlite, sid, lo, hi, after)
         # Summaries that miss a point (one written by a version without blocks) or hold one
         # stored since the series row was read are not used: the same buckets from the points.
@@ -598,9 +595,7 @@ def _downsample_in_db(
             query = cols.where(points.c.series_id == sid, points.c.step.between(lo, hi))
             rows = [(r[0], r[1], r[2]) for r in conn.execute(query.order_by(points.c.step))]
             return downsample_rows(rows, max_points, nonfinite=nonfinite)
-        kept = pick(summaries, k0, hi // BLOCK_STEPS - k0 + 1, nb, nonfinite)
-        kept[lo] = first
-        return [kept[s] for s in sorted(kept)]
+        return _picked(summaries, first, hi, nb, nonfinite)
     span = hi - lo + 1
     if is_sqlite:  # min() skips NULL (NaN) by itself; only a series with infinities needs more
         pick_min = _SQLITE_MIN.format(finite=f" AND {FINITE_SQL}" if nonfinite else "")
@@ -618,6 +613,15 @@ def _downsample_in_db(
     # hundreds of steps to bind.
     params = {"nb": nb, "lo": lo, "span": span, "sid": sid, "first": first_step}
     return [(r[0], r[1], r[2]) for r in conn.execute(text(sql), params)]
+
+
+def _picked(summaries: list[Summary], first: Row, hi: int, nb: int, nonfinite: bool) -> list[Row]:
+    """The points the block buckets keep from `first` (the first point) to step `hi`, with the
+    first point, by step: what both downsampling twins answer for a long, dense series."""
+    k0 = first[0] // BLOCK_STEPS
+    kept = pick(summaries, k0, hi // BLOCK_STEPS - k0 + 1, nb, nonfinite)
+    kept[first[0]] = first
+    return [kept[s] for s in sorted(kept)]
 
 
 def _first_point(is_sqlite: bool, conn: Connection, sid: int, lo: int) -> Row:
