@@ -135,7 +135,7 @@ class Database:
                 with self.inline_engine.connect() as conn:
                     return body(conn)
             except (OperationalError, sqlite3.OperationalError) as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _busy(exc):
                     raise
         if self.sync_engine is not None:
             return await anyio.to_thread.run_sync(self._read_in_thread, body)
@@ -156,7 +156,7 @@ class Database:
         try:
             return self._commit_on(self.inline_engine, body)
         except (OperationalError, sqlite3.OperationalError) as exc:
-            if "locked" in str(exc):  # SQLITE_BUSY: rolled back, the body runs again
+            if _busy(exc):  # rolled back, the body runs again
                 raise _Busy from exc
             raise
 
@@ -191,6 +191,12 @@ class Database:
                 engine.dispose()
         if self.checkpointer is not None:  # after the engines: no reader holds the WAL
             await anyio.to_thread.run_sync(self.checkpointer.close)
+
+
+def _busy(exc: Exception) -> bool:
+    """Whether SQLite refused for another connection's lock (SQLITE_BUSY: 'database is
+    locked'), not for something wrong with the statement."""
+    return "locked" in str(exc)
 
 
 class _Busy(Exception):
