@@ -24,6 +24,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "ExportRow",
     "HistoryPage",
+    "KeysetRead",
     "iter_history",
     "read_page",
     "tail_points",
@@ -206,7 +207,7 @@ async def iter_history(
         after = -1
         while True:
             chunk = await db.run_read(
-                _Chunk(row.id, row.name, row.wall_base_ms, after, chunk_size, db.is_sqlite)
+                KeysetRead(row.id, row.name, row.wall_base_ms, after, chunk_size, db.is_sqlite)
             )
             if chunk:
                 yield chunk
@@ -222,7 +223,7 @@ _SQLITE_CHUNK = (
 
 
 @dataclass(frozen=True)
-class _Chunk:
+class KeysetRead:
     """One keyset read: the next `size` points of a series after step `after`."""
 
     sid: int

@@ -12,7 +12,6 @@ order, exactly as stored: NaN and the infinities as IEEE doubles, wall_time in U
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,13 +20,12 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
-from sqlalchemy import Connection, select
 from sqlalchemy.engine import make_url
 
 from storage.arrow_values import float_scalar, repeated_string
 from storage.database import Database
+from storage.history import ExportRow, KeysetRead
 from storage.lookups import series_rows
-from storage.schema import points
 
 __all__ = ["adbc_available", "arrow_schema", "iter_history_arrow"]
 
@@ -236,9 +234,11 @@ class _RowReader:
         self._next = chunks.first()
 
     async def next(self, encode: Callable[[Any], T]) -> tuple[T] | None:
+        sqlite = self._db.is_sqlite
         while (chunk := self._next) is not None:
-            found = await self._db.run_read(functools.partial(_rows, chunk=chunk))
-            self._next = self._chunks.after(chunk, len(found), found[-1][0] if found else -1)
+            read = KeysetRead(chunk.sid, chunk.name, chunk.base, chunk.after, chunk.size, sqlite)
+            found = await self._db.run_read(read)
+            self._next = self._chunks.after(chunk, len(found), found[-1][1] if found else -1)
             if found:
                 return (await anyio.to_thread.run_sync(encode, _batch(chunk.name, found)),)
         return None
@@ -247,21 +247,11 @@ class _RowReader:
         return None
 
 
-def _rows(conn: Connection, *, chunk: _Chunk) -> list[tuple[Any, ...]]:
-    query = (
-        select(points.c.step, points.c.epoch, points.c.value, points.c.wall_ms + chunk.base)
-        .where(points.c.series_id == chunk.sid, points.c.step > chunk.after)
-        .order_by(points.c.step)
-        .limit(chunk.size)
-    )
-    return [tuple(r) for r in conn.execute(query)]
-
-
-def _batch(name: str, found: list[tuple[Any, ...]]) -> Any:
+def _batch(name: str, found: list[ExportRow]) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    steps, epochs, values, walls = zip(*found, strict=True)
+    _, steps, epochs, values, _, walls = zip(*found, strict=True)
     value = pa.array(values, pa.float64())  # None (a stored NaN) is null here
     if value.null_count:
         value = pc.fill_null(value, math.nan)
