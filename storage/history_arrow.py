@@ -256,7 +256,7 @@ def _batch(name: str, found: list[ExportRow]) -> Any:
     if value.null_count:
         value = pc.fill_null(value, math.nan)
     columns = [
-        pa.repeat(pa.scalar(name, pa.string()), len(steps)),
+        repeated_string(name, len(steps)),
         pa.array(steps, pa.int64()),
         pa.array(epochs, pa.int32()),
         value,
