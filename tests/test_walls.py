@@ -30,7 +30,11 @@ def _imports(package: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("trainer", OURS - {"trainer"} | {"sqlalchemy", "httpx", "starlette", "ray"}),
+        # trainer may use the checkpoint index's home, `training_mcp.checkpoint_index` (below).
+        (
+            "trainer",
+            OURS - {"trainer", "training_mcp"} | {"sqlalchemy", "httpx", "starlette", "ray"},
+        ),
         # storage may use the metric point's home, `training_mcp.points`.
         ("storage", {"mcp_server", "host_bridge", "httpbase", "torch", "ray"}),
         ("host_bridge", {"storage", "mcp_server", "sqlalchemy"}),
@@ -43,7 +47,44 @@ def _imports(package: str) -> dict[str, set[str]]:
 )
 def test_a_package_imports_nothing_across_its_wall(package: str, forbidden: set[str]) -> None:
     crossings = {f: sorted(names & forbidden) for f, names in _imports(package).items()}
+    # The client saves a torch state with torch.save where the script has torch (below).
+    crossings.pop(str(Path("client/training_mcp/checkpoints.py")), None)
     assert {f: n for f, n in crossings.items() if n} == {}
+
+
+def test_the_clients_checkpoints_import_torch_only_to_save_or_load_a_torch_state() -> None:
+    path = ROOT / "client/training_mcp/checkpoints.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {n.module or "" for n in tree.body if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names
+    }
+    assert {m.split(".")[0] for m in top} & (HEAVY | OURS - {"training_mcp"}) == set()
+    assert _imports("client/training_mcp")[str(path.relative_to(ROOT))] & HEAVY == {"torch"}
+    code = "import sys, training_mcp.run, training_mcp.checkpoints; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT / "client", capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def _modules(path: Path) -> set[str]:
+    """Every module `path` imports, by its full name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_the_trainer_uses_of_the_client_only_the_checkpoint_index() -> None:
+    """One index format for the trainer's checkpoints and a script's: the client's module, on
+    the standard library alone (so the trainer takes in no httpx)."""
+    used = {m for p in (ROOT / "trainer").rglob("*.py") for m in _modules(p) if "training_mcp" in m}
+    assert used == {"training_mcp.checkpoint_index"}
+    index = _modules(ROOT / "client/training_mcp/checkpoint_index.py")
+    assert {m.split(".")[0] for m in index} <= set(sys.stdlib_module_names) | {"__future__"}
 
 
 @pytest.mark.parametrize(

@@ -6,16 +6,24 @@ server reads to say which epochs a run can be forked from, without loading torch
 last epoch are always kept; other epochs are kept newest first while their files fit in the
 operator's per-run budget (`TrainerOptions.checkpoint_budget_bytes`: the whole folder as
 `trainer.checkpoint_budget` counts it, links included; 0 keeps best and last only).
+
+The index's format lives in the light client (`training_mcp.checkpoint_index`, standard library
+only), because a script run's client writes the same index for its own checkpoints: one format,
+read the same way for both kinds of run.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from training_mcp.checkpoint_index import (
+    INDEX,
+    CheckpointIndex,
+    epoch_file,
+    read_index,
+    retained_epochs,
+    write_index,
+)
 
 __all__ = [
     "BEST",
@@ -31,56 +39,6 @@ __all__ = [
 
 BEST = "best.pt"
 LAST = "last.pt"
-INDEX = "checkpoints.json"
-
-
-def epoch_file(epoch: int) -> str:
-    return f"epoch-{epoch:06d}.pt"
-
-
-@dataclass(frozen=True)
-class CheckpointIndex:
-    """What a checkpoint folder holds: the epochs kept, and which of them are last and best."""
-
-    epochs: tuple[int, ...] = ()
-    last: int | None = None
-    best: int | None = None
-    sizes: Mapping[int, int] = field(default_factory=dict)  # epoch -> bytes on disk
-
-    def path(self, folder: Path, epoch: int) -> Path:
-        return folder / epoch_file(epoch)
-
-    def describe(self) -> str:
-        """'3 (best), 10 (last), 8, 9' or 'none': for error messages."""
-        if not self.epochs:
-            return "none"
-        marks = {e: [] for e in self.epochs}  # type: dict[int, list[str]]
-        if self.best in marks:
-            marks[self.best].append("best")
-        if self.last in marks:
-            marks[self.last].append("last")
-        first = [e for e in (self.best, self.last) if e in marks]
-        order = list(dict.fromkeys([*first, *sorted(self.epochs)]))
-        return ", ".join(f"{e} ({', '.join(marks[e])})" if marks[e] else str(e) for e in order)
-
-
-def retained_epochs(
-    sizes: Mapping[int, int], *, best: int | None, last: int | None, budget_bytes: int
-) -> set[int]:
-    """The epochs to keep: best and last always, then the newest others that fit the budget.
-
-    A pure decision over epoch -> file size; the loop deletes the rest.
-    """
-    keep = {e for e in (best, last) if e is not None and e in sizes}
-    spent = 0
-    for epoch in sorted(sizes, reverse=True):
-        if epoch in keep:
-            continue
-        if spent + sizes[epoch] > budget_bytes:
-            break
-        spent += sizes[epoch]
-        keep.add(epoch)
-    return keep
 
 
 def protected_names(folder: Path) -> frozenset[str]:
@@ -89,35 +47,3 @@ def protected_names(folder: Path) -> frozenset[str]:
     index = read_index(folder)
     kept = {epoch_file(e) for e in (index.best, index.last) if e is not None}
     return frozenset({BEST, LAST, INDEX, *kept})
-
-
-def read_index(folder: Path) -> CheckpointIndex:
-    """The folder's index; an empty one where there is none (no checkpoints, or an older run)."""
-    try:
-        raw = json.loads((folder / INDEX).read_text())
-    except (OSError, ValueError):
-        return CheckpointIndex()
-    epochs = tuple(int(e) for e in raw.get("epochs", ()))
-    sizes = {int(k): int(v) for k, v in raw.get("sizes", {}).items()}
-    return CheckpointIndex(epochs=epochs, last=raw.get("last"), best=raw.get("best"), sizes=sizes)
-
-
-def write_index(folder: Path, index: CheckpointIndex) -> None:
-    """Write the index atomically (a temp file renamed over it)."""
-    body = json.dumps(
-        {
-            "epochs": sorted(index.epochs),
-            "last": index.last,
-            "best": index.best,
-            "sizes": {str(k): v for k, v in sorted(index.sizes.items())},
-        },
-        separators=(",", ":"),
-    )
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(body)
-        os.replace(tmp, folder / INDEX)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
