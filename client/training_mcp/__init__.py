@@ -6,6 +6,10 @@
         for epoch in range(1, 11):
             run.log(epoch, train_loss=..., val_loss=...)
 
+A script the server starts can also save checkpoints (`run.save_checkpoint(epoch, state)`) and
+ask where to go on from (`run.resume_from()`), so `resume_training` and `fork_training` work for
+it (`training_mcp.checkpoints`).
+
 It needs only httpx (`pip install ./client` from a checkout of training-mcp) and never imports
 torch, so a notebook or any training script can use it. `training_mcp.points` is the metric
 point every part of training-mcp shares.
@@ -17,6 +21,7 @@ from training_mcp.history import HistoryError, HistoryRow, history, to_pandas
 from training_mcp.points import MAX_BATCH_POINTS, METRIC_NAME_PATTERN, MetricPoint
 
 if TYPE_CHECKING:
+    from training_mcp.checkpoints import Checkpoint, CheckpointError, Checkpoints
     from training_mcp.reporter import (
         MemoryQueue,
         MetricsReporter,
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
         ReporterStats,
         RetryPolicy,
     )
-    from training_mcp.run import Run, current_run, finish, init, log
+    from training_mcp.run import Run, current_run, finish, init, log, resume_from
 
 # The reporter and the run import httpx (~70 ms), loaded on first use: the server imports this
 # package for `training_mcp.points` alone, at every start.
@@ -35,7 +40,8 @@ _LAZY = {
         "reporter",
     ),
     "RetryPolicy": "reporter",
-    **dict.fromkeys(["Run", "current_run", "finish", "init", "log"], "run"),
+    **dict.fromkeys(["Run", "current_run", "finish", "init", "log", "resume_from"], "run"),
+    **dict.fromkeys(["Checkpoint", "CheckpointError", "Checkpoints"], "checkpoints"),
 }
 
 
@@ -53,6 +59,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MAX_BATCH_POINTS",
     "METRIC_NAME_PATTERN",
+    "Checkpoint",
+    "CheckpointError",
+    "Checkpoints",
     "HistoryError",
     "HistoryRow",
     "MemoryQueue",
@@ -68,5 +77,6 @@ __all__ = [
     "history",
     "init",
     "log",
+    "resume_from",
     "to_pandas",
 ]

@@ -13,6 +13,10 @@
 and the server records how the run ended from the process's exit code. A run `init` registered
 itself (`backend: external`) is reported `completed` by `finish()`, or `failed` when it leaves a
 `with` block by an exception.
+
+`Run.save_checkpoint` and `Run.resume_from` are the checkpoint protocol with the server
+(`training_mcp.checkpoints`): what lets `resume_training` and `fork_training` go on from a
+script's epoch.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Literal
 
 import httpx
 
+from training_mcp.checkpoints import Checkpoint, Checkpoints, Writer
 from training_mcp.reporter import MetricsReporter, ReportError
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "finish",
     "init",
     "log",
+    "resume_from",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,11 +68,13 @@ class Run:
         name: str | None,
         config: Mapping[str, Any] | None,
         owned: bool,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.reporter = reporter
         self.url = url
         self.name = name
         self.config = dict(config or {})
+        self.checkpoints = checkpoints if checkpoints is not None else Checkpoints(None)
         self._owned = owned
         self._finished = False
 
@@ -90,6 +98,25 @@ class Run:
     def stop_reason(self) -> str | None:
         """Why the server asked this run to stop, when it did."""
         return self.reporter.stop_requested
+
+    def resume_from(self) -> Checkpoint | None:
+        """The checkpoint to go on from, when the server resumed or forked this run
+        (`resume_training`, `fork_training`): its epoch and file. None: start afresh."""
+        return self.checkpoints.resume_from()
+
+    def save_checkpoint(
+        self,
+        epoch: int,
+        state: object = None,
+        *,
+        best: bool = False,
+        writer: Writer | None = None,
+    ) -> Checkpoint:
+        """Save epoch `epoch`'s checkpoint in the run's checkpoint folder, so the server can
+        resume or fork the run from it: `state` as bytes or through `torch.save`, or `writer`
+        writing the file at the path it is given; `best`: the best epoch so far. Call it after
+        `log`ging the epoch."""
+        return self.checkpoints.save(epoch, state, best=best, writer=writer)
 
     def log(
         self,
@@ -158,6 +185,7 @@ def init(
     operation_id: str | None = None,
     token: str | None = None,
     push_token: str | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     transport: httpx.BaseTransport | None = None,
     **options: Any,
@@ -172,7 +200,8 @@ def init(
 
     `url`, `operation_id`, `token` and `push_token` (the run's push credential, which a run
     registered elsewhere was answered with) fall back to `TRAINING_MCP_URL`,
-    `TRAINING_MCP_OPERATION_ID`, `TRAINING_MCP_TOKEN` and `TRAINING_MCP_PUSH_TOKEN`. `options`
+    `TRAINING_MCP_OPERATION_ID`, `TRAINING_MCP_TOKEN` and `TRAINING_MCP_PUSH_TOKEN`;
+    `checkpoint_dir` (where `save_checkpoint` writes) to `TRAINING_MCP_CHECKPOINT_DIR`. `options`
     go to `MetricsReporter` (`max_batch`, `timeout_s`, `retry`, `queue`)."""
     global _current
     environ = os.environ if env is None else env
@@ -185,12 +214,13 @@ def init(
     if not url:
         raise ValueError(f"url: give the server's URL, or set {ENV_URL}")
     token = token or environ.get(ENV_TOKEN) or None
+    saved = Checkpoints.from_env(environ, checkpoint_dir)
     if operation_id is not None:
         push_token = push_token or environ.get(ENV_PUSH_TOKEN) or None
         reporter = MetricsReporter(
             url, operation_id, token=token, push_token=push_token, transport=transport, **options
         )
-        run = Run(reporter, url=url, name=name, config=config, owned=False)
+        run = Run(reporter, url=url, name=name, config=config, owned=False, checkpoints=saved)
     else:
         reporter = MetricsReporter.start_run(
             url,
@@ -202,7 +232,7 @@ def init(
             transport=transport,
             **options,
         )
-        run = Run(reporter, url=url, name=name, config=config, owned=True)
+        run = Run(reporter, url=url, name=name, config=config, owned=True, checkpoints=saved)
     with _lock:
         previous, _current = _current, run
     if previous is not None and not previous.finished:
@@ -213,6 +243,15 @@ def init(
 def current_run() -> Run | None:
     """The run `init` started last, until it finishes."""
     return _current
+
+
+def resume_from(env: Mapping[str, str] | None = None) -> Checkpoint | None:
+    """`Run.resume_from` of the current run; before `init` (a framework's `fit(ckpt_path=...)`
+    is called before its callbacks start the run), what the environment says."""
+    run = _current
+    if run is not None:
+        return run.resume_from()
+    return Checkpoints.from_env(os.environ if env is None else env).resume_from()
 
 
 def log(step: int, metrics: Mapping[str, Any] | None = None, /, **values: Any) -> None:

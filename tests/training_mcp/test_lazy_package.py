@@ -12,7 +12,10 @@ import training_mcp
 
 
 def test_every_public_name_resolves_to_its_modules_object() -> None:
-    modules = [importlib.import_module(f"training_mcp.{m}") for m in ("history", "reporter", "run")]
+    modules = [
+        importlib.import_module(f"training_mcp.{m}")
+        for m in ("history", "reporter", "run", "checkpoints")
+    ]
     modules.append(importlib.import_module("training_mcp.points"))
     for name in training_mcp.__all__:
         value = getattr(training_mcp, name)
