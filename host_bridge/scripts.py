@@ -5,7 +5,9 @@ Shared by the server's script runs (`mcp_server.core.processes`) and the bridge'
 
 - the environment: the parent's, less any TRAINING_MCP_* of its own, plus TRAINING_MCP_URL,
   TRAINING_MCP_OPERATION_ID, TRAINING_MCP_TOKEN and TRAINING_MCP_PUSH_TOKEN (the run's push
-  credential), which the script's `training_mcp.init()` reads;
+  credential), which the script's `training_mcp.init()` reads, and where the host keeps the
+  run's checkpoints, TRAINING_MCP_CHECKPOINT_DIR (with TRAINING_MCP_RESUME_EPOCH on a resume or
+  a fork, and TRAINING_MCP_CHECKPOINT_BUDGET: `training_mcp.checkpoints`);
 - stopping: SIGINT to its process group, SIGTERM after the grace period, then SIGKILL;
 - its end (`script_end`, pure): stopped -> cancelled whatever its exit code; else exit code 0 ->
   completed, anything else -> failed with the last lines of its stderr.
@@ -38,6 +40,7 @@ from typing import IO, Literal
 
 from host_bridge.rotating_log import LOG_BYTES, LOG_FILES, RotatingLog, copy_into
 from host_bridge.script_logs import read_log
+from training_mcp.checkpoints import ENV_CHECKPOINT_BUDGET, ENV_CHECKPOINT_DIR, ENV_RESUME_EPOCH
 
 __all__ = [
     "STDERR_TAIL_LINES",
@@ -74,8 +77,12 @@ def script_environment(
     operation_id: str,
     token: str | None,
     push_token: str,
+    checkpoints: Path | None = None,
+    resume_epoch: int | None = None,
+    checkpoint_budget: int | None = None,
 ) -> dict[str, str]:
-    """What a script runs with: `base` less TRAINING_MCP_*, plus the run's variables."""
+    """What a script runs with: `base` less TRAINING_MCP_*, plus the run's variables;
+    `checkpoints`: the run's checkpoint folder, `resume_epoch`: the epoch to go on from there."""
     env = {k: v for k, v in base.items() if not k.startswith("TRAINING_MCP_")}
     env.update(
         TRAINING_MCP_URL=url,
@@ -84,6 +91,12 @@ def script_environment(
         TRAINING_MCP_PUSH_TOKEN=push_token,  # the run's push credential
         PYTHONUNBUFFERED="1",  # so its output shows as it is written
     )
+    if checkpoints is not None:
+        env[ENV_CHECKPOINT_DIR] = str(checkpoints)
+        if checkpoint_budget is not None:
+            env[ENV_CHECKPOINT_BUDGET] = str(checkpoint_budget)
+        if resume_epoch is not None:
+            env[ENV_RESUME_EPOCH] = str(resume_epoch)
     return env
 
 

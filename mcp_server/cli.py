@@ -129,8 +129,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--resume-interrupted",
         action="store_true",
-        help="on start, resume local runs an earlier process left interrupted, from their last "
-        "checkpoint",
+        help="on start, resume local runs and script runs an earlier process left interrupted, "
+        "from their last checkpoint (a script's: the last it saved)",
     )
     serve.add_argument("--log-level", default=env.get("TRAINING_MCP_LOG_LEVEL", "INFO"))
     _add_guard_flags(serve)

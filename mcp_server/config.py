@@ -66,7 +66,7 @@ class ServerConfig:
     mcp_max_sessions: int = 100  # MCP-over-HTTP sessions open at once
     mcp_sessions_per_client: int = 32  # of those, held by one client (peer address)
     mcp_session_idle_s: float = 600.0  # an MCP session with no request this long is closed
-    resume_interrupted: bool = False  # on start, resume local runs a crash left interrupted
+    resume_interrupted: bool = False  # on start, resume local and script runs left interrupted
     system_interval_s: float = DEFAULT_INTERVAL_S  # system/... metrics of runs; 0: none
     system_gpu: GpuReader | Literal["nvml"] | None = "nvml"  # GPU readings (tests: fixed ones)
 

@@ -31,9 +31,10 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
             dict[str, Any] | None, Field(description=_FIELDS["changes"].description)
         ] = None,
     ) -> ForkResult:
-        """A new run from a checkpoint of a local or bridge run, with changed hyperparameters;
-        epochs continue from there and the parent's history is copied in. Make analyze_loss's
-        next_call with it. Returns the new operation_id at once."""
+        """A new run from a checkpoint of a local or bridge run, with changed hyperparameters,
+        or of a script run (entry point) whose script saved checkpoints, with changed declared
+        parameters; epochs continue from there and the parent's history is copied in. Make
+        analyze_loss's next_call with it. Returns the new operation_id at once."""
         try:
             request = ForkRequest(from_epoch=from_epoch, changes=changes or {})
             return await service.fork_training(operation_id, request)
@@ -45,7 +46,8 @@ def register_steering(mcp: MCPServer, service: TrainingService) -> None:
     @mcp.tool(annotations=CREATES)
     async def resume_training(operation_id: OperationId) -> StartTrainingResult:
         """Continue an interrupted or failed local or bridge run from its last checkpoint, in
-        the same operation. Returns at once."""
+        the same operation; a script run reruns its entry point with the same parameters, told
+        to go on from its last saved checkpoint. Returns at once."""
         try:
             return await service.resume_training(operation_id)
         except ServiceError as exc:

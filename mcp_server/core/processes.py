@@ -9,6 +9,12 @@
       -> the exit (the relay's exit.json): 0 completed; else failed, with the last lines of
          stderr in the error; a run stopped by request ends cancelled whatever its exit code.
 
+Each run also gets a checkpoint folder of the server's, `<artifacts>/<operation_id>/` as a
+built-in run's (TRAINING_MCP_CHECKPOINT_DIR): what the script saves there through
+`training_mcp`'s `save_checkpoint` is what `resume_training` and `fork_training` go on from
+(`script_steering.py`); `launch` starts the same run again, or a fork, with
+TRAINING_MCP_RESUME_EPOCH naming the checkpoint.
+
 `stop_training` first sets the run's stop request, which the script's client reads in the answer
 to its next push (`training_mcp.Run.should_stop`; the Lightning and Hugging Face callbacks end
 training at the next step), then, if it is still running after the notice, sends SIGINT to the
@@ -90,6 +96,8 @@ class ScriptSettings:
     server_url: str
     token: str | None
     data_roots: tuple[Path, ...]
+    checkpoints_root: Path | None = None  # a folder per run in it; None: no checkpoints
+    checkpoint_budget: int | None = None  # bytes one run's checkpoints may take
     grace_s: float = 5.0
     notice_s: float = 1.0  # after the stop request, before SIGINT: time to end at a step
     log_bytes: int = LOG_BYTES
@@ -106,6 +114,8 @@ class ScriptSettings:
             server_url=config.public_url or "",
             token=config.token.reveal() if config.token else None,
             data_roots=config.allowed_data_roots,
+            checkpoints_root=config.artifacts_dir,
+            checkpoint_budget=config.checkpoints.per_run,
             grace_s=config.script_grace_s,
             notice_s=min(1.0, config.script_grace_s),
         )
@@ -166,16 +176,57 @@ class ScriptRunner:
     def active(self) -> int:
         return len(self._live)
 
+    def running(self) -> list[str]:
+        """The runs whose script this server follows now (they may be saving checkpoints)."""
+        return list(self._live)
+
     def entry_points(self) -> EntryPointList:
         return EntryPointList(
             entry_points=list(self._settings.entry_points.values()),
             file=self._settings.entry_points_file,
         )
 
+    def following(self, operation_id: str) -> bool:
+        """Whether a process of the run still runs here (one that exited is only having its
+        end recorded: a resume may start the next)."""
+        live = self._live.get(operation_id)
+        return live is not None and not live.exited
+
     def stop_request(self, operation_id: str) -> str | None:
         """Why the run was asked to stop, while its script still runs (None: it was not)."""
         live = self._live.get(operation_id)
         return live.stop_reason if live is not None else None
+
+    def declared(self, entry_point: str, field: str = "entry_point") -> EntryPoint:
+        """The declared entry point; `InvalidInputError` naming `field` and those declared."""
+        declared = self._settings.entry_points
+        entry = declared.get(entry_point)
+        if entry is None:
+            allowed = ", ".join(sorted(declared)) or "none (start the server with --entry-points)"
+            raise InvalidInputError(
+                f"{field}: {entry_point!r} is not declared; declared: {allowed}", field=field
+            )
+        return entry
+
+    def resolve(
+        self, entry: EntryPoint, params: Mapping[str, Any] | None, operation_id: str
+    ) -> tuple[list[str], dict[str, Any]]:
+        """(argv, values) for these parameters; `InvalidInputError` naming the parameter."""
+        return resolve(entry, params, operation_id, self._settings.data_roots)
+
+    def check_room(self, field: str = "entry_point") -> None:
+        """`UnavailableError` when the server runs as many trainings as it may at once."""
+        if self._busy():
+            raise UnavailableError(
+                f"{field}: the server runs as many trainings as it may at once "
+                "(--max-concurrent-runs); stop one or try later",
+                field=field,
+            )
+
+    def checkpoint_folder(self, operation_id: str) -> Path | None:
+        """Where the run's script saves its checkpoints (None: this server gives none)."""
+        root = self._settings.checkpoints_root
+        return root / operation_id if root is not None else None
 
     async def start(
         self,
@@ -185,22 +236,10 @@ class ScriptRunner:
         name: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Operation:
-        declared = self._settings.entry_points
-        entry = declared.get(entry_point)
-        if entry is None:
-            allowed = ", ".join(sorted(declared)) or "none (start the server with --entry-points)"
-            raise InvalidInputError(
-                f"entry_point: {entry_point!r} is not declared; declared: {allowed}",
-                field="entry_point",
-            )
+        entry = self.declared(entry_point)
         operation_id = new_operation_id()
-        argv, values = resolve(entry, params, operation_id, self._settings.data_roots)
-        if self._busy():
-            raise UnavailableError(
-                "entry_point: the server runs as many trainings as it may at once "
-                "(--max-concurrent-runs); stop one or try later",
-                field="entry_point",
-            )
+        argv, values = self.resolve(entry, params, operation_id)
+        self.check_room()
         op = await create_operation(
             self._db,
             name=name or entry_point,
@@ -212,12 +251,21 @@ class ScriptRunner:
             operation_id=operation_id,
         )
         await self._ingestor.announce(op)
+        return await self.launch(op, entry, argv)
+
+    async def launch(
+        self, op: Operation, entry: EntryPoint, argv: list[str], resume_epoch: int | None = None
+    ) -> Operation:
+        """Start `argv` for the running `op` (a new run, or one resumed or forked: then the
+        script's client reads `resume_epoch` and finds its checkpoint in the run's folder)."""
+        operation_id = op.operation_id
         push = await issue_push_credential(self._db, operation_id)  # only the script pushes
         folder = self._folder(operation_id)
+        (folder / EXIT_FILE).unlink(missing_ok=True)  # a resumed run's earlier end
         command = relay_argv(
             folder, self._settings.log_bytes, self._settings.log_files, entry.cwd, argv
         )
-        env = self._environment(operation_id, push)
+        env = self._environment(operation_id, push, resume_epoch)
         try:
             popen = await anyio.to_thread.run_sync(_spawn, command, folder, env)
         except OSError as exc:
@@ -229,16 +277,24 @@ class ScriptRunner:
         live = _Live(popen.pid, process_identity(popen.pid), popen)
         self._live[operation_id] = live
         self._tg.start_soon(self._watch, operation_id, live, entry.logdir(operation_id))
-        log.info("script run %s: %s (relay pid %d)", operation_id, entry_point, popen.pid)
+        log.info("script run %s: %s (relay pid %d)", operation_id, entry.name, popen.pid)
         return op
 
-    def _environment(self, operation_id: str, push_token: str) -> dict[str, str]:
+    def _environment(
+        self, operation_id: str, push_token: str, resume_epoch: int | None
+    ) -> dict[str, str]:
+        checkpoints = self.checkpoint_folder(operation_id)
+        if checkpoints is not None:
+            checkpoints.mkdir(parents=True, exist_ok=True)
         return script_environment(
             os.environ,
             url=self._settings.server_url,
             operation_id=operation_id,
             token=self._settings.token,
             push_token=push_token,
+            checkpoints=checkpoints,
+            resume_epoch=resume_epoch,
+            checkpoint_budget=self._settings.checkpoint_budget,
         )
 
     async def stop(self, op: Operation, reason: str) -> Operation:
@@ -296,7 +352,8 @@ class ScriptRunner:
                 await self._finish(operation_id, status, error=error, reason=reason)
         finally:
             # Cancelled: the server is stopping; the script trains on, for the next server.
-            self._live.pop(operation_id, None)
+            if self._live.get(operation_id) is live:  # not a resume started since its end
+                del self._live[operation_id]
             live.done.set()
 
     def _outcome(

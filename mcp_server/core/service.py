@@ -214,7 +214,7 @@ class TrainingService:
         self._bridges = bridges
         self._ray = ray
         self._scripts = scripts
-        self._steering = Steering(config, db, notifier, ingestor, runner, bridges)
+        self._steering = Steering(config, db, notifier, ingestor, runner, bridges, scripts)
 
     # -- what the doors need besides the tools ----------------------------------------------
 
@@ -941,6 +941,7 @@ async def open_service(config: ServerConfig) -> AsyncIterator[TrainingService]:
                 max_concurrent=config.max_concurrent_runs,
                 system=system,
                 slots=slots,
+                writing_elsewhere=lambda: scripts.running(),
             )
             scripts = ScriptRunner(
                 ScriptSettings.from_config(config),

@@ -7,6 +7,11 @@ parent's with the changes applied, its epochs continue from the fork point, the 
 up to that point is copied into it (so it reads as one whole run) and `lineage` says where it came
 from. A resume is the same run queued again from its last checkpoint.
 
+A script run's (an entry point's) checkpoints are what its script saved through the client in
+the folder the server gave it, indexed the same way: `script_steering.py` reruns the declared
+entry point from one of them. A script run on a bridge or on Ray keeps its checkpoints there,
+out of reach: those are refused.
+
 A bridge run's checkpoints are on its bridge: the server asks the bridge which it holds
 (`GET /sessions/{id}/checkpoints`) and starts the fork or the resume there, on the same bridge,
 with `start_from` naming the checkpoint (host_bridge/protocol.py).
@@ -33,6 +38,7 @@ from mcp_server.core.errors import (
 )
 from mcp_server.core.models import StartTrainingResult, merge_flat
 from mcp_server.core.notify import Change
+from mcp_server.core.script_steering import ScriptSteering
 from storage import (
     Backend,
     Lineage,
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
     from mcp_server.core.dispatch import BridgeDispatcher
     from mcp_server.core.ingest import Ingestor
     from mcp_server.core.notify import Notifier
+    from mcp_server.core.processes import ScriptRunner
     from mcp_server.core.runner import LocalRunner
     from storage import Database
 
@@ -101,7 +108,9 @@ class ForkRequest(BaseModel):
     changes: dict[str, Any] = Field(
         default_factory=dict,
         description="epochs (how many more), learning_rate, schedule, weight_decay, dropout, "
-        "batch_size, optimizer, momentum, grad_clip, early_stopping, patience, name",
+        "batch_size, optimizer, momentum, grad_clip, early_stopping, patience, name; for a "
+        "script run: its entry point's declared parameters (as start_training's params; "
+        "epochs is then the script's total) and name",
     )
 
 
@@ -120,6 +129,7 @@ class Steering:
         ingestor: Ingestor,
         runner: LocalRunner,
         bridges: BridgeDispatcher | None = None,
+        scripts: ScriptRunner | None = None,
     ) -> None:
         self._config = config
         self._db = db
@@ -127,6 +137,7 @@ class Steering:
         self._ingestor = ingestor
         self._runner = runner
         self._bridges = bridges
+        self._scripts = ScriptSteering(db, ingestor, scripts)
         self._not_resumable: set[str] = set()  # lost bridge runs a resume refused for good
 
     def _folder(self, operation_id: str) -> Path:
@@ -151,19 +162,29 @@ class Steering:
 
     async def _steerable(self, operation_id: str, verb: str) -> Operation:
         op = await self._get(operation_id)
+        if op.backend is Backend.SCRIPT:  # a script run of this server: script_steering.py
+            return op
+        if "entry_point" in op.spec:
+            raise ConflictError(
+                f"operation_id: {operation_id!r} ran its script on a {op.backend.value} backend, "
+                "which keeps the script's checkpoints out of this server's reach; only script "
+                f"runs of this server, and local and bridge runs, can be {verb}",
+                field="operation_id",
+            )
         bridge = op.backend is Backend.BRIDGE and self._bridges is not None
-        if "entry_point" in op.spec:  # a script keeps its own checkpoints, if any
-            bridge = False
         if op.backend is not Backend.LOCAL and not bridge:
             raise ConflictError(
                 f"operation_id: {operation_id!r} trained on a {op.backend.value} backend, whose "
-                f"checkpoints this server cannot reach; only local and bridge runs can be {verb}",
+                "checkpoints this server cannot reach; only local, bridge and script runs can "
+                f"be {verb}",
                 field="operation_id",
             )
         return op
 
     async def _index(self, op: Operation) -> CheckpointIndex:
         """The run's checkpoints: in this server's folder, or as its bridge lists them."""
+        if op.backend is Backend.SCRIPT:
+            return self._scripts.index(op)[1]
         bridges = self._on_bridge(op)
         if bridges is not None:
             return await bridges.checkpoints(op)
@@ -177,6 +198,10 @@ class Steering:
     async def fork(self, operation_id: str, request: ForkRequest) -> ForkResult:
         parent = await self._steerable(operation_id, "forked")
         from_epoch, raw = request.from_epoch, dict(request.changes)
+        if parent.backend is Backend.SCRIPT:
+            epoch = _resolve_epoch(operation_id, from_epoch, self._scripts.index(parent)[1])
+            child, lineage = await self._scripts.fork(parent, epoch, raw)
+            return ForkResult(**self._started(child).model_dump(), lineage=lineage)
         fixed = [k for k in raw if k in _FIXED]
         if fixed:
             raise InvalidInputError(
@@ -253,6 +278,8 @@ class Steering:
                 "an interrupted or failed run (fork_training starts a new one from any run)",
                 field="operation_id",
             )
+        if op.backend is Backend.SCRIPT:
+            return self._started(await self._scripts.resume(op))
         bridges = self._on_bridge(op)
         index = await self._index(op)
         last = index.last
@@ -294,20 +321,19 @@ class Steering:
         return self._started(reopened)
 
     async def resume_interrupted(self) -> list[str]:
-        """Resume every local run left `interrupted` that has a checkpoint to go on from."""
+        """Resume every local run and script run left `interrupted` that has a checkpoint to
+        go on from (a script run only where its script saved one)."""
         resumed = []
-        for op in await list_operations(
-            self._db,
-            status=OperationStatus.INTERRUPTED,
-            backend=Backend.LOCAL,
-            limit=10_000,
-        ):
-            try:
-                await self.resume(op.operation_id)
-            except ConflictError as exc:
-                log.warning("not resuming %s: %s", op.operation_id, exc.message)
-                continue
-            resumed.append(op.operation_id)
+        for backend in (Backend.LOCAL, Backend.SCRIPT):
+            for op in await list_operations(
+                self._db, status=OperationStatus.INTERRUPTED, backend=backend, limit=10_000
+            ):
+                try:
+                    await self.resume(op.operation_id)
+                except ServiceError as exc:  # no checkpoint, no longer declared, no room
+                    log.warning("not resuming %s: %s", op.operation_id, exc.message)
+                    continue
+                resumed.append(op.operation_id)
         return resumed
 
     async def resume_lost_bridge_runs(self) -> list[str]:
@@ -349,8 +375,8 @@ class Steering:
         if analysis.recommendation not in ("reduce_learning_rate", "add_regularization"):
             return analysis
         op = await self._get(operation_id)
-        if op.backend not in (Backend.LOCAL, Backend.BRIDGE):
-            return analysis
+        if op.backend not in (Backend.LOCAL, Backend.BRIDGE) or "entry_point" in op.spec:
+            return analysis  # a script's parameters are its own: no hyperparameters to name
         try:
             index = await self._index(op)
         except UnavailableError:  # its bridge is away: no call to name
