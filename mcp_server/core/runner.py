@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -70,8 +71,12 @@ class LocalRunner:
         checkpoints: CheckpointBudget | None = None,
         system: RunSampling | None = None,
         slots: anyio.CapacityLimiter | None = None,
+        writing_elsewhere: Callable[[], Collection[str]] = tuple,
     ) -> None:
-        """`slots`: the server's concurrency limit when other runs share it (Ray runs do)."""
+        """`slots`: the server's concurrency limit when other runs share it (Ray runs do);
+        `writing_elsewhere()`: other runs writing checkpoints under `artifacts_root` now
+        (script runs), which pruning must leave as it leaves this runner's."""
+        self._writing_elsewhere = writing_elsewhere
         self._ingestor = ingestor
         self._system = system
         self._options = options
@@ -133,7 +138,7 @@ class LocalRunner:
         root = self._artifacts_root
         if root is None:
             return
-        budget, active = self._checkpoints, set(self._runs)
+        budget, active = self._checkpoints, set(self._runs) | set(self._writing_elsewhere())
 
         def prune() -> None:
             folder = root / operation_id  # the fork/resume points the loop keeps are protected
