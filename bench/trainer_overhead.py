@@ -9,15 +9,28 @@ hits all alike, timed in process CPU seconds, which other processes on a shared 
 less than wall time. Two models: the demo spec (~134k parameters; target median ratio <= 1.02)
 and the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic size; target
 <= 1.01).
+
+CPU time on a shared machine drifts by a few percent from run to run, as much as the bound
+itself. `--instructions` adds a count that does not: the demo spec's loop and bare loop each run
+once under valgrind's callgrind, in their own process, which counts the instructions of one whole
+run after a warm-up run (the window opens and closes on two marker calls, so imports and
+warm-up are left out). It shows the metrics' own work; time also pays for what instructions do
+not show (caches, branch predictors shared with the kernels), so it is a floor of the CPU-time
+ratio, not a stand-in for it. Needs valgrind on PATH; takes several minutes.
 Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--large-epochs 4] [--threads 1]
+       [--instructions] [--instruction-epochs 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import queue
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,14 +138,94 @@ def compare(label: str, spec: TrainingSpec, pairs: int, threads: int) -> float:
     return ratio
 
 
+CONTENDERS = ("loop", "bare")
+
+
+def counted_run(kind: str, epochs: int) -> None:
+    """The child of `--instructions`: a warm-up run, then one run between the two marker calls
+    callgrind opens and closes its window on (`getpgid`, `getsid`: called nowhere else here)."""
+    spec = TrainingSpec(epochs=epochs, log_every_n_steps=1, device="cpu")
+    run: Callable[[], object] = (
+        (lambda: run_training(spec, QueueSink())) if kind == "loop" else (lambda: bare_loop(spec))
+    )
+    run()
+    os.getpgid(0)
+    run()
+    os.getsid(0)
+
+
+def count_instructions(epochs: int, threads: int) -> float | None:
+    """Instructions of one loop run and one bare run of the demo spec (both at once, a process
+    each), printed with their ratio; returns it, or None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("\ninstructions: valgrind is not on PATH; skipped")
+        return None
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as tmp:
+        children = {
+            kind: subprocess.Popen(
+                [
+                    valgrind,
+                    "--tool=callgrind",
+                    "--zero-before=getpgid",
+                    "--dump-before=getsid",
+                    f"--callgrind-out-file={tmp}/{kind}",
+                    sys.executable,
+                    __file__,
+                    "--count-child",
+                    kind,
+                    "--instruction-epochs",
+                    str(epochs),
+                    "--threads",
+                    str(threads),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for kind in CONTENDERS
+        }
+        counts = {}
+        for kind, child in children.items():
+            if child.wait() != 0:
+                raise RuntimeError(f"the {kind} run under callgrind exited with {child.returncode}")
+            counts[kind] = _window_total(Path(tmp) / f"{kind}.1")
+    ratio = counts["loop"] / counts["bare"]
+    print(
+        f"\ninstructions (callgrind), the demo spec, {epochs} epochs, a step record every step, "
+        f"one run after a warm-up run:"
+    )
+    for kind in CONTENDERS:
+        print(f"{kind:>5} {counts[kind]:>15,}")
+    print(f"loop/bare: {ratio:.4f}")
+    return ratio
+
+
+def _window_total(dump: Path) -> int:
+    """The instruction total of a callgrind dump (its `summary:` line)."""
+    for line in dump.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{dump}: no summary line; did the run reach its second marker?")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pairs", type=int, default=11, help="alternating rounds (>= 5)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--large-epochs", type=int, default=4, help="epochs of the ~1M model")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions (valgrind)"
+    )
+    parser.add_argument("--instruction-epochs", type=int, default=10)
+    parser.add_argument("--count-child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.count_child:
+        counted_run(args.count_child, args.instruction_epochs)
+        return
 
     demo_spec = TrainingSpec(epochs=args.epochs, log_every_n_steps=1, device="cpu")
     large = demo_spec.model_copy(
@@ -159,6 +252,8 @@ def main() -> None:
         f"samples/s while training (median epoch), {demo.epochs * n_train / wall:,.0f} samples/s "
         f"over the whole run incl. set-up and evaluation ({wall:.2f} s for {demo.epochs} epochs)"
     )
+    if args.instructions:
+        count_instructions(args.instruction_epochs, args.threads)
 
 
 if __name__ == "__main__":
