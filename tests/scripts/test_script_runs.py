@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from tests.scripts.conftest import ROOT, ScriptServer
+from tests.scripts.conftest import call_tool as _call
+from tests.scripts.conftest import tool_text as _text
 
 pytestmark = pytest.mark.anyio
 
@@ -73,17 +74,6 @@ def _declare(folder: Path, scripts: dict[str, str]) -> Path:
     path = folder / "entry_points.toml"
     path.write_text("\n".join(lines))
     return path
-
-
-def _text(result: CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def _wait(client: Client, op: str, until: str = "end") -> dict[str, Any]:

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from storage import Backend, create_operation
 from tests.scripts.conftest import ScriptServer, end_scripts_left
+from tests.scripts.conftest import call_tool as _call
+from tests.scripts.conftest import tool_text as _text
 
 pytestmark = pytest.mark.anyio
 
@@ -75,17 +76,6 @@ def _declare(folder: Path) -> Path:
         '[entry_points.no_saves]\ncommand = ["python", "no_saves.py"]\n'
     )
     return path
-
-
-def _text(result: CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def _refused(client: Client, tool: str, args: dict[str, Any]) -> str:
