@@ -25,6 +25,7 @@ from mcp_server.config import ServerConfig
 from mcp_server.core.relay import process_identity, read_json_file
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
+from trainer.checkpoint_budget import CheckpointBudget
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,11 @@ def venv_python_first(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def script_server(
-    data_dir: Path, entry_points: Path, grace_s: float = 5.0, max_concurrent_runs: int = 2
+    data_dir: Path,
+    entry_points: Path,
+    grace_s: float = 5.0,
+    max_concurrent_runs: int = 2,
+    checkpoints: CheckpointBudget | None = None,
 ) -> AsyncIterator[ScriptServer]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
@@ -59,6 +64,7 @@ async def script_server(
         entry_points_file=entry_points,
         script_grace_s=grace_s,
         max_concurrent_runs=max_concurrent_runs,
+        checkpoints=checkpoints or CheckpointBudget(),
     )
     try:
         async with open_service(config) as service:
@@ -93,9 +99,14 @@ def start_server(
     tmp_path: Path,
 ) -> Callable[..., AbstractAsyncContextManager[ScriptServer]]:
     def start(
-        entry_points: Path, grace_s: float = 5.0, max_concurrent_runs: int = 2
+        entry_points: Path,
+        grace_s: float = 5.0,
+        max_concurrent_runs: int = 2,
+        checkpoints: CheckpointBudget | None = None,
     ) -> AbstractAsyncContextManager[ScriptServer]:
-        return script_server(tmp_path / "data", entry_points, grace_s, max_concurrent_runs)
+        return script_server(
+            tmp_path / "data", entry_points, grace_s, max_concurrent_runs, checkpoints
+        )
 
     return start
 

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -19,6 +20,7 @@ from storage import Backend, create_operation
 from tests.scripts.conftest import ScriptServer, end_scripts_left
 from tests.scripts.conftest import call_tool as _call
 from tests.scripts.conftest import tool_text as _text
+from trainer.checkpoint_budget import CheckpointBudget
 
 pytestmark = pytest.mark.anyio
 
@@ -259,3 +261,33 @@ async def test_what_a_script_run_cannot_be_resumed_or_forked_with_is_refused_by_
                 server.client, "resume_training", {"operation_id": away.operation_id}
             )
             assert f"ran its script on a {backend.value} backend" in text, text
+
+
+async def test_pruning_over_the_total_budget_leaves_a_running_script_runs_checkpoints(
+    tmp_path: Path, start_server: Start
+) -> None:
+    """A local run ends with all checkpoints over the total budget: pruning deletes whole run
+    folders, oldest first, but never the folder a running script is still saving into."""
+    (tmp_path / "hold_at").write_text("3")
+    tiny = CheckpointBudget(total=1)
+    async with start_server(_declare(tmp_path), checkpoints=tiny) as server:
+        script = (await _call(server.client, "start_training", {"entry_point": "counter"}))[
+            "operation_id"
+        ]
+        await _call(
+            server.client,
+            "wait_for_operation",
+            {"operation_id": script, "until": "epochs", "epochs": 2, "timeout_s": 55},
+        )
+        artifacts = tmp_path / "data/artifacts"
+        local = (await _call(server.client, "start_training", {"epochs": 2}))["operation_id"]
+        assert (await _ended(server.client, local))["status"] == "completed"
+        for _ in range(400):  # pruned just after the run's end is stored: the budget is 1 byte
+            if not (artifacts / local).exists():
+                break
+            await anyio.sleep(0.05)
+        assert not (artifacts / local).exists()
+        index = json.loads((artifacts / script / "checkpoints.json").read_text())
+        assert index["epochs"] == [1, 2]  # the older folder, kept while its script runs
+        stopped = await _call(server.client, "stop_training", {"operation_id": script})
+        assert stopped["operation_id"] == script
