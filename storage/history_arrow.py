@@ -1,10 +1,11 @@
 """Whole histories as Arrow record batches, for the columnar exports (Arrow IPC, Parquet).
 
-Needs pyarrow (the `export` extra). On a SQLite file with ADBC's SQLite driver installed (the
-same extra: `adbc-driver-sqlite`), each chunk is read by that driver straight into Arrow
-columns, in C: sqlite3 hands out a Python tuple and an object per value, ~1 us a point, which
-capped any export from rows below a million points a second. Elsewhere (PostgreSQL, or no
-driver) the rows are read as usual and turned into columns with one transpose and `pa.array`.
+Needs pyarrow (the `export` extra). A long history on a SQLite file with ADBC's SQLite driver
+installed (the same extra: `adbc-driver-sqlite`) is read by that driver straight into Arrow
+columns, in C, in a child process (`storage/adbc_child.py` says why not in this one): sqlite3
+hands out a Python tuple and an object per value, ~1 us a point, which capped any export from
+rows below a million points a second. Elsewhere (PostgreSQL, no driver, a short history) the
+rows are read as usual and turned into columns with one transpose and `pa.array`.
 
 Every batch has the export's columns `name, step, epoch, value, wall_time`, in (name, step)
 order, exactly as stored: NaN and the infinities as IEEE doubles, wall_time in Unix seconds.
@@ -12,17 +13,24 @@ order, exactly as stored: NaN and the infinities as IEEE doubles, wall_time in U
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
+import json
 import math
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy.engine import make_url
 
-from storage.arrow_values import float_scalar, repeated_string
+from storage.arrow_values import repeated_string
 from storage.database import Database
 from storage.history import ExportRow, KeysetRead
 from storage.lookups import series_rows
@@ -64,8 +72,12 @@ async def iter_history_arrow(
     `encode` returns. The first read raises `OperationNotFoundError` before anything is
     yielded."""
     rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names))
-    chunks = _Chunks(rows, chunk_size)
-    reader = _AdbcReader(db, chunks) if _adbc_path(db) else _RowReader(db, chunks)
+    path = _adbc_path(db, rows)
+    reader: _ProcessReader | _RowReader = (
+        _ProcessReader(path, rows, chunk_size)
+        if path is not None
+        else _RowReader(db, _Chunks(rows, chunk_size))
+    )
     try:
         while (found := await reader.next(encode)) is not None:
             yield found[0]
@@ -109,42 +121,46 @@ class _Chunks:
         return _Chunk(r.id, r.name, r.wall_base_ms, r.nonfinite > 0, -1, self._size)
 
 
-def _adbc_path(db: Database) -> str | None:
+# Below this many points in all, the rows' reader beats the child's ~0.1 s start (sqlite3 costs
+# ~1.8 us a point more than the driver: 0.35 vs 0.92 M points/s for JSON lines, in process).
+PROCESS_READ_POINTS = 50_000
+
+_CHILD = Path(__file__).with_name("adbc_child.py")
+
+
+def _adbc_path(db: Database, rows: Sequence[Any]) -> str | None:
+    """The SQLite file to read in a child process, when the driver is installed and the history
+    is long enough to pay for the child's start."""
     if db.sync_engine is None or not adbc_available():
         return None
+    if sum(int(r.n_points) for r in rows) < PROCESS_READ_POINTS:
+        return None
     path = make_url(db.url).database
-    return path or None
+    return str(Path(path).resolve()) if path else None
 
 
-# A series with NaNs reads NULL (a stored NaN) as a flag beside a value that is never NULL: the
-# driver infers a column's type from its first rows, and a NULL there would make `value` an
-# integer column. A series without them skips the flag (a fifth of the read). The numbers are
-# ints of ours, written into the text: binding them would need an Arrow batch per read.
-_ADBC_CHUNK = (
-    "SELECT step, epoch, {value}, wall_ms + {base:d} AS wall_ms FROM points "
-    "WHERE series_id = {sid:d} AND step > {after:d} ORDER BY step LIMIT {size:d}"
-)
-_WITH_NAN = "ifnull(value, 0.0) AS value, value IS NULL AS nan"
+class _ProcessReader:
+    """Chunks read by ADBC's SQLite driver in a child process (`storage/adbc_child.py`, which
+    says why it may not run in this one), as one Arrow IPC stream on a pipe.
 
+    The child reads the chunk after next while a thread of this process encodes the next one,
+    while the event loop sends the last (a response's writes wait until the socket has taken
+    nearly all of a chunk, so encoding on demand would idle meanwhile)."""
 
-class _AdbcReader:
-    """Chunks through one ADBC SQLite connection (read-only), opened on the first read.
-
-    A pipeline of two threads of its own: one reads the chunk after next while the other
-    encodes the next one, while the event loop sends the last (a response's writes wait until
-    the socket has taken nearly all of a chunk, so encoding on demand would idle meanwhile).
-    The driver manager's own objects, not its DB-API module: that one imports pyarrow.dataset
-    and with it pandas (~0.2 s on the first export)."""
-
-    def __init__(self, db: Database, chunks: _Chunks) -> None:
-        self._path = _adbc_path(db)
-        self._chunks = chunks
-        self._next = chunks.first()
-        self._reads = ThreadPoolExecutor(1, thread_name_prefix="export-read")
+    def __init__(self, path: str, rows: Sequence[Any], chunk_size: int) -> None:
+        self._names = [r.name for r in rows]
+        self._plan = json.dumps(
+            {
+                "path": path,
+                "size": chunk_size,
+                "series": [[int(r.id), int(r.wall_base_ms), r.nonfinite > 0] for r in rows],
+            }
+        ).encode()
         self._encodes = ThreadPoolExecutor(1, thread_name_prefix="export-encode")
-        self._read_ahead: Future[Any] | None = None  # the read of self._next, once started
         self._encoded_ahead: Future[Any] | None = None  # the next answer, once started
-        self._handles: list[Any] = []  # database, connection: closed in reverse
+        self._child: subprocess.Popen[bytes] | None = None
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (the child's stderr; _close)
+        self._stream: Any = None
 
     async def next(self, encode: Callable[[Any], T]) -> tuple[T] | None:
         staged = self._encoded_ahead or self._encodes.submit(self._encoded_next, encode)
@@ -155,74 +171,65 @@ class _AdbcReader:
         return found
 
     def _encoded_next(self, encode: Callable[[Any], T]) -> tuple[T] | None:
-        while (chunk := self._next) is not None:
-            ahead, self._read_ahead = self._read_ahead, None
-            batch = (ahead or self._reads.submit(self._read, chunk)).result()
-            count = 0 if batch is None else batch.num_rows
-            last = -1 if batch is None else int(batch.column(1)[-1].as_py())
-            self._next = self._chunks.after(chunk, count, last)
-            if self._next is not None:
-                self._read_ahead = self._reads.submit(self._read, self._next)
-            if batch is not None:
-                return (encode(batch),)
-        return None
-
-    def _read(self, chunk: _Chunk) -> Any:
-        import adbc_driver_manager
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        if not self._handles:
-            import adbc_driver_sqlite
-
-            database = adbc_driver_sqlite.connect(f"file:{self._path}?mode=ro")
-            self._handles = [database, adbc_driver_manager.AdbcConnection(database)]
-        sql = _ADBC_CHUNK.format(
-            value=_WITH_NAN if chunk.nonfinite else "value",
-            base=int(chunk.base),
-            sid=int(chunk.sid),
-            after=int(chunk.after),
-            size=int(chunk.size),
-        )
-        statement = adbc_driver_manager.AdbcStatement(self._handles[1])
         try:
-            statement.set_sql_query(sql)
-            stream, _ = statement.execute_query()
-            table = pa.RecordBatchReader.from_stream(stream).read_all()
-        finally:
-            statement.close()
-        n = table.num_rows
-        if n == 0:
+            if self._stream is None:
+                self._stream = pa.ipc.open_stream(self._start())
+            batch = self._stream.read_next_batch()
+        except StopIteration:
+            self._ended()
             return None
-        values = table.column("value").cast(pa.float64())
-        nan = table.column("nan").cast(pa.bool_()) if chunk.nonfinite else None
-        if nan is not None and pc.any(nan).as_py():
-            values = pc.if_else(nan, float_scalar(math.nan), values)
-        elif values.null_count:  # no NaN in the summary, a NULL all the same: still a NaN
-            values = pc.fill_null(values, float_scalar(math.nan))
-        columns = [
-            repeated_string(chunk.name, n),
-            table.column("step"),
-            table.column("epoch").cast(pa.int32()),
-            values,
-            pc.divide(table.column("wall_ms").cast(pa.float64()), float_scalar(1000.0)),
-        ]
-        return pa.Table.from_arrays(columns, schema=arrow_schema()).combine_chunks().to_batches()[0]
+        except (OSError, pa.ArrowException) as exc:
+            self._ended()  # raises what the child said, if it failed
+            raise RuntimeError(f"the export's reader stopped: {exc}") from exc
+        n = batch.num_rows
+        columns = [repeated_string(self._names[batch.column(0)[0].as_py()], n)]
+        named = pa.record_batch(columns + batch.columns[1:], schema=arrow_schema())
+        return (encode(named),)
+
+    def _start(self) -> Any:
+        child = subprocess.Popen(
+            [sys.executable, "-I", str(_CHILD)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._errors,
+        )
+        self._child = child
+        assert child.stdin is not None and child.stdout is not None
+        with contextlib.suppress(OSError):  # a bigger pipe: the child runs a chunk ahead
+            fcntl.fcntl(child.stdout, fcntl.F_SETPIPE_SZ, 1 << 20)
+        child.stdin.write(self._plan)
+        child.stdin.close()
+        return child.stdout
+
+    def _ended(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        if child.wait(timeout=60) != 0:
+            self._errors.seek(0)
+            said = self._errors.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(
+                f"the export's reader exited with {child.returncode}: "
+                + (said[-1] if said else "no message")
+            )
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._close)
 
     def _close(self) -> None:
-        for ahead in (self._encoded_ahead, self._read_ahead):
-            if ahead is not None:
-                ahead.exception()  # wait for it; what it found or raised is not wanted
-        self._encodes.shutdown()  # waits for a read started by the last encode, if any
-        if self._read_ahead is not None:
-            self._read_ahead.exception()
-        handles, self._handles = self._handles, []
-        for handle in reversed(handles):
-            self._reads.submit(handle.close).result()
-        self._reads.shutdown()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()  # a client gone half way: the read it blocks on ends
+        if self._encoded_ahead is not None:
+            self._encoded_ahead.exception()  # wait for it; what it found or raised is not wanted
+        self._encodes.shutdown()
+        if child is not None:
+            child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+        self._errors.close()
 
 
 class _RowReader:

@@ -4,11 +4,11 @@ Rows come in (metric, step) order, exactly as stored, never downsampled. Every f
 NaN and the infinities faithfully: JSON lines use the tokens `NaN`, `Infinity` and `-Infinity`
 (the ones `POST .../metrics` accepts, so each line is also a point to push back; Python's `json`
 reads them), CSV writes `nan`, `inf` and `-inf` (what `float()` and pandas read), Parquet and
-Arrow store IEEE doubles. With the `export` extra (pyarrow, and ADBC's SQLite driver) storage
-reads each chunk straight into Arrow columns (`storage.iter_history_arrow`) and every format is
-encoded from those, the text ones by `export_text` (the same bytes as the row writer here, which
-serves where pyarrow is absent: Python formatting each row held it near 0.4M points/s); Arrow's
-IPC stream is the fastest (the arrays as they lie in memory, no encoding).
+Arrow store IEEE doubles. With the `export` extra (pyarrow, and ADBC's SQLite driver in a child
+process) storage reads each chunk into Arrow columns (`storage.iter_history_arrow`) and every
+format is encoded from those, the text ones by `export_text` (the same bytes as the row writer
+here, which serves where pyarrow is absent: Python formatting each row held it near 0.4M
+points/s); Arrow's IPC stream is the fastest (the arrays as they lie in memory, no encoding).
 """
 
 from __future__ import annotations

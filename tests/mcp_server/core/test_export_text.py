@@ -2,12 +2,15 @@
 (the fallback where pyarrow is absent): doubles at every magnitude where Python's repr and
 Arrow's cast write differently, NaN and the infinities, -0.0, epochs and none, names with every
 character a metric name may hold, several series and chunks, an empty run; through ADBC's SQLite
-driver and through the database's own rows. A stream closed half-way stops its threads."""
+driver (in its child process) and through the database's own rows. A stream closed half-way
+stops its reader. The server process never loads the driver's own copy of SQLite."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import struct
 import subprocess
@@ -61,6 +64,7 @@ async def test_the_columnar_text_writers_make_the_bytes_of_the_row_writer(
         monkeypatch.setattr(history_arrow, "adbc_available", lambda: False)
     elif not history_arrow.adbc_available():
         pytest.skip("adbc-driver-sqlite is not installed")
+    monkeypatch.setattr(history_arrow, "PROCESS_READ_POINTS", 0)  # the child reads this short one
     assert export_text.vectorised_text_exact()
     async with connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}") as db:
         op = await _run(db)
@@ -86,17 +90,35 @@ async def test_a_run_without_points_exports_nothing_but_the_csv_header(
     assert got == (b"name,step,epoch,value,wall_time\r\n" if fmt == "csv" else b"")
 
 
-async def test_a_stream_closed_half_way_stops_its_reading_threads(tmp_path: Path) -> None:
+async def test_a_stream_closed_half_way_stops_its_reading_process_and_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not history_arrow.adbc_available():
         pytest.skip("adbc-driver-sqlite is not installed")
+    monkeypatch.setattr(history_arrow, "PROCESS_READ_POINTS", 0)
     async with connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}") as db:
         op = await _run(db)
         stream = history_arrow.iter_history_arrow(db, op, lambda b: b.num_rows, chunk_size=500)
         assert await stream.__anext__() == 500
         assert any(t.name.startswith("export-") for t in threading.enumerate())
-        # A client gone: the reads started ahead are waited for, not left running.
+        children = _children()
+        assert len(children) == 1, children  # the reader, running ahead
+        # A client gone: the reader is ended and the encode started ahead waited for.
         await stream.aclose()  # type: ignore[attr-defined]
-    assert not any(t.name.startswith("export-") for t in threading.enumerate())
+        assert not any(t.name.startswith("export-") for t in threading.enumerate())
+        assert _children() == []
+
+
+def _children() -> list[str]:
+    """The command lines of this process's live (not reaped) children."""
+    me = str(os.getpid())
+    found = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":
+                found.append((status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
 
 
 def test_pyarrow_doubles_go_row_by_row_when_its_formatting_differs(
@@ -116,15 +138,16 @@ def test_pyarrow_doubles_go_row_by_row_when_its_formatting_differs(
         export_text.vectorised_text_exact.cache_clear()
 
 
-def test_an_export_through_adbc_does_not_import_pandas(tmp_path: Path) -> None:
+def test_an_export_imports_neither_pandas_nor_adbcs_sqlite(tmp_path: Path) -> None:
     """pyarrow imports pandas (~0.2 s) the first time it converts a Python value; the export
-    paths build theirs from bytes, and use ADBC's driver manager without its DB-API module."""
+    paths build theirs from bytes. ADBC's SQLite driver links its own SQLite, which beside the
+    server's crashed it with SIGBUS: it runs in a child process only (storage/adbc_child.py)."""
     if not history_arrow.adbc_available():
         pytest.skip("adbc-driver-sqlite is not installed")
     script = f"""
 import anyio, sys
 from mcp_server.core.export import export_history
-from storage import Backend, append_points, connect, create_operation
+from storage import Backend, append_points, connect, create_operation, history_arrow
 
 async def main():
     async with connect("sqlite+aiosqlite:///{tmp_path / "x.db"}") as db:
@@ -135,8 +158,11 @@ async def main():
         for fmt in ("jsonl", "csv", "parquet", "arrow"):
             assert b"".join([p async for p in export_history(db, op, fmt, None)])
 
+history_arrow.PROCESS_READ_POINTS = 0  # through the driver, in its child process
 anyio.run(main)
 assert "pandas" not in sys.modules, "pandas was imported"
+# The driver's own copy of SQLite must never open the file beside sqlite3's: storage/adbc_child.py
+assert "adbc_driver_sqlite" not in sys.modules, "ADBC's SQLite was loaded into the server"
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
