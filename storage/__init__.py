@@ -49,6 +49,7 @@ from storage.metrics import (
     invalid_point,
     latest_values,
     operation_with_latest,
+    operation_with_series,
     read_metrics,
     validate_points,
 )
@@ -137,6 +138,7 @@ __all__ = [
     "new_operation_id",
     "open_database",
     "operation_with_latest",
+    "operation_with_series",
     "push_credential_matches",
     "read_metrics",
     "read_page",

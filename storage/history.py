@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, exists, func, select
 
 from storage.database import SMALL_READ_POINTS, Database
-from storage.lookups import series_rows
+from storage.lookups import pick_series, series_rows
 from storage.models import SeriesData
 from storage.schema import POINT_SPECIAL, POINT_SPECIAL_SQL, points, series
 
@@ -79,16 +79,22 @@ async def read_page(
     names: Sequence[str] | None = None,
     after_step: int | None = None,
     page_size: int = 10_000,
+    looked_up: Sequence[Any] | None = None,
 ) -> HistoryPage:
     """One exact page: at most `page_size` points per series, all series over the same steps,
     in step order, never downsampled. Follow `HistoryPage.last_step` as the next `after_step`
     while `has_more`. A page of a few thousand points at most is read without a hop to a worker
-    thread (`Database.run_read`), as the series' lookup before it."""
+    thread (`Database.run_read`), as the series' lookup before it (saved when `looked_up` gives
+    the rows of all the operation's series just read, as in `read_metrics`)."""
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ValueError(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     after = -1 if after_step is None else after_step
     is_sqlite = db.is_sqlite
-    rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
+    rows = (
+        pick_series(looked_up, names)
+        if looked_up is not None
+        else await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
+    )
 
     def query(conn: Connection) -> HistoryPage:
         # A series with no more points in all than a page needs no bound: skip its seek.

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, bindparam, select
 from storage.errors import OperationNotFoundError
 from storage.schema import operations, series
 
-__all__ = ["operation_row", "series_of", "series_rows"]
+__all__ = ["operation_row", "pick_series", "series_of", "series_rows"]
 
 _OPERATION = select(operations).where(operations.c.id == bindparam("op"))
 _EXISTS = select(operations.c.id).where(operations.c.id == bindparam("op"))
@@ -50,5 +50,15 @@ def series_rows(conn: Connection, operation_id: str, names: Sequence[str] | None
         found = {}
     if not found and conn.execute(_EXISTS, {"op": operation_id}).first() is None:
         raise OperationNotFoundError(operation_id)
+    return _in_order(found, names)
+
+
+def pick_series(every: Sequence[Any], names: Sequence[str] | None) -> list[Any]:
+    """What `series_rows` answers, from the rows of all the operation's series a caller has
+    just read (`series_of`): a read that starts with the operation saves its second lookup."""
+    return _in_order({r.name: r for r in every}, names)
+
+
+def _in_order(found: dict[str, Any], names: Sequence[str] | None) -> list[Any]:
     order = names if names is not None else sorted(found)
     return [found[n] for n in order if n in found]

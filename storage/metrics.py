@@ -28,7 +28,7 @@ from storage.blocks import (
 from storage.blocks import summarize as summarize_blocks
 from storage.database import SMALL_READ_POINTS, Database
 from storage.errors import InvalidPointError, OperationFinishedError, OperationNotFoundError
-from storage.lookups import operation_row, series_of, series_rows
+from storage.lookups import operation_row, pick_series, series_of, series_rows
 from storage.models import (
     TERMINAL_STATUSES,
     MetricPointIn,
@@ -56,6 +56,7 @@ __all__ = [
     "invalid_point",
     "latest_values",
     "operation_with_latest",
+    "operation_with_series",
     "read_metrics",
     "validate_points",
 ]
@@ -372,13 +373,20 @@ async def operation_with_latest(
     db: Database, operation_id: str
 ) -> tuple[Operation, list[SeriesLatest]]:
     """The operation and the latest value of each of its metrics, in one read (one hop): what
-    every metrics read and `GET /operations/{id}` start with."""
+    `GET /operations/{id}` answers with."""
+    op, rows = await operation_with_series(db, operation_id)
+    return op, [SeriesLatest.from_row(r) for r in rows]
 
-    def query(conn: Connection) -> tuple[Operation, list[SeriesLatest]]:
+
+async def operation_with_series(db: Database, operation_id: str) -> tuple[Operation, list[Any]]:
+    """The operation and the rows of its series, by name, in one read (one hop): what every
+    metrics read starts with, handing the rows on (`looked_up=` of `read_metrics`, `read_page`)."""
+
+    def query(conn: Connection) -> tuple[Operation, list[Any]]:
         row = operation_row(conn, operation_id)
         if row is None:
             raise OperationNotFoundError(operation_id)
-        return Operation.from_row(row), [SeriesLatest.from_row(r) for r in series_of(conn, row.id)]
+        return Operation.from_row(row), series_of(conn, row.id)
 
     return await db.run_read(query, small=True)
 
@@ -400,6 +408,7 @@ async def read_metrics(
     after_step: int | Mapping[str, int] | None = None,
     last: int | None = None,
     max_points: int | None = None,
+    looked_up: Sequence[Any] | None = None,
 ) -> MetricsRead:
     """Read metrics. Per series: the points after `after_step` (one number for all series, or
     per name), then the `last` N of those, then at most `max_points`, downsampled in
@@ -407,11 +416,16 @@ async def read_metrics(
     that keep each bucket's min, max and last point, the first point, and any non-finite point.
     Every series reports total, matching and returned counts. A read that visits a few
     thousand points or summaries at most runs without a hop to a worker thread
-    (`Database.run_read`), as the series' lookup before it."""
+    (`Database.run_read`), as the series' lookup before it; `looked_up`, the rows of all the
+    operation's series just read (`operation_with_series`), saves that lookup."""
     if max_points is not None and max_points < MIN_SAMPLE_POINTS:
         raise ValueError(f"max_points: must be at least {MIN_SAMPLE_POINTS}")
     is_sqlite = db.is_sqlite
-    rows = await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
+    rows = (
+        pick_series(looked_up, names)
+        if looked_up is not None
+        else await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
+    )
     found = {r.name: r for r in rows}
 
     def query(conn: Connection) -> MetricsRead:

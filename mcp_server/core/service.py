@@ -87,6 +87,7 @@ from storage import (
     list_operations_page,
     open_database,
     operation_with_latest,
+    operation_with_series,
     push_credential_matches,
     read_metrics,
     read_page,
@@ -552,6 +553,12 @@ class TrainingService:
         except Exception as exc:
             raise translate(exc) from exc
 
+    async def _get_with_series(self, operation_id: str) -> tuple[Operation, list[Any]]:
+        try:
+            return await operation_with_series(self._db, operation_id)
+        except Exception as exc:
+            raise translate(exc) from exc
+
     async def get_operation(self, operation_id: str) -> OperationInfo:
         op, every = await self._get_with_latest(operation_id)
         latest = [s for s in every if s.count and not is_system_metric(s.name)]
@@ -595,7 +602,7 @@ class TrainingService:
                 "(or page_size)",
                 field="page_size",
             )
-        op, every = await self._get_with_latest(operation_id)
+        op, every = await self._get_with_series(operation_id)  # handed on: no second lookup
         stored = [s.name for s in every]
         if metrics is None or list(metrics) == []:
             wanted = [m for m in DEFAULT_METRICS if m in stored]
@@ -628,6 +635,7 @@ class TrainingService:
                     names=names,
                     after_step=after if after >= 0 else None,
                     page_size=page_size,
+                    looked_up=every,
                 )
                 series += page.series
                 missing += page.missing
@@ -643,6 +651,7 @@ class TrainingService:
                 after_step=after if after >= 0 else None,
                 last=last,
                 max_points=max_points,
+                looked_up=every,
             )
             series += read.series
             missing += read.missing

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import event
 
 from storage import (
     Backend,
@@ -18,7 +20,9 @@ from storage import (
     get_operation,
     latest_values,
     operation_with_latest,
+    operation_with_series,
     read_metrics,
+    read_page,
     set_status,
 )
 from storage.metrics import downsample_rows
@@ -271,3 +275,33 @@ async def test_the_operation_and_its_latest_values_come_in_one_read(db_url: str)
             await operation_with_latest(db, "op-missing")
     assert operation.operation_id == op
     assert [(s.name, s.count, s.step) for s in latest] == [("train_loss", 3, 3), ("val_loss", 3, 3)]
+
+
+async def test_a_read_handed_the_series_rows_answers_the_same_without_looking_them_up(
+    db_url: str,
+) -> None:
+    """`operation_with_series` then `read_metrics`/`read_page` with `looked_up=`: what every
+    metrics read does, one lookup instead of two, and the same answer as a read on its own."""
+    async with connect(db_url) as db:
+        op = await _op(db)
+        await append_points(db, op, _epochs(120))
+        operation, rows = await operation_with_series(db, op)
+        assert operation.operation_id == op and [r.name for r in rows] == ["train_loss", "val_loss"]
+        statements: list[str] = []
+        engines = {e for e in (db.engine.sync_engine, db.inline_engine, db.sync_engine) if e}
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        for names in (None, ["val_loss"], ["val_loss", "nope", "train_loss"], []):
+            cases: list[dict[str, Any]] = [{}, {"last": 7}, {"max_points": 20}, {"after_step": 100}]
+            for kwargs in cases:
+                statements.clear()
+                handed = await read_metrics(db, op, names=names, looked_up=rows, **kwargs)
+                lookups = len(statements)
+                alone = await read_metrics(db, op, names=names, **kwargs)
+                assert handed == alone, (names, kwargs)
+                assert len(statements) - lookups >= lookups + 1, (names, kwargs, statements)
+            page = await read_page(db, op, names=names, after_step=3, page_size=50, looked_up=rows)
+            assert page == await read_page(db, op, names=names, after_step=3, page_size=50)
+        statements.clear()
+        await read_metrics(db, op, names=["train_loss"], looked_up=rows)
+        assert len(statements) == 1, statements  # the points, nothing else
