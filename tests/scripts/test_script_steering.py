@@ -104,6 +104,18 @@ def _loss(weight: float) -> float:
     return 1.0 / (1.0 + weight)
 
 
+async def _held_after_epoch_2(server: ScriptServer) -> str:
+    """A counter run started with `hold_at` 3, once it has stored epoch 2."""
+    started = await _call(server.client, "start_training", {"entry_point": "counter"})
+    op = str(started["operation_id"])
+    await _call(
+        server.client,
+        "wait_for_operation",
+        {"operation_id": op, "until": "epochs", "epochs": 2, "timeout_s": 55},
+    )
+    return op
+
+
 async def _failed_at_epoch_4(server: ScriptServer, tmp_path: Path) -> str:
     (tmp_path / "fail_at").write_text("4")
     started = await _call(server.client, "start_training", {"entry_point": "counter"})
@@ -150,14 +162,7 @@ async def test_a_script_run_the_server_lost_is_resumed_by_the_next_server(
     entry_points = _declare(tmp_path)
     (tmp_path / "hold_at").write_text("3")
     async with start_server(entry_points) as server:
-        op = (await _call(server.client, "start_training", {"entry_point": "counter"}))[
-            "operation_id"
-        ]
-        await _call(
-            server.client,
-            "wait_for_operation",
-            {"operation_id": op, "until": "epochs", "epochs": 2, "timeout_s": 55},
-        )
+        op = await _held_after_epoch_2(server)
         scripts = server.service._scripts
         assert scripts is not None
         relay = scripts._live[op].popen  # this process's child: reaped below
@@ -271,14 +276,7 @@ async def test_pruning_over_the_total_budget_leaves_a_running_script_runs_checkp
     (tmp_path / "hold_at").write_text("3")
     tiny = CheckpointBudget(total=1)
     async with start_server(_declare(tmp_path), checkpoints=tiny) as server:
-        script = (await _call(server.client, "start_training", {"entry_point": "counter"}))[
-            "operation_id"
-        ]
-        await _call(
-            server.client,
-            "wait_for_operation",
-            {"operation_id": script, "until": "epochs", "epochs": 2, "timeout_s": 55},
-        )
+        script = await _held_after_epoch_2(server)
         artifacts = tmp_path / "data/artifacts"
         local = (await _call(server.client, "start_training", {"epochs": 2}))["operation_id"]
         assert (await _ended(server.client, local))["status"] == "completed"
