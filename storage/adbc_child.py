@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import adbc_driver_manager
@@ -46,7 +47,8 @@ _WITH_NAN = "ifnull(value, 0.0) AS value, value IS NULL AS nan"
 _NAN = pa.scalar(math.nan, pa.float64())
 
 
-def _read(conn: Any, index: int, sid: int, base: int, nan: bool, after: int, size: int) -> Any:
+def _query(conn: Any, sid: int, base: int, nan: bool, after: int, size: int) -> Any:
+    """One chunk as the driver reads it (in C, without the GIL: a thread reads ahead)."""
     sql = _CHUNK.format(
         value=_WITH_NAN if nan else "value", base=base, sid=sid, after=after, size=size
     )
@@ -54,12 +56,14 @@ def _read(conn: Any, index: int, sid: int, base: int, nan: bool, after: int, siz
     try:
         statement.set_sql_query(sql)
         stream, _ = statement.execute_query()
-        table = pa.RecordBatchReader.from_stream(stream).read_all()
+        return pa.RecordBatchReader.from_stream(stream).read_all()
     finally:
         statement.close()
+
+
+def _batch(table: Any, index: int, nan: bool) -> Any:
+    """The chunk in the stream's schema: NaN where a NaN was stored, wall_time in seconds."""
     n = table.num_rows
-    if n == 0:
-        return None
     values = table.column("value").cast(pa.float64())
     flags = table.column("nan").cast(pa.bool_()) if nan else None
     if flags is not None and pc.any(flags).as_py():
@@ -78,19 +82,35 @@ def _read(conn: Any, index: int, sid: int, base: int, nan: bool, after: int, siz
 
 def main() -> None:
     plan = json.loads(sys.stdin.read())
-    size = int(plan["size"])
+    size, series = int(plan["size"]), plan["series"]
     database = adbc_driver_sqlite.connect(f"file:{plan['path']}?mode=ro")
     conn = adbc_driver_manager.AdbcConnection(database)
+    ahead = ThreadPoolExecutor(1)
+
+    def read(index: int, after: int) -> Future[Any]:
+        sid, base, nan = series[index]
+        return ahead.submit(_query, conn, sid, base, nan, after, size)
+
     try:
         with pa.ipc.new_stream(sys.stdout.buffer, SCHEMA) as writer:
-            for index, (sid, base, nonfinite) in enumerate(plan["series"]):
-                after = -1
-                while (batch := _read(conn, index, sid, base, nonfinite, after, size)) is not None:
-                    writer.write_batch(batch)
-                    if batch.num_rows < size:
-                        break  # a short chunk ends its series
-                    after = batch.column(1)[-1].as_py()
+            index, pending = 0, read(0, -1) if series else None
+            while pending is not None:
+                table = pending.result()
+                n = table.num_rows
+                # The next read starts before this chunk is converted and written: a full
+                # chunk goes on in its series after its last step, a short one ends it.
+                if n == size:
+                    pending = read(index, table.column("step")[-1].as_py())
+                elif index + 1 < len(series):
+                    pending = read(index + 1, -1)
+                else:
+                    pending = None
+                if n:
+                    writer.write_batch(_batch(table, index, series[index][2]))
+                if n < size:
+                    index += 1
     finally:
+        ahead.shutdown()
         conn.close()
         database.close()
 
