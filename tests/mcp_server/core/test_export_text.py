@@ -166,3 +166,21 @@ assert "adbc_driver_sqlite" not in sys.modules, "ADBC's SQLite was loaded into t
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def test_a_reader_that_fails_raises_its_last_words_not_a_short_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that dies (a driver error, a killed process) is an error with what it said on
+    stderr, never an export that silently ends early."""
+    if not history_arrow.adbc_available():
+        pytest.skip("adbc-driver-sqlite is not installed")
+    failing = tmp_path / "failing_child.py"
+    failing.write_text("import sys\nsys.stdin.read()\nsys.exit('the driver could not open it')\n")
+    monkeypatch.setattr(history_arrow, "_CHILD", failing)
+    monkeypatch.setattr(history_arrow, "PROCESS_READ_POINTS", 0)
+    async with connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}") as db:
+        op = await _run(db)
+        with pytest.raises(RuntimeError, match="exited with 1: the driver could not open it"):
+            await _bytes(db, op, "parquet")
+    assert _children() == []
