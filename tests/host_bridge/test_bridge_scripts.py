@@ -13,10 +13,11 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
 
 from tests.host_bridge import processes
 from tests.host_bridge.processes import Process
+from tests.tool_calls import call_tool as _call
+from tests.tool_calls import tool_text as _text
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -60,17 +61,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, Pr
     server.args += ["--entry-points", str(tmp / "server.toml")]
     with processes.running(bridge, server):
         yield bridge, server
-
-
-def _text(result: CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-async def _call(mcp: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await mcp.call_tool(tool, args)
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def _refused(mcp: Client, args: dict[str, Any]) -> str:

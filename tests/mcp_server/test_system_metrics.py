@@ -11,12 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_server.config import ServerConfig
 from mcp_server.core.models import StartTrainingArgs, WaitResult
@@ -25,6 +23,7 @@ from mcp_server.core.queries import WaitQuery
 from mcp_server.core.service import TrainingService, open_service
 from mcp_server.server import build_mcp_server
 from storage import latest_values
+from tests.tool_calls import call_tool as _call
 from training_mcp.points import system_points
 from training_mcp.system import GpuReading
 
@@ -39,17 +38,6 @@ class FixedGpus:
 
     def read(self) -> list[GpuReading]:
         return [GpuReading(0, 12.0, 79_000.0, 80_000.0, frozenset({os.getpid()}))]
-
-
-def _text(result: CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 @asynccontextmanager

@@ -5,22 +5,13 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, ImageContent, TextContent
+from mcp.types import ImageContent
 
 from tests.mcp_server.conftest import TINY
+from tests.tool_calls import call_tool as _ok
+from tests.tool_calls import tool_text as _text
 
 pytestmark = pytest.mark.anyio
-
-
-def _text(result: CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-async def _ok(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, _text(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)
 
 
 async def _finished_run(client: Client, **overrides: Any) -> str:

@@ -12,13 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 import uvicorn
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_server.app import build_app
 from mcp_server.config import ServerConfig
@@ -109,16 +107,3 @@ def start_server(
         )
 
     return start
-
-
-def tool_text(result: CallToolResult) -> str:
-    """The text parts of a tool's answer, joined."""
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-async def call_tool(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """A tool call that must succeed: its structured answer."""
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, tool_text(result)
-    assert result.structured_content is not None
-    return dict(result.structured_content)

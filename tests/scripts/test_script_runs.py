@@ -16,8 +16,8 @@ import pytest
 from mcp import Client
 
 from tests.scripts.conftest import ROOT, ScriptServer
-from tests.scripts.conftest import call_tool as _call
-from tests.scripts.conftest import tool_text as _text
+from tests.tool_calls import call_tool as _call
+from tests.tool_calls import tool_text as _text
 
 pytestmark = pytest.mark.anyio
 

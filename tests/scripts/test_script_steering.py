@@ -18,8 +18,8 @@ from mcp import Client
 
 from storage import Backend, create_operation
 from tests.scripts.conftest import ScriptServer, end_scripts_left
-from tests.scripts.conftest import call_tool as _call
-from tests.scripts.conftest import tool_text as _text
+from tests.tool_calls import call_tool as _call
+from tests.tool_calls import tool_text as _text
 from trainer.checkpoint_budget import CheckpointBudget
 
 pytestmark = pytest.mark.anyio
