@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, exists, func, select
 
 from storage.database import SMALL_READ_POINTS, Database
-from storage.lookups import pick_series, series_rows
+from storage.lookups import series_rows, series_to_read
 from storage.models import SeriesData
 from storage.schema import POINT_SPECIAL, POINT_SPECIAL_SQL, points, series
 
@@ -90,11 +90,7 @@ async def read_page(
         raise ValueError(f"page_size: must be between 1 and {MAX_PAGE_SIZE}")
     after = -1 if after_step is None else after_step
     is_sqlite = db.is_sqlite
-    rows = (
-        pick_series(looked_up, names)
-        if looked_up is not None
-        else await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
-    )
+    rows = await series_to_read(db, operation_id, names, looked_up)
 
     def query(conn: Connection) -> HistoryPage:
         # A series with no more points in all than a page needs no bound: skip its seek.

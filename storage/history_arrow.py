@@ -93,7 +93,6 @@ class _Chunk:
     sid: int
     name: str
     base: int  # the series' wall_base_ms
-    nonfinite: bool  # whether the series holds NaN or infinities
     after: int
     size: int
 
@@ -118,7 +117,7 @@ class _Chunks:
         if index >= len(self._rows):
             return None
         r = self._rows[index]
-        return _Chunk(r.id, r.name, r.wall_base_ms, r.nonfinite > 0, -1, self._size)
+        return _Chunk(r.id, r.name, r.wall_base_ms, -1, self._size)
 
 
 # Below this many points in all, the rows' reader beats the child's ~0.1 s start (sqlite3 costs

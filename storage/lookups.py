@@ -12,10 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
+from storage.database import Database
 from storage.errors import OperationNotFoundError
 from storage.schema import operations, series
 
-__all__ = ["operation_row", "pick_series", "series_of", "series_rows"]
+__all__ = ["operation_row", "series_of", "series_rows", "series_to_read"]
 
 _OPERATION = select(operations).where(operations.c.id == bindparam("op"))
 _EXISTS = select(operations.c.id).where(operations.c.id == bindparam("op"))
@@ -53,10 +54,18 @@ def series_rows(conn: Connection, operation_id: str, names: Sequence[str] | None
     return _in_order(found, names)
 
 
-def pick_series(every: Sequence[Any], names: Sequence[str] | None) -> list[Any]:
-    """What `series_rows` answers, from the rows of all the operation's series a caller has
-    just read (`series_of`): a read that starts with the operation saves its second lookup."""
-    return _in_order({r.name: r for r in every}, names)
+async def series_to_read(
+    db: Database,
+    operation_id: str,
+    names: Sequence[str] | None,
+    looked_up: Sequence[Any] | None,
+) -> list[Any]:
+    """What `series_rows` answers, on the event loop's thread (a lookup is small); from
+    `looked_up`, the rows of all the operation's series a caller has just read (`series_of`),
+    without a second lookup."""
+    if looked_up is not None:
+        return _in_order({r.name: r for r in looked_up}, names)
+    return await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
 
 
 def _in_order(found: dict[str, Any], names: Sequence[str] | None) -> list[Any]:

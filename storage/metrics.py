@@ -28,7 +28,7 @@ from storage.blocks import (
 from storage.blocks import summarize as summarize_blocks
 from storage.database import SMALL_READ_POINTS, Database
 from storage.errors import InvalidPointError, OperationFinishedError, OperationNotFoundError
-from storage.lookups import operation_row, pick_series, series_of, series_rows
+from storage.lookups import operation_row, series_of, series_to_read
 from storage.models import (
     TERMINAL_STATUSES,
     MetricPointIn,
@@ -55,7 +55,6 @@ __all__ = [
     "append_points",
     "invalid_point",
     "latest_values",
-    "operation_with_latest",
     "operation_with_series",
     "read_metrics",
     "validate_points",
@@ -369,18 +368,11 @@ def _summaries(rows: list[StoredRow]) -> list[dict[str, Any]]:
     ]
 
 
-async def operation_with_latest(
-    db: Database, operation_id: str
-) -> tuple[Operation, list[SeriesLatest]]:
-    """The operation and the latest value of each of its metrics, in one read (one hop): what
-    `GET /operations/{id}` answers with."""
-    op, rows = await operation_with_series(db, operation_id)
-    return op, [SeriesLatest.from_row(r) for r in rows]
-
-
 async def operation_with_series(db: Database, operation_id: str) -> tuple[Operation, list[Any]]:
-    """The operation and the rows of its series, by name, in one read (one hop): what every
-    metrics read starts with, handing the rows on (`looked_up=` of `read_metrics`, `read_page`)."""
+    """The operation and the rows of its series, by name, in one read (one hop): what
+    `GET /operations/{id}` answers with (`SeriesLatest.from_row`, the latest point of each) and
+    every metrics read starts with, handing the rows on (`looked_up=` of `read_metrics`,
+    `read_page`)."""
 
     def query(conn: Connection) -> tuple[Operation, list[Any]]:
         row = operation_row(conn, operation_id)
@@ -421,11 +413,7 @@ async def read_metrics(
     if max_points is not None and max_points < MIN_SAMPLE_POINTS:
         raise ValueError(f"max_points: must be at least {MIN_SAMPLE_POINTS}")
     is_sqlite = db.is_sqlite
-    rows = (
-        pick_series(looked_up, names)
-        if looked_up is not None
-        else await db.run_read(lambda conn: series_rows(conn, operation_id, names), small=True)
-    )
+    rows = await series_to_read(db, operation_id, names, looked_up)
     found = {r.name: r for r in rows}
 
     def query(conn: Connection) -> MetricsRead:

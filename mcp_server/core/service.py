@@ -86,7 +86,6 @@ from storage import (
     list_operations,
     list_operations_page,
     open_database,
-    operation_with_latest,
     operation_with_series,
     push_credential_matches,
     read_metrics,
@@ -547,21 +546,18 @@ class TrainingService:
         except Exception as exc:
             raise translate(exc) from exc
 
-    async def _get_with_latest(self, operation_id: str) -> tuple[Operation, list[SeriesLatest]]:
-        try:
-            return await operation_with_latest(self._db, operation_id)
-        except Exception as exc:
-            raise translate(exc) from exc
-
     async def _get_with_series(self, operation_id: str) -> tuple[Operation, list[Any]]:
+        """The operation and its series' rows, in one read: what its reads start with."""
         try:
             return await operation_with_series(self._db, operation_id)
         except Exception as exc:
             raise translate(exc) from exc
 
     async def get_operation(self, operation_id: str) -> OperationInfo:
-        op, every = await self._get_with_latest(operation_id)
-        latest = [s for s in every if s.count and not is_system_metric(s.name)]
+        op, every = await self._get_with_series(operation_id)
+        latest = [
+            SeriesLatest.from_row(r) for r in every if r.n_points and not is_system_metric(r.name)
+        ]
         return OperationInfo(
             **op.model_dump(), latest=latest, resources=resource_links(operation_id)
         )

@@ -19,13 +19,13 @@ from storage import (
     create_operation,
     get_operation,
     latest_values,
-    operation_with_latest,
     operation_with_series,
     read_metrics,
     read_page,
     set_status,
 )
 from storage.metrics import downsample_rows
+from storage.models import SeriesLatest
 
 pytestmark = pytest.mark.anyio
 
@@ -270,9 +270,10 @@ async def test_the_operation_and_its_latest_values_come_in_one_read(db_url: str)
     async with connect(db_url) as db:
         op = await _op(db)
         await append_points(db, op, _epochs(3))
-        operation, latest = await operation_with_latest(db, op)
+        operation, rows = await operation_with_series(db, op)
+        latest = [SeriesLatest.from_row(r) for r in rows]
         with pytest.raises(OperationNotFoundError):
-            await operation_with_latest(db, "op-missing")
+            await operation_with_series(db, "op-missing")
     assert operation.operation_id == op
     assert [(s.name, s.count, s.step) for s in latest] == [("train_loss", 3, 3), ("val_loss", 3, 3)]
 
