@@ -4,11 +4,14 @@ The loop runs with a per-step loss logged every step into a sink that does what 
 (a thread-safe hand-off, here `queue.SimpleQueue.put`); the bare loop trains the same model on the
 same data, seed, batches and optimizer, and evaluates val_loss once an epoch, with no metrics at
 all. The loop also runs without step records ("no steps") to show what they cost. Each round
-runs the three in turn, reversing the order every other round so drift in the machine's load
-hits all alike, timed in process CPU seconds, which other processes on a shared machine disturb
-less than wall time. Two models: the demo spec (~134k parameters; target median ratio <= 1.02)
-and the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic size; target
-<= 1.01).
+runs the three on three threads in lock-step, one epoch each in turn (the order reversed every
+other round), so drift in the machine's load hits all alike; each is timed in its own thread's
+CPU seconds, which other processes on a shared machine disturb less than wall time. glibc
+malloc's thresholds are pinned first (`--default-malloc` leaves them): left moving, they make
+the same run pay anywhere from 10 to 300k page faults, a spread larger than the bound; each
+round prints its minor page faults. Two models: the demo spec (~134k parameters; target median
+ratio <= 1.02) and the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic
+size; target <= 1.01).
 
 CPU time on a shared machine drifts by a few percent from run to run, as much as the bound
 itself. `--instructions` adds a count that does not: the demo spec's loop and bare loop each run
@@ -24,13 +27,16 @@ Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--large-epoc
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import queue
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,8 +66,9 @@ class QueueSink:
         self.records.put(record)
 
 
-def bare_loop(spec: TrainingSpec) -> None:
-    """The same training as a bare PyTorch loop: no metrics beyond one val_loss an epoch."""
+def bare_loop(spec: TrainingSpec, after_epoch: Callable[[], object] | None = None) -> None:
+    """The same training as a bare PyTorch loop: no metrics beyond one val_loss an epoch.
+    `after_epoch` runs at the end of each epoch, where the loop hands its record to the sink."""
     torch.manual_seed(spec.seed)
     data = load_data(spec, TrainerOptions())
     model = build_mlp(spec.model, data.n_features, data.n_outputs, seed=spec.seed)
@@ -89,30 +96,80 @@ def bare_loop(spec: TrainingSpec) -> None:
                 for i in range(0, len(val_x), spec.batch_size)
             )
             float(total)
+        if after_epoch is not None:
+            after_epoch()
 
 
-def cpu_seconds(run: Callable[[], object]) -> float:
-    started = time.process_time()
-    run()
-    return time.process_time() - started
+class Baton:
+    """Turns between threads: each runs until it passes the baton on, then waits for it back."""
+
+    def __init__(self, order: list[int]) -> None:
+        self._cond = threading.Condition()
+        self._live = list(order)
+        self._turn = order[0]
+
+    def wait(self, me: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._turn == me)
+
+    def pass_on(self, me: int, *, done: bool = False) -> None:
+        with self._cond:
+            at = self._live.index(me)
+            self._turn = self._live[(at + 1) % len(self._live)]
+            if done:
+                self._live.remove(me)
+                self._turn = self._live[at % len(self._live)] if self._live else -1
+            self._cond.notify_all()
+        if not done:
+            self.wait(me)
+
+
+class HandOffSink(QueueSink):
+    """QueueSink that passes the baton on after each epoch record."""
+
+    def __init__(self, baton: Baton, me: int) -> None:
+        super().__init__()
+        self._baton, self._me = baton, me
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        super().on_epoch(record)
+        self._baton.pass_on(self._me)
+
+
+def lock_step(spec: TrainingSpec, quiet: TrainingSpec, order: list[int]) -> list[tuple[float, int]]:
+    """One round: loop (0), loop without step records (1) and bare (2), each on its own thread,
+    one epoch each in turn (`order`); each one's thread CPU seconds and minor page faults."""
+    baton = Baton(order)
+    out: dict[int, tuple[float, int]] = {}
+
+    def work(me: int) -> None:
+        baton.wait(me)
+        started, faults = time.thread_time(), _thread_faults()
+        if me == 2:
+            bare_loop(spec, after_epoch=lambda: baton.pass_on(2))
+        else:
+            run_training(spec if me == 0 else quiet, HandOffSink(baton, me))
+        out[me] = (time.thread_time() - started, _thread_faults() - faults)
+        baton.pass_on(me, done=True)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [out[0], out[1], out[2]]
+
+
+def _thread_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
 
 def compare(label: str, spec: TrainingSpec, pairs: int, threads: int) -> float:
-    """Loop (a step record every step), loop without step records, and bare, in alternating
+    """Loop (a step record every step), loop without step records, and bare, in lock-step
     rounds; prints each round and returns the median ratio loop/bare."""
     quiet = spec.model_copy(update={"log_every_n_steps": 0})  # epoch records only
-    contenders: list[Callable[[], object]] = [
-        lambda: run_training(spec, QueueSink()),
-        lambda: run_training(quiet, QueueSink()),
-        lambda: bare_loop(spec),
-    ]
-    for run in contenders:  # warm-up: imports, allocator, kernels
-        run()
-    rows: list[list[float]] = []
-    for i in range(pairs):
-        order = [0, 1, 2] if i % 2 == 0 else [2, 1, 0]
-        times = {k: cpu_seconds(contenders[k]) for k in order}
-        rows.append([times[0], times[1], times[2]])
+    lock_step(spec, quiet, [0, 1, 2])  # warm-up: imports, allocator, kernels
+    rows = [lock_step(spec, quiet, [0, 1, 2] if i % 2 == 0 else [2, 1, 0]) for i in range(pairs)]
     sink = QueueSink()
     run_training(spec, sink)
     model = build_mlp(spec.model, 8, 2, seed=0)
@@ -121,21 +178,34 @@ def compare(label: str, spec: TrainingSpec, pairs: int, threads: int) -> float:
         f"\ntrainer overhead, {label}: hidden {list(spec.model.hidden_sizes)} "
         f"(~{params:,} parameters), {spec.epochs} epochs, a step record every step "
         f"({sink.records.qsize()} records a run into queue.SimpleQueue), {threads} CPU "
-        f"thread(s), torch {torch.__version__}; process CPU seconds"
+        f"thread(s), torch {torch.__version__}; thread CPU seconds, epochs in lock-step"
     )
-    header = ("run", "loop", "no steps", "bare", "loop/bare", "no steps/bare")
-    print("{:>4} {:>7} {:>9} {:>7} {:>10} {:>14}".format(*header))
-    for run_no, (loop_s, quiet_s, bare_s) in enumerate(rows, start=1):
+    header = ("run", "loop", "no steps", "bare", "loop/bare", "no steps/bare", "minor faults")
+    print("{:>4} {:>7} {:>9} {:>7} {:>10} {:>14}  {}".format(*header))
+    for run_no, ((loop_s, f0), (quiet_s, f1), (bare_s, f2)) in enumerate(rows, start=1):
         print(
             f"{run_no:>4} {loop_s:>7.3f} {quiet_s:>9.3f} {bare_s:>7.3f} {loop_s / bare_s:>10.3f} "
-            f"{quiet_s / bare_s:>14.3f}"
+            f"{quiet_s / bare_s:>14.3f}  {f0:,} / {f1:,} / {f2:,}"
         )
-    ratio = statistics.median(r[0] / r[2] for r in rows)
-    quiet_ratio = statistics.median(r[1] / r[2] for r in rows)
-    best = min(r[0] for r in rows) / min(r[2] for r in rows)
-    print(f"median ratio loop/bare: {ratio:.3f}; fastest loop / fastest bare: {best:.3f}")
+    ratio = statistics.median(r[0][0] / r[2][0] for r in rows)
+    quiet_ratio = statistics.median(r[1][0] / r[2][0] for r in rows)
+    total = sum(r[0][0] for r in rows) / sum(r[2][0] for r in rows)
+    print(f"median ratio loop/bare: {ratio:.3f}; total loop / total bare: {total:.3f}")
     print(f"median ratio loop without step records/bare: {quiet_ratio:.3f}")
     return ratio
+
+
+def pin_allocator() -> bool:
+    """Fix glibc malloc's thresholds so freed tensors stay in the heap: by default its mmap
+    threshold moves as it goes, so the same run pays 10 to 300k page faults depending on what
+    ran before it, a spread of 10-25% on the ~1M model that hides a 1% overhead."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mmap = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's most: 32 MiB
+    return bool(mmap and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 CONTENDERS = ("loop", "bare")
@@ -220,9 +290,14 @@ def main() -> None:
         "--instructions", action="store_true", help="also count instructions (valgrind)"
     )
     parser.add_argument("--instruction-epochs", type=int, default=10)
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc malloc's thresholds moving"
+    )
     parser.add_argument("--count-child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.default_malloc and not args.count_child:
+        print(f"glibc malloc thresholds pinned: {pin_allocator()}")
     if args.count_child:
         counted_run(args.count_child, args.instruction_epochs)
         return
