@@ -7,8 +7,8 @@ all. The loop also runs without step records ("no steps") to show what they cost
 runs the three on three threads in lock-step, one epoch each in turn (the order reversed every
 other round), so drift in the machine's load hits all alike; each is timed in its own thread's
 CPU seconds, which other processes on a shared machine disturb less than wall time. glibc
-malloc's thresholds are pinned first (`--default-malloc` leaves them): left moving, they make
-the same run pay anywhere from 10 to 300k page faults, a spread larger than the bound; each
+malloc's thresholds are pinned first (`--default-malloc` leaves them): left moving, they made
+the same ~1M-model run pay 31k to 285k page faults here, a spread larger than the bound; each
 round prints its minor page faults. Two models: the demo spec (~134k parameters; target median
 ratio <= 1.02) and the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic
 size; target <= 1.01).
@@ -115,10 +115,11 @@ class Baton:
     def pass_on(self, me: int, *, done: bool = False) -> None:
         with self._cond:
             at = self._live.index(me)
-            self._turn = self._live[(at + 1) % len(self._live)]
-            if done:
+            if done:  # the next in line moves up into this one's place
                 self._live.remove(me)
                 self._turn = self._live[at % len(self._live)] if self._live else -1
+            else:
+                self._turn = self._live[(at + 1) % len(self._live)]
             self._cond.notify_all()
         if not done:
             self.wait(me)
@@ -145,18 +146,22 @@ def lock_step(spec: TrainingSpec, quiet: TrainingSpec, order: list[int]) -> list
     def work(me: int) -> None:
         baton.wait(me)
         started, faults = time.thread_time(), _thread_faults()
-        if me == 2:
-            bare_loop(spec, after_epoch=lambda: baton.pass_on(2))
-        else:
-            run_training(spec if me == 0 else quiet, HandOffSink(baton, me))
-        out[me] = (time.thread_time() - started, _thread_faults() - faults)
-        baton.pass_on(me, done=True)
+        try:
+            if me == 2:
+                bare_loop(spec, after_epoch=lambda: baton.pass_on(2))
+            else:
+                run_training(spec if me == 0 else quiet, HandOffSink(baton, me))
+            out[me] = (time.thread_time() - started, _thread_faults() - faults)
+        finally:  # a contender that raises must not leave the others waiting for its turn
+            baton.pass_on(me, done=True)
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if len(out) < 3:
+        raise RuntimeError(f"contender(s) {sorted({0, 1, 2} - out.keys())} raised; see above")
     return [out[0], out[1], out[2]]
 
 
@@ -197,15 +202,15 @@ def compare(label: str, spec: TrainingSpec, pairs: int, threads: int) -> float:
 
 def pin_allocator() -> bool:
     """Fix glibc malloc's thresholds so freed tensors stay in the heap: by default its mmap
-    threshold moves as it goes, so the same run pays 10 to 300k page faults depending on what
-    ran before it, a spread of 10-25% on the ~1M model that hides a 1% overhead."""
+    threshold moves as it goes, so the same ~1M-model run paid 31k to 285k page faults here by
+    what ran before it, a spread of 10-25% in its time that hides a 1% overhead."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    mmap = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's most: 32 MiB
-    return bool(mmap and libc.mallopt(m_trim_threshold, 1 << 30))
+    pinned = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's most: 32 MiB
+    return bool(pinned and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 CONTENDERS = ("loop", "bare")
