@@ -3,15 +3,22 @@
 The loop runs with a per-step loss logged every step into a sink that does what the server's does
 (a thread-safe hand-off, here `queue.SimpleQueue.put`); the bare loop trains the same model on the
 same data, seed, batches and optimizer, and evaluates val_loss once an epoch, with no metrics at
-all. The loop also runs without step records ("no steps") to show what they cost. Each round
-runs the three on three threads in lock-step, one epoch each in turn (the order reversed every
-other round), so drift in the machine's load hits all alike; each is timed in its own thread's
-CPU seconds, which other processes on a shared machine disturb less than wall time. glibc
-malloc's thresholds are pinned first (`--default-malloc` leaves them): left moving, they made
-the same ~1M-model run pay 31k to 285k page faults here, a spread larger than the bound; each
-round prints its minor page faults. Two models: the demo spec (~134k parameters; target median
-ratio <= 1.02) and the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic
-size; target <= 1.01).
+all. The loop also runs without step records ("no steps") to show what they cost, and the bare
+loop runs twice: the second ("bare again", the control) costs exactly what the first does, so
+its ratio shows how far the instrument itself strays from 1.
+
+Each round runs the four on four threads in lock-step, one epoch each in turn (the order reversed
+every other round), so drift in the machine's load hits all alike; each turn is timed in its own
+thread's CPU seconds, which other processes disturb less than wall time. The figure that counts
+is the median, over every epoch after the first of every round, of a loop epoch's time over the
+bare epoch's of the same round; set-up (data, model, the first epoch less a steady one) and what
+follows the last epoch are printed apart in milliseconds, and whole-run ratios beside them. Two
+things made the same epoch's time stray by more than the bound, and are fixed first: threads
+moving between CPUs (all run pinned to one CPU, `--cpu`, unless `--no-pin`; unpinned the
+epoch ratios spread over an IQR of 0.93-1.18 here, pinned 1.00-1.07), and glibc malloc handing
+memory back and forth to the kernel (`pin_allocator`; `--default-malloc` leaves it; each round
+prints its minor page faults). Two models: the demo spec (~134k parameters; target <= 1.02) and
+the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic size; target <= 1.01).
 
 CPU time on a shared machine drifts by a few percent from run to run, as much as the bound
 itself. `--instructions` adds a count that does not: the demo spec's loop and bare loop each run
@@ -20,8 +27,8 @@ run after a warm-up run (the window opens and closes on two marker calls, so imp
 warm-up are left out). It shows the metrics' own work; time also pays for what instructions do
 not show (caches, branch predictors shared with the kernels), so it is a floor of the CPU-time
 ratio, not a stand-in for it. Needs valgrind on PATH; takes several minutes.
-Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--large-epochs 4] [--threads 1]
-       [--instructions] [--instruction-epochs 10]
+Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--large-epochs 6] [--threads 1]
+       [--cpu N | --no-pin] [--default-malloc] [--instructions] [--instruction-epochs 10]
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -101,18 +109,23 @@ def bare_loop(spec: TrainingSpec, after_epoch: Callable[[], object] | None = Non
 
 
 class Baton:
-    """Turns between threads: each runs until it passes the baton on, then waits for it back."""
+    """Turns between threads: each runs until it passes the baton on, then waits for it back.
+    Each turn's thread CPU seconds are kept, per contender, in `turns`."""
 
     def __init__(self, order: list[int]) -> None:
         self._cond = threading.Condition()
         self._live = list(order)
         self._turn = order[0]
+        self._began: dict[int, float] = {}
+        self.turns: dict[int, list[float]] = {k: [] for k in order}
 
     def wait(self, me: int) -> None:
         with self._cond:
             self._cond.wait_for(lambda: self._turn == me)
+        self._began[me] = time.thread_time()
 
     def pass_on(self, me: int, *, done: bool = False) -> None:
+        self.turns[me].append(time.thread_time() - self._began[me])
         with self._cond:
             at = self._live.index(me)
             if done:  # the next in line moves up into this one's place
@@ -137,44 +150,70 @@ class HandOffSink(QueueSink):
         self._baton.pass_on(self._me)
 
 
-def lock_step(spec: TrainingSpec, quiet: TrainingSpec, order: list[int]) -> list[tuple[float, int]]:
-    """One round: loop (0), loop without step records (1) and bare (2), each on its own thread,
-    one epoch each in turn (`order`); each one's thread CPU seconds and minor page faults."""
+LOOP, QUIET, BARE, CONTROL = range(4)
+NAMES = ("loop", "no steps", "bare", "bare again")
+
+
+@dataclass
+class Round:
+    """One lock-step round: each contender's turns (thread CPU seconds; the first is set-up and
+    epoch 1, the last what follows the last epoch) and its minor page faults."""
+
+    turns: list[list[float]]
+    faults: list[int]
+
+    def total(self, k: int) -> float:
+        return sum(self.turns[k])
+
+    def steady(self, k: int, base: int = BARE) -> list[float]:
+        """Epoch-by-epoch ratios of contender k to `base`, epochs 2 to the last."""
+        return [a / b for a, b in zip(self.turns[k][1:-1], self.turns[base][1:-1], strict=True)]
+
+
+def lock_step(spec: TrainingSpec, quiet: TrainingSpec, order: list[int]) -> Round:
+    """One round: the loop, the loop without step records, the bare loop and the bare loop again
+    (the control), each on its own thread, one epoch each in turn (`order`)."""
     baton = Baton(order)
-    out: dict[int, tuple[float, int]] = {}
+    faults: dict[int, int] = {}
 
     def work(me: int) -> None:
         baton.wait(me)
-        started, faults = time.thread_time(), _thread_faults()
+        before = _thread_faults()
         try:
-            if me == 2:
-                bare_loop(spec, after_epoch=lambda: baton.pass_on(2))
+            if me in (BARE, CONTROL):
+                bare_loop(spec, after_epoch=lambda: baton.pass_on(me))
             else:
-                run_training(spec if me == 0 else quiet, HandOffSink(baton, me))
-            out[me] = (time.thread_time() - started, _thread_faults() - faults)
+                run_training(spec if me == LOOP else quiet, HandOffSink(baton, me))
+            faults[me] = _thread_faults() - before
         finally:  # a contender that raises must not leave the others waiting for its turn
             baton.pass_on(me, done=True)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    threads = [threading.Thread(target=work, args=(k,)) for k in order]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    if len(out) < 3:
-        raise RuntimeError(f"contender(s) {sorted({0, 1, 2} - out.keys())} raised; see above")
-    return [out[0], out[1], out[2]]
+    if len(faults) < len(order):
+        raise RuntimeError(f"contender(s) {sorted(set(order) - faults.keys())} raised; see above")
+    return Round([baton.turns[k] for k in range(len(order))], [faults[k] for k in range(4)])
 
 
 def _thread_faults() -> int:
     return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
 
 
-def compare(label: str, spec: TrainingSpec, pairs: int, threads: int) -> float:
-    """Loop (a step record every step), loop without step records, and bare, in lock-step
-    rounds; prints each round and returns the median ratio loop/bare."""
+def _quartiles(values: list[float]) -> str:
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return f"{median:.3f} (IQR {q1:.3f}-{q3:.3f})"
+
+
+def compare(label: str, spec: TrainingSpec, pairs: int, threads: int, pinned: str) -> float:
+    """The four contenders in lock-step rounds, the order reversed every other round; prints each
+    round and the epoch-by-epoch ratios, and returns the median ratio loop/bare."""
     quiet = spec.model_copy(update={"log_every_n_steps": 0})  # epoch records only
-    lock_step(spec, quiet, [0, 1, 2])  # warm-up: imports, allocator, kernels
-    rows = [lock_step(spec, quiet, [0, 1, 2] if i % 2 == 0 else [2, 1, 0]) for i in range(pairs)]
+    forward, backward = [LOOP, QUIET, BARE, CONTROL], [CONTROL, BARE, QUIET, LOOP]
+    lock_step(spec, quiet, forward)  # warm-up: imports, allocator, kernels
+    rows = [lock_step(spec, quiet, forward if i % 2 == 0 else backward) for i in range(pairs)]
     sink = QueueSink()
     run_training(spec, sink)
     model = build_mlp(spec.model, 8, 2, seed=0)
@@ -182,35 +221,65 @@ def compare(label: str, spec: TrainingSpec, pairs: int, threads: int) -> float:
     print(
         f"\ntrainer overhead, {label}: hidden {list(spec.model.hidden_sizes)} "
         f"(~{params:,} parameters), {spec.epochs} epochs, a step record every step "
-        f"({sink.records.qsize()} records a run into queue.SimpleQueue), {threads} CPU "
-        f"thread(s), torch {torch.__version__}; thread CPU seconds, epochs in lock-step"
+        f"({sink.records.qsize()} records a run into queue.SimpleQueue), {threads} torch "
+        f"thread(s), {pinned}, torch {torch.__version__}; thread CPU seconds, epochs in lock-step"
     )
-    header = ("run", "loop", "no steps", "bare", "loop/bare", "no steps/bare", "minor faults")
-    print("{:>4} {:>7} {:>9} {:>7} {:>10} {:>14}  {}".format(*header))
-    for run_no, ((loop_s, f0), (quiet_s, f1), (bare_s, f2)) in enumerate(rows, start=1):
+    header = ("run", *NAMES, "loop/bare", "again/bare", "minor faults")
+    print("{:>4} {:>7} {:>8} {:>7} {:>10} {:>9} {:>10}  {}".format(*header))
+    for run_no, row in enumerate(rows, start=1):
+        loop_s, quiet_s, bare_s, again_s = (row.total(k) for k in range(4))
         print(
-            f"{run_no:>4} {loop_s:>7.3f} {quiet_s:>9.3f} {bare_s:>7.3f} {loop_s / bare_s:>10.3f} "
-            f"{quiet_s / bare_s:>14.3f}  {f0:,} / {f1:,} / {f2:,}"
+            f"{run_no:>4} {loop_s:>7.3f} {quiet_s:>8.3f} {bare_s:>7.3f} {again_s:>10.3f} "
+            f"{loop_s / bare_s:>9.3f} {again_s / bare_s:>10.3f}  "
+            + " / ".join(f"{f:,}" for f in row.faults)
         )
-    ratio = statistics.median(r[0][0] / r[2][0] for r in rows)
-    quiet_ratio = statistics.median(r[1][0] / r[2][0] for r in rows)
-    total = sum(r[0][0] for r in rows) / sum(r[2][0] for r in rows)
-    print(f"median ratio loop/bare: {ratio:.3f}; total loop / total bare: {total:.3f}")
-    print(f"median ratio loop without step records/bare: {quiet_ratio:.3f}")
-    return ratio
+    total = sum(r.total(LOOP) for r in rows) / sum(r.total(BARE) for r in rows)
+    whole = statistics.median(r.total(LOOP) / r.total(BARE) for r in rows)
+    steady = {k: [x for r in rows for x in r.steady(k)] for k in (LOOP, QUIET, CONTROL)}
+    print(f"whole runs: median loop/bare {whole:.3f}, total loop / total bare {total:.3f}")
+    print(
+        f"epoch by epoch (epochs 2-{spec.epochs}, {len(steady[LOOP])} pairs), median ratio to bare:"
+    )
+    for k in (LOOP, QUIET, CONTROL):
+        print(f"  {NAMES[k]:>10}: {_quartiles(steady[k])}")
+    for k in (LOOP, BARE):
+        setup = [r.turns[k][0] - statistics.median(r.turns[k][1:-1]) for r in rows]
+        after = [r.turns[k][-1] for r in rows]
+        print(
+            f"  {NAMES[k]:>10}: set-up {statistics.median(setup) * 1e3:.2f} ms, "
+            f"after the last epoch {statistics.median(after) * 1e3:.2f} ms (medians)"
+        )
+    return statistics.median(steady[LOOP])
+
+
+def pin_cpu(cpu: int) -> None:
+    """Run every thread of this process on one CPU: the contenders take turns, so one is all they
+    need, and none is moved between CPUs' caches mid-epoch (unpinned, epoch-by-epoch ratios here
+    spread over an IQR of 0.93-1.18; pinned, 1.00-1.07)."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), {cpu})
 
 
 def pin_allocator() -> bool:
-    """Fix glibc malloc's thresholds so freed tensors stay in the heap: by default its mmap
-    threshold moves as it goes, so the same ~1M-model run paid 31k to 285k page faults here by
-    what ran before it, a spread of 10-25% in its time that hides a 1% overhead."""
+    """Fix glibc malloc so freed tensors stay in one heap: by default its mmap threshold moves as
+    it goes and each thread gets an arena of its own, so the same ~1M-model run paid 31k to 285k
+    page faults here by what ran before it and on which arena, a spread of 10-25% in its time that
+    hides a 1% overhead. One arena (the contenders take turns, so none waits on its lock), an mmap
+    threshold at glibc's most (32 MiB) and no trimming: after the warm-up round the bare loops
+    fault next to never."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    pinned = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's most: 32 MiB
-    return bool(pinned and libc.mallopt(m_trim_threshold, 1 << 30))
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    return all(
+        libc.mallopt(option, value)
+        for option, value in (
+            (m_mmap_threshold, 32 << 20),
+            (m_trim_threshold, 1 << 30),
+            (m_arena_max, 1),
+        )
+    )
 
 
 CONTENDERS = ("loop", "bare")
@@ -289,7 +358,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pairs", type=int, default=11, help="alternating rounds (>= 5)")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--large-epochs", type=int, default=4, help="epochs of the ~1M model")
+    parser.add_argument("--large-epochs", type=int, default=6, help="epochs of the ~1M model")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
         "--instructions", action="store_true", help="also count instructions (valgrind)"
@@ -298,9 +367,18 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc malloc's thresholds moving"
     )
+    parser.add_argument(
+        "--cpu", type=int, default=max(os.sched_getaffinity(0)), help="the CPU to pin to"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="leave threads free to move")
     parser.add_argument("--count-child", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # one torch thread: the contenders take turns, so one CPU is all they need
+    free = args.no_pin or args.count_child or args.threads > 1
+    pinned = "unpinned" if free else f"pinned to CPU {args.cpu}"
+    if pinned != "unpinned":
+        pin_cpu(args.cpu)
     if not args.default_malloc and not args.count_child:
         print(f"glibc malloc thresholds pinned: {pin_allocator()}")
     if args.count_child:
@@ -311,10 +389,10 @@ def main() -> None:
     large = demo_spec.model_copy(
         update={"epochs": args.large_epochs, "model": ModelSpec(hidden_sizes=(1000, 1000))}
     )
-    tiny_ratio = compare("the demo spec", demo_spec, args.pairs, args.threads)
-    large_ratio = compare("a model of realistic size", large, args.pairs, args.threads)
+    tiny_ratio = compare("the demo spec", demo_spec, args.pairs, args.threads, pinned)
+    large_ratio = compare("a model of realistic size", large, args.pairs, args.threads, pinned)
     print(
-        f"\nmedian loop/bare: demo {tiny_ratio:.3f} (target <= 1.02: "
+        f"\nepoch-by-epoch median loop/bare: demo {tiny_ratio:.3f} (target <= 1.02: "
         f"{'ok' if tiny_ratio <= 1.02 else 'ABOVE TARGET'}), ~1M parameters {large_ratio:.3f} "
         f"(target <= 1.01: {'ok' if large_ratio <= 1.01 else 'ABOVE TARGET'})"
     )
