@@ -27,7 +27,9 @@ __all__ = ["HistoryError", "HistoryRow", "history", "to_pandas"]
 
 
 class HistoryError(Exception):
-    """The server refused the read; `code` and `field` are its error's (e.g. not_found)."""
+    """The server refused the read; `code` and `field` are its error's (e.g. not_found).
+    `export_interrupted` (status 200): the export broke off half way; nothing partial is
+    returned."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -66,7 +68,17 @@ def _export(
             if response.status_code != 200:
                 response.read()
                 raise _error(response)
-            yield response
+            try:
+                yield response
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # A server whose export fails half way cuts the body short of its last chunk.
+                raise HistoryError(
+                    200,
+                    "export_interrupted",
+                    f"the server ended the export of {operation_id} before its last byte "
+                    f"({exc}); its log says why",
+                    None,
+                ) from exc
     finally:
         if own:
             http.close()

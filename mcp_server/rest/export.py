@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -12,6 +15,8 @@ from mcp_server.rest.http import Endpoint, parse_query
 
 __all__ = ["export_endpoints"]
 
+logger = logging.getLogger(__name__)
+
 
 def export_endpoints(service: TrainingService) -> list[Endpoint]:
     async def export(request: Request) -> Response:
@@ -20,7 +25,7 @@ def export_endpoints(service: TrainingService) -> list[Endpoint]:
         stream = await service.export_metrics(operation_id, query)
         filename = f"{operation_id}-metrics.{query.format}"
         return StreamingResponse(
-            stream,
+            _said_if_it_fails(stream, operation_id),
             media_type=MEDIA_TYPES[query.format],
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
@@ -41,3 +46,19 @@ def export_endpoints(service: TrainingService) -> list[Endpoint]:
             headers={"Content-Disposition": "attachment; filename=<operation_id>-metrics.<fmt>"},
         )
     ]
+
+
+async def _said_if_it_fails(
+    stream: AsyncIterator[bytes], operation_id: str
+) -> AsyncIterator[bytes]:
+    """The export's bytes; a failure half way is logged in one line and raised on, so the server
+    cuts the response short of its last chunk: the one sign a client can tell from the end of a
+    whole export (`training_mcp.history` raises `export_interrupted` on it)."""
+    sent = 0
+    try:
+        async for part in stream:
+            sent += len(part)
+            yield part
+    except Exception as exc:
+        logger.error("export of %s stopped after %d bytes: %r", operation_id, sent, exc)
+        raise

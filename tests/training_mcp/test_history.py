@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -94,3 +96,32 @@ async def test_a_refused_read_raises_with_the_servers_code(run: tuple[str, str])
     with pytest.raises(HistoryError) as caught:
         await anyio.to_thread.run_sync(lambda: history(base, "op-missing"))
     assert (caught.value.status, caught.value.code) == (404, "not_found")
+
+
+async def test_an_export_that_breaks_off_half_way_raises_and_returns_nothing_partial(
+    run: tuple[str, str], service: TrainingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, op = run
+    export = service.export_metrics
+
+    async def breaks_off(operation_id: str, query: Any) -> AsyncIterator[bytes]:
+        stream = await export(operation_id, query)
+
+        async def parts() -> AsyncIterator[bytes]:
+            async for part in stream:
+                yield part
+                raise RuntimeError("the reader died")  # after the first part went out
+
+        return parts()
+
+    monkeypatch.setattr(service, "export_metrics", breaks_off)
+    readers = [lambda: history(base, op)]
+    if importlib.util.find_spec("pandas") is not None:
+        readers.append(lambda: to_pandas(base, op))
+    for read in readers:
+        with pytest.raises(HistoryError) as caught:
+            await anyio.to_thread.run_sync(read)
+        assert caught.value.code == "export_interrupted" and op in str(caught.value)
+    monkeypatch.setattr(service, "export_metrics", export)
+    rows = await anyio.to_thread.run_sync(lambda: history(base, op))  # the server goes on
+    assert len(rows) == 25_003
