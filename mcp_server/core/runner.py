@@ -1,8 +1,8 @@
 """Local runs: each trains in a worker thread of this process, at most N at a time, in order.
 
 The training thread hands its records to the event loop without waiting (`call_soon_threadsafe`
-into a memory stream), so storage never slows training down; a consumer task on the loop stores
-them through the one ingestion path.
+into a memory stream, an epoch's worth at a time), so storage never slows training down; a
+consumer task on the loop stores them through the one ingestion path.
 """
 
 from __future__ import annotations
@@ -32,23 +32,42 @@ __all__ = ["SHUTDOWN_REASON", "LocalRunner"]
 
 log = logging.getLogger(__name__)
 
-Record = EpochRecord | StepRecord
+Handed = tuple[list[StepRecord], EpochRecord | None]  # steps, and the epoch they end (if any)
 SHUTDOWN_REASON = "the server shut down during the run; its stored epochs are kept"
 _STEP_FLUSH = 512  # store per-step losses at least this often, even inside a long epoch
 
 
 class _ThreadSink:
-    """The MetricSink the training thread writes to: a non-blocking hand-off to the loop."""
+    """The MetricSink the training thread writes to: a non-blocking hand-off to the loop, once an
+    epoch (its record with the step records logged during it) or every `_STEP_FLUSH` steps inside
+    a long one. Each hand-off wakes the event loop, which then takes the GIL from training:
+    woken every step, a demo run logging every step took 1.28x the time of one whose records went
+    into a queue (1.06x logging every 10th)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: MemoryObjectSendStream[Record]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: MemoryObjectSendStream[Handed]):
         self._loop = loop
         self._send = send
+        self._steps: list[StepRecord] = []
 
     def on_epoch(self, record: EpochRecord) -> None:
-        self._loop.call_soon_threadsafe(self._send.send_nowait, record)
+        self._hand_over(record)
 
     def on_step(self, record: StepRecord) -> None:
-        self._loop.call_soon_threadsafe(self._send.send_nowait, record)
+        self._steps.append(record)
+        if len(self._steps) >= _STEP_FLUSH:
+            self._hand_over(None)
+
+    def _hand_over(self, epoch: EpochRecord | None) -> None:
+        steps, self._steps = self._steps, []
+        self._loop.call_soon_threadsafe(self._send.send_nowait, (steps, epoch))
+
+    def drain(self) -> None:
+        """On the loop, once training has returned: the steps of an epoch it left part way (a
+        cancel, a failure). What it handed over before is ahead of these in the stream: its
+        callbacks were queued before the one that ends the thread's wait."""
+        if self._steps:
+            steps, self._steps = self._steps, []
+            self._send.send_nowait((steps, None))
 
 
 @dataclass
@@ -151,7 +170,7 @@ class LocalRunner:
             log.exception("pruning checkpoints after %s failed", operation_id)
 
     async def _train(self, operation_id: str, spec: TrainingSpec, run: _Run) -> None:
-        send, receive = anyio.create_memory_object_stream[Record](math.inf)
+        send, receive = anyio.create_memory_object_stream[Handed](math.inf)
         sink = _ThreadSink(asyncio.get_running_loop(), send)
         options = self._options
         if self._artifacts_root is not None:
@@ -177,6 +196,7 @@ class LocalRunner:
                 if not _is_spec_problem(exc):
                     log.exception("training %s raised", operation_id)
             finally:
+                sink.drain()
                 send.close()
                 trained.set()
         if result is None:
@@ -215,20 +235,13 @@ class LocalRunner:
             return False
         return True
 
-    async def _consume(self, operation_id: str, receive: MemoryObjectReceiveStream[Record]) -> None:
-        steps: list[StepRecord] = []
+    async def _consume(self, operation_id: str, receive: MemoryObjectReceiveStream[Handed]) -> None:
         async with receive:
-            async for record in receive:
-                if isinstance(record, StepRecord):
-                    steps.append(record)
-                    if len(steps) >= _STEP_FLUSH:
-                        await self._ingestor.record_steps(operation_id, steps)
-                        steps = []
-                    continue
-                await self._ingestor.record_epoch(operation_id, record, steps)
-                steps = []
-        if steps:
-            await self._ingestor.record_steps(operation_id, steps)
+            async for steps, epoch in receive:
+                if epoch is None:
+                    await self._ingestor.record_steps(operation_id, steps)
+                else:
+                    await self._ingestor.record_epoch(operation_id, epoch, steps)
 
 
 def _cancelled_status(run: _Run) -> OperationStatus:
