@@ -20,6 +20,11 @@ memory back and forth to the kernel (`pin_allocator`; `--default-malloc` leaves 
 prints its minor page faults). Two models: the demo spec (~134k parameters; target <= 1.02) and
 the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic size; target <= 1.01).
 
+Last, the hand-off into the server: whole demo runs into the server's own sink, which hands the
+event loop an epoch's records at a time, against the queue sink and against that sink handing
+over every record (as it once did: each hand-off wakes the loop, which takes the GIL from
+training; logging every step that cost 1.09x pinned and 1.17x unpinned here).
+
 CPU time on a shared machine drifts by a few percent from run to run, as much as the bound
 itself. `--instructions` adds a count that does not: the demo spec's loop and bare loop each run
 once under valgrind's callgrind, in their own process, which counts the instructions of one whole
@@ -27,14 +32,16 @@ run after a warm-up run (the window opens and closes on two marker calls, so imp
 warm-up are left out). It shows the metrics' own work; time also pays for what instructions do
 not show (caches, branch predictors shared with the kernels), so it is a floor of the CPU-time
 ratio, not a stand-in for it. Needs valgrind on PATH; takes several minutes.
-Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--large-epochs 6] [--threads 1]
+Usage: python bench/trainer_overhead.py [--pairs 11] [--epochs 20] [--large-epochs 10] [--threads 1]
        [--cpu N | --no-pin] [--default-malloc] [--instructions] [--instruction-epochs 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
+import math
 import os
 import queue
 import resource
@@ -48,17 +55,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import anyio
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mcp_server.core.runner import Handed, _ThreadSink
 from trainer import EpochRecord, StepRecord, TrainerOptions, TrainingSpec
 from trainer.datasets import load_data
 from trainer.loop import run_training
 from trainer.models import build_mlp
+from trainer.records import MetricSink
 from trainer.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectSendStream
 
 
 class QueueSink:
@@ -252,6 +266,70 @@ def compare(label: str, spec: TrainingSpec, pairs: int, threads: int, pinned: st
     return statistics.median(steady[LOOP])
 
 
+class _EveryRecordSink(_ThreadSink):
+    """The server's sink as it was: a hand-off to the event loop for every record."""
+
+    def on_step(self, record: StepRecord) -> None:
+        super().on_step(record)
+        self._hand_over(None)
+
+
+def handoff(rounds: int, epochs: int) -> None:
+    """Whole demo runs into the server's own sink (`mcp_server.core.runner._ThreadSink`, with a
+    consumer on an event loop in another thread, as in `serve`), the same sink handing over every
+    record (as it did), and the queue sink the comparisons above use; wall seconds, alternating,
+    on the CPU the rest runs on, so the loop's own work is paid for too."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    kinds: dict[str, Callable[[MemoryObjectSendStream[Handed]], MetricSink]] = {
+        "queue": lambda send: QueueSink(),
+        "server": lambda send: _ThreadSink(loop, send),
+        "per record": lambda send: _EveryRecordSink(loop, send),
+    }
+
+    def one(spec: TrainingSpec, kind: str) -> float:
+        send, receive = anyio.create_memory_object_stream[Handed](math.inf)
+
+        async def consume() -> None:
+            async with receive:
+                async for _ in receive:
+                    pass
+
+        consumed = asyncio.run_coroutine_threadsafe(consume(), loop)
+        sink = kinds[kind](send)
+        started = time.perf_counter()
+        run_training(spec, sink)
+        elapsed = time.perf_counter() - started
+        loop.call_soon_threadsafe(send.close)
+        consumed.result()
+        return elapsed
+
+    print(
+        f"\nthe hand-off to the server's event loop, the demo spec, {epochs} epochs, wall seconds:"
+    )
+    print(
+        "{:>16} {:>7} {:>7} {:>11} {:>13} {:>17}".format(
+            "step records", *kinds, "server/queue", "per record/queue"
+        )
+    )
+    for every in (1, 10):
+        spec = TrainingSpec(epochs=epochs, log_every_n_steps=every, device="cpu")
+        for kind in kinds:
+            one(spec, kind)  # warm-up
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for i in range(rounds):
+            for kind in list(kinds) if i % 2 == 0 else list(kinds)[::-1]:
+                times[kind].append(one(spec, kind))
+        median = {kind: statistics.median(t) for kind, t in times.items()}
+        print(
+            f"{'every step' if every == 1 else f'every {every}th':>16} {median['queue']:>7.3f} "
+            f"{median['server']:>7.3f} {median['per record']:>11.3f} "
+            f"{median['server'] / median['queue']:>13.3f} "
+            f"{median['per record'] / median['queue']:>17.3f}"
+        )
+    loop.call_soon_threadsafe(loop.stop)
+
+
 def pin_cpu(cpu: int) -> None:
     """Run every thread of this process on one CPU: the contenders take turns, so one is all they
     need, and none is moved between CPUs' caches mid-epoch (unpinned, epoch-by-epoch ratios here
@@ -358,7 +436,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pairs", type=int, default=11, help="alternating rounds (>= 5)")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--large-epochs", type=int, default=6, help="epochs of the ~1M model")
+    parser.add_argument("--large-epochs", type=int, default=10, help="epochs of the ~1M model")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
         "--instructions", action="store_true", help="also count instructions (valgrind)"
@@ -410,6 +488,7 @@ def main() -> None:
         f"samples/s while training (median epoch), {demo.epochs * n_train / wall:,.0f} samples/s "
         f"over the whole run incl. set-up and evaluation ({wall:.2f} s for {demo.epochs} epochs)"
     )
+    handoff(args.pairs, args.epochs)
     if args.instructions:
         count_instructions(args.instruction_epochs, args.threads)
 
