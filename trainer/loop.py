@@ -12,8 +12,10 @@ per-batch mean; samples_per_s counts the training phase only; learning_rate is t
 trained with.
 
 Hot-path choices, so metrics cost a bare loop next to nothing (bench/trainer_overhead.py measures
-it): batch losses stay on the device until the epoch ends (one sync per epoch, plus one per
-logged step), and train accuracy is counted in chunks of ~64k rows rather than per batch.
+it): batch losses stay on the device until the epoch ends, logged step losses with them (one sync
+per epoch; in an epoch longer than `STEP_FLUSH_S`, one that often: the steps are sent then, each
+with the wall time it trained at), and train accuracy is counted in chunks of ~64k rows rather
+than per batch. A non-finite loss fails the run at the next sync, naming its batch.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ __all__ = ["Trained", "run_training", "train"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 _NO_OPTIONS = TrainerOptions()  # no data roots, no factories, no checkpoints
+# Logged step losses wait on the device and go out with their epoch; inside a longer epoch they
+# go about this often (one device sync each time).
+STEP_FLUSH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -149,10 +154,14 @@ def train(
         model.train()
         learning_rate = float(optimizer.param_groups[0]["lr"])
         losses: list[Tensor] = []
+        logged: list[tuple[int, int, float]] = []  # (batch, step, wall time) not yet sent
+        flush_at = started + STEP_FLUSH_S
         hits = HitCounter()
         last_norm: Tensor | None = None
         for i, (x, y) in enumerate(batches):
             if cancel is not None and cancel.is_set():
+                if logged:  # what trained before the cancel
+                    _send_steps(sink, epoch, logged, torch.stack(losses).tolist(), check_finite)
                 reason = f"cancelled during epoch {epoch}, after {i} of {len(batches)} batches"
                 return finish("cancelled", epoch - 1, reason)
             out = model(x)
@@ -169,13 +178,15 @@ def train(
             if classification:
                 hits.add(out.detach(), y)
             if log_every and step % log_every == 0:
-                value = loss.item()
-                if check_finite and not math.isfinite(value):
-                    return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
-                sink.on_step(StepRecord(step, epoch, value, time.time()))
+                logged.append((i, step, time.time()))
+                if (now := time.perf_counter()) >= flush_at:  # a long epoch's steps so far
+                    flush_at = now + STEP_FLUSH_S
+                    so_far = torch.stack(losses).tolist()
+                    if not _send_steps(sink, epoch, logged, so_far, check_finite):
+                        return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
         train_seconds = time.perf_counter() - started
         batch_losses = torch.stack(losses).tolist()  # the epoch's one device sync
-        if check_finite and not all(map(math.isfinite, batch_losses)):
+        if not _send_steps(sink, epoch, logged, batch_losses, check_finite):
             return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
         train_loss = sum(v * n for v, n in zip(batch_losses, sizes, strict=True)) / n_train
 
@@ -278,6 +289,27 @@ def _check_output_shape(model: nn.Module, data: Data, device: torch.device) -> N
         raise DatasetError(
             "dataset", f"model output {tuple(out.shape[1:])} does not match target {tuple(y.shape)}"
         )
+
+
+def _send_steps(
+    sink: MetricSink,
+    epoch: int,
+    logged: list[tuple[int, int, float]],
+    values: list[float],
+    check_finite: bool,
+) -> bool:
+    """Send the step records of `logged` (batch index, step, wall time), their losses read from
+    `values` (the epoch's batch losses so far), and empty it; with `check_finite`, stop short of
+    the first non-finite loss, logged or not, and return False."""
+    first_bad = len(values)
+    if check_finite and not all(map(math.isfinite, values)):
+        first_bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+    for batch, step, wall_time in logged:
+        if batch >= first_bad:
+            break
+        sink.on_step(StepRecord(step, epoch, values[batch], wall_time))
+    logged.clear()
+    return first_bad == len(values)
 
 
 def _nonfinite(losses: list[Tensor], epoch: int, step: int) -> str:

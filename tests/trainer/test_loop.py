@@ -7,11 +7,22 @@ import math
 import re
 import threading
 
+import time
+
 import pytest
 import torch
 
 from tests.trainer.conftest import ListSink
-from trainer import EarlyStoppingSpec, ModelSpec, SpecError, SyntheticDataset, TrainingSpec
+from trainer import (
+    EarlyStoppingSpec,
+    EpochRecord,
+    ModelSpec,
+    SpecError,
+    StepRecord,
+    SyntheticDataset,
+    TrainingSpec,
+)
+from trainer import loop as loop_module
 from trainer.loop import run_training
 
 BLOBS = SyntheticDataset(name="blobs", n_samples=300)
@@ -86,7 +97,40 @@ class _CancelAfter(ListSink):
             self._event.set()
 
 
-def test_cancel_mid_epoch_stops_within_one_batch_and_keeps_finished_epochs() -> None:
+class _ArrivalSink(ListSink):
+    """Notes when each record arrives: (kind, step or epoch, time.time())."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[tuple[str, int, float]] = []
+
+    def on_epoch(self, record: EpochRecord) -> None:
+        super().on_epoch(record)
+        self.arrivals.append(("epoch", record.epoch, time.time()))
+
+    def on_step(self, record: StepRecord) -> None:
+        super().on_step(record)
+        self.arrivals.append(("step", record.step, time.time()))
+
+
+def test_logged_steps_wait_on_the_device_and_go_out_with_their_epoch() -> None:
+    sink = _ArrivalSink()
+    spec = TrainingSpec(dataset=BLOBS, model=SMALL, epochs=3, log_every_n_steps=1)
+    run_training(spec, sink)  # 8 steps an epoch, each logged
+    kinds = [kind for kind, _, _ in sink.arrivals]
+    assert kinds == (["step"] * 8 + ["epoch"]) * 3
+    for epoch in range(3):
+        steps = sink.steps[8 * epoch : 8 * epoch + 8]
+        first_arrival = sink.arrivals[9 * epoch][2]
+        # no step was sent before the epoch's last one had trained (one device sync an epoch)
+        assert first_arrival >= steps[-1].timestamp
+        assert [s.timestamp for s in steps] == sorted(s.timestamp for s in steps)
+
+
+def test_cancel_mid_epoch_stops_within_one_batch_and_keeps_finished_epochs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop_module, "STEP_FLUSH_S", 0.0)  # each logged step goes out at once
     cancel = threading.Event()
     sink = _CancelAfter(13, cancel)  # 8 steps an epoch: step 13 is batch 5 of epoch 2
     spec = TrainingSpec(dataset=BLOBS, model=SMALL, epochs=5, log_every_n_steps=1)
