@@ -6,7 +6,6 @@ import dataclasses
 import math
 import re
 import threading
-
 import time
 
 import pytest
