@@ -21,9 +21,9 @@ prints its minor page faults). Two models: the demo spec (~134k parameters; targ
 the same spec with hidden layers [1000, 1000] (~1M parameters, a realistic size; target <= 1.01).
 
 Last, the hand-off into the server: whole demo runs into the server's own sink, which hands the
-event loop an epoch's records at a time, against the queue sink and against that sink handing
-over every record (as it once did: each hand-off wakes the loop, which takes the GIL from
-training; logging every step that cost 1.09x pinned and 1.17x unpinned here).
+event loop an epoch's records at a time, against the queue sink, in pairs. (It once handed over
+every record as it came: each hand-off woke the loop, which took the GIL from training; logging
+every step that cost 1.09x pinned and 1.17x unpinned here.)
 
 CPU time on a shared machine drifts by a few percent from run to run, as much as the bound
 itself. `--instructions` adds a count that does not: the demo spec's loop and bare loop each run
@@ -55,7 +55,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import torch
@@ -70,9 +69,6 @@ from trainer.loop import run_training
 from trainer.models import build_mlp
 from trainer.records import MetricSink
 from trainer.spec import ModelSpec
-
-if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectSendStream
 
 
 class QueueSink:
@@ -266,26 +262,14 @@ def compare(label: str, spec: TrainingSpec, pairs: int, threads: int, pinned: st
     return statistics.median(steady[LOOP])
 
 
-class _EveryRecordSink(_ThreadSink):
-    """The server's sink as it was: a hand-off to the event loop for every record."""
-
-    def on_step(self, record: StepRecord) -> None:
-        super().on_step(record)
-        self._hand_over(None)
-
-
 def handoff(rounds: int, epochs: int) -> None:
     """Whole demo runs into the server's own sink (`mcp_server.core.runner._ThreadSink`, with a
-    consumer on an event loop in another thread, as in `serve`), the same sink handing over every
-    record (as it did), and the queue sink the comparisons above use; wall seconds, alternating,
-    on the CPU the rest runs on, so the loop's own work is paid for too."""
+    consumer on an event loop in another thread, as in `serve`) against the queue sink the
+    comparisons above use: wall seconds on the CPU the rest runs on, so the loop's own work is
+    paid for too; the two run back to back (the order alternating) and each pair gives a ratio,
+    which drift in the machine's speed between pairs leaves alone."""
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    kinds: dict[str, Callable[[MemoryObjectSendStream[Handed]], MetricSink]] = {
-        "queue": lambda send: QueueSink(),
-        "server": lambda send: _ThreadSink(loop, send),
-        "per record": lambda send: _EveryRecordSink(loop, send),
-    }
 
     def one(spec: TrainingSpec, kind: str) -> float:
         send, receive = anyio.create_memory_object_stream[Handed](math.inf)
@@ -296,7 +280,7 @@ def handoff(rounds: int, epochs: int) -> None:
                     pass
 
         consumed = asyncio.run_coroutine_threadsafe(consume(), loop)
-        sink = kinds[kind](send)
+        sink: MetricSink = QueueSink() if kind == "queue" else _ThreadSink(loop, send)
         started = time.perf_counter()
         run_training(spec, sink)
         elapsed = time.perf_counter() - started
@@ -308,25 +292,22 @@ def handoff(rounds: int, epochs: int) -> None:
         f"\nthe hand-off to the server's event loop, the demo spec, {epochs} epochs, wall seconds:"
     )
     print(
-        "{:>16} {:>7} {:>7} {:>11} {:>13} {:>17}".format(
-            "step records", *kinds, "server/queue", "per record/queue"
+        "{:>13} {:>7} {:>7} {:>26}".format(
+            "step records", "queue", "server", "server/queue (pairs)"
         )
     )
     for every in (1, 10):
         spec = TrainingSpec(epochs=epochs, log_every_n_steps=every, device="cpu")
-        for kind in kinds:
-            one(spec, kind)  # warm-up
-        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        one(spec, "queue"), one(spec, "server")  # warm-up
+        pairs = []
         for i in range(rounds):
-            for kind in list(kinds) if i % 2 == 0 else list(kinds)[::-1]:
-                times[kind].append(one(spec, kind))
-        median = {kind: statistics.median(t) for kind, t in times.items()}
-        print(
-            f"{'every step' if every == 1 else f'every {every}th':>16} {median['queue']:>7.3f} "
-            f"{median['server']:>7.3f} {median['per record']:>11.3f} "
-            f"{median['server'] / median['queue']:>13.3f} "
-            f"{median['per record'] / median['queue']:>17.3f}"
-        )
+            order = ("queue", "server") if i % 2 == 0 else ("server", "queue")
+            pairs.append(dict(zip(order, (one(spec, order[0]), one(spec, order[1])), strict=True)))
+        queue_s = statistics.median(p["queue"] for p in pairs)
+        server_s = statistics.median(p["server"] for p in pairs)
+        ratios = [p["server"] / p["queue"] for p in pairs]
+        label = "every step" if every == 1 else f"every {every}th"
+        print(f"{label:>13} {queue_s:>7.3f} {server_s:>7.3f} {_quartiles(ratios):>26}")
     loop.call_soon_threadsafe(loop.stop)
 
 
