@@ -155,13 +155,16 @@ def train(
         learning_rate = float(optimizer.param_groups[0]["lr"])
         losses: list[Tensor] = []
         logged: list[tuple[int, int, float]] = []  # (batch, step, wall time) not yet sent
+        batch_losses: list[float] = []  # read from the device so far
         flush_at = started + STEP_FLUSH_S
         hits = HitCounter()
         last_norm: Tensor | None = None
         for i, (x, y) in enumerate(batches):
             if cancel is not None and cancel.is_set():
                 if logged:  # what trained before the cancel
-                    _send_steps(sink, epoch, logged, torch.stack(losses).tolist(), check_finite)
+                    _send_steps(
+                        sink, epoch, logged, batch_losses, _read(losses, batch_losses), check_finite
+                    )
                 reason = f"cancelled during epoch {epoch}, after {i} of {len(batches)} batches"
                 return finish("cancelled", epoch - 1, reason)
             out = model(x)
@@ -181,12 +184,12 @@ def train(
                 logged.append((i, step, time.time()))
                 if (now := time.perf_counter()) >= flush_at:  # a long epoch's steps so far
                     flush_at = now + STEP_FLUSH_S
-                    so_far = torch.stack(losses).tolist()
-                    if not _send_steps(sink, epoch, logged, so_far, check_finite):
+                    fresh = _read(losses, batch_losses)
+                    if not _send_steps(sink, epoch, logged, batch_losses, fresh, check_finite):
                         return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
         train_seconds = time.perf_counter() - started
-        batch_losses = torch.stack(losses).tolist()  # the epoch's one device sync
-        if not _send_steps(sink, epoch, logged, batch_losses, check_finite):
+        fresh = _read(losses, batch_losses)  # the epoch's one device sync (in a short epoch)
+        if not _send_steps(sink, epoch, logged, batch_losses, fresh, check_finite):
             return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
         train_loss = sum(v * n for v, n in zip(batch_losses, sizes, strict=True)) / n_train
 
@@ -291,19 +294,30 @@ def _check_output_shape(model: nn.Module, data: Data, device: torch.device) -> N
         )
 
 
+def _read(losses: list[Tensor], read: list[float]) -> int:
+    """Read the batch losses not read yet onto the end of `read` (one device sync); returns the
+    index of the first one it added."""
+    first = len(read)
+    if len(losses) > first:
+        read += torch.stack(losses[first:]).tolist()
+    return first
+
+
 def _send_steps(
     sink: MetricSink,
     epoch: int,
     logged: list[tuple[int, int, float]],
     values: list[float],
+    fresh: int,
     check_finite: bool,
 ) -> bool:
     """Send the step records of `logged` (batch index, step, wall time), their losses read from
     `values` (the epoch's batch losses so far), and empty it; with `check_finite`, stop short of
-    the first non-finite loss, logged or not, and return False."""
+    the first non-finite loss among those from `fresh` on (the ones before were checked), logged
+    or not, and return False."""
     first_bad = len(values)
-    if check_finite and not all(map(math.isfinite, values)):
-        first_bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+    if check_finite and not all(map(math.isfinite, values[fresh:])):
+        first_bad = next(i for i in range(fresh, len(values)) if not math.isfinite(values[i]))
     for batch, step, wall_time in logged:
         if batch >= first_bad:
             break

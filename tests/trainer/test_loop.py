@@ -148,6 +148,23 @@ def test_a_cancel_set_before_the_start_trains_nothing() -> None:
     assert (result.outcome, result.epochs_completed, sink.epochs) == ("cancelled", 0, [])
 
 
+def test_a_non_finite_loss_fails_the_same_whether_steps_go_out_each_or_with_their_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = TrainingSpec(
+        dataset=BLOBS, model=SMALL, optimizer="sgd", learning_rate=100.0, log_every_n_steps=1
+    )
+    with_epoch = ListSink()
+    first = run_training(spec, with_epoch)
+    monkeypatch.setattr(loop_module, "STEP_FLUSH_S", 0.0)  # a sync at every logged step
+    each = ListSink()
+    second = run_training(spec, each)
+    assert first.outcome == second.outcome == "failed" and first.reason == second.reason
+    steps = [(s.step, s.train_loss) for s in with_epoch.steps]
+    assert steps == [(s.step, s.train_loss) for s in each.steps] and steps
+    assert all(math.isfinite(loss) for _, loss in steps)  # every step before the broken one
+
+
 def test_a_huge_learning_rate_fails_with_the_epoch_and_step_of_the_non_finite_loss() -> None:
     spec = TrainingSpec(dataset=BLOBS, model=SMALL, optimizer="sgd", learning_rate=100.0, epochs=5)
     sink = ListSink()
