@@ -298,7 +298,8 @@ def handoff(rounds: int, epochs: int) -> None:
     )
     for every in (1, 10):
         spec = TrainingSpec(epochs=epochs, log_every_n_steps=every, device="cpu")
-        one(spec, "queue"), one(spec, "server")  # warm-up
+        for kind in ("queue", "server"):  # warm-up
+            one(spec, kind)
         pairs = []
         for i in range(rounds):
             order = ("queue", "server") if i % 2 == 0 else ("server", "queue")
