@@ -186,11 +186,11 @@ def train(
                     flush_at = now + STEP_FLUSH_S
                     fresh = _read(losses, batch_losses)
                     if not _send_steps(sink, epoch, logged, batch_losses, fresh, check_finite):
-                        return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
+                        return finish("failed", epoch - 1, _nonfinite(batch_losses, epoch, step))
         train_seconds = time.perf_counter() - started
         fresh = _read(losses, batch_losses)  # the epoch's one device sync (in a short epoch)
         if not _send_steps(sink, epoch, logged, batch_losses, fresh, check_finite):
-            return finish("failed", epoch - 1, _nonfinite(losses, epoch, step))
+            return finish("failed", epoch - 1, _nonfinite(batch_losses, epoch, step))
         train_loss = sum(v * n for v, n in zip(batch_losses, sizes, strict=True)) / n_train
 
         # -- evaluate, emit, checkpoint
@@ -326,9 +326,9 @@ def _send_steps(
     return first_bad == len(values)
 
 
-def _nonfinite(losses: list[Tensor], epoch: int, step: int) -> str:
-    """Say which batch first gave a non-finite loss; `step` is the global step of the last one."""
-    values = torch.stack(losses).tolist()
+def _nonfinite(values: list[float], epoch: int, step: int) -> str:
+    """Say which batch first gave a non-finite loss; `values` are the epoch's batch losses as read
+    so far, `step` is the global step of the last one."""
     first = next(i for i, v in enumerate(values) if not math.isfinite(v))
     at = step - (len(values) - 1 - first)
     return f"train_loss became {values[first]} at epoch {epoch}, step {at} (batch {first + 1})"
