@@ -262,7 +262,7 @@ def _wait_healthy(base: str, path: str, process: subprocess.Popen[bytes], limit_
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.01)  # fine enough for a start of under half a second
+        time.sleep(0.01)  # ~1 % of our start: a 50 ms poll was up to a tenth of it
     raise RuntimeError(f"{base} was not healthy within {limit_s:.0f} s")
 
 
